@@ -1,0 +1,53 @@
+"""The paper's own numbers (``book/paper_values.yml``), for setting ours beside them."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .paths import REPO_ROOT
+
+CITATION = ("M. Jere, M. Kumar, F. Koushanfar. A Singular Value Perspective on Model "
+            "Robustness. arXiv:2012.03516.")
+
+
+def values_path() -> Path:
+    path = (REPO_ROOT or Path.cwd()) / "book" / "paper_values.yml"
+    if not path.exists():
+        raise FileNotFoundError(f"paper values not found at {path}; rankcore.paper needs a "
+                                "source checkout (book/paper_values.yml)")
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def values() -> dict[str, Any]:
+    """All of ``book/paper_values.yml`` as nested dicts."""
+    return yaml.safe_load(values_path().read_text())
+
+
+def get(key: str) -> Any:
+    """One value by dotted key, e.g. ``get("table2.cifar10.5.top1")`` -> 91.54."""
+    node: Any = values()
+    for part in key.split("."):
+        if isinstance(node, dict):
+            candidates = [part] + ([int(part)] if part.lstrip("-").isdigit() else [])
+            for c in candidates:
+                if c in node:
+                    node = node[c]
+                    break
+            else:
+                raise KeyError(f"{key!r}: no {part!r} among {sorted(map(str, node))}")
+        else:
+            raise KeyError(f"{key!r}: {part!r} below a leaf value")
+    return node
+
+
+def describe(ref: str) -> str:
+    """A one-line description of a figure or table, e.g. ``describe("fig3")``."""
+    group = "tables" if ref.startswith("table") else "figures"
+    entry = values()[group].get(ref)
+    if entry is None:
+        raise KeyError(f"unknown {group[:-1]} {ref!r}; known: {sorted(values()[group])}")
+    return f"Paper {ref.replace('fig', 'Figure ').replace('table', 'Table ')}: {entry['what']}"
