@@ -1,0 +1,247 @@
+"""Rank truncation of images by singular value decomposition (Section 3 of the paper).
+
+Every image is a stack of colour channels; each channel is a matrix whose best rank-k
+approximation (Eckart-Young) keeps its k largest singular values (equation 2). All
+functions take ``(..., C, H, W)`` float tensors on any device; rank runs from 0 to
+``min(H, W)``.
+
+The paper's Algorithm 1 recomputes the SVD for every rank. :func:`rank_sweep` and
+:func:`rank_blocks` compute it once per image and channel and build each rank-k image
+from the previous one by adding rank-one terms, so all ranks cost one SVD plus writing
+the reconstructions.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Sequence, Union
+
+import torch
+from torch import Tensor
+
+__all__ = ["low_rank", "high_rank", "rank_sweep", "rank_blocks", "singular_values", "max_rank"]
+
+#: Accepted forms of a set of ranks.
+Ranks = Union[int, Sequence[int], range, Tensor, None]
+
+
+# ---------------------------------------------------------------------------- checks
+
+def _check_images(x: Tensor, name: str = "x") -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (..., C, H, W), got {type(x).__name__}")
+    if x.dim() < 2:
+        raise ValueError(f"{name} must have at least 2 dimensions (..., H, W), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def max_rank(x: Tensor) -> int:
+    """The largest rank of an image: ``min(H, W)`` of ``x`` with shape ``(..., H, W)``."""
+    return min(x.shape[-2], x.shape[-1])
+
+
+def _work_dtype(x: Tensor) -> torch.dtype:
+    # Half-precision SVD is unsupported and inaccurate: compute in float32 at least.
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _check_k(k: int | Tensor, x: Tensor) -> Tensor | int:
+    """Validate ``k``; return an int or a long tensor broadcastable to ``x``'s leading dim."""
+    if isinstance(k, Tensor):
+        if k.is_floating_point() or k.is_complex() or k.dtype == torch.bool:
+            raise ValueError(f"k must hold integers, got dtype {k.dtype}")
+        if k.dim() == 0:
+            return _check_k(int(k), x)
+        if k.dim() != 1:
+            raise ValueError(f"k must be an int or a 1-D tensor with one rank per image, got shape {tuple(k.shape)}")
+        if x.dim() < 4 or k.shape[0] != x.shape[0]:
+            lead = x.shape[0] if x.dim() >= 4 else "none (x has no batch dimension)"
+            raise ValueError(f"k has length {k.shape[0]} but x of shape {tuple(x.shape)} has "
+                             f"{lead} images along dim 0")
+        if bool((k < 0).any()):
+            raise ValueError(f"k must be >= 0, got min {int(k.min())}")
+        return k.to(device=x.device, dtype=torch.long)
+    if isinstance(k, bool) or not isinstance(k, int):
+        try:
+            import numpy as np
+            if isinstance(k, np.integer):
+                return _check_k(int(k), x)
+        except ImportError:  # pragma: no cover
+            pass
+        raise TypeError(f"k must be an int or a 1-D integer tensor, got {type(k).__name__}")
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    return k
+
+
+def _check_ranks(ranks, w: int) -> list[int]:
+    if ranks is None:
+        return list(range(w + 1))
+    if isinstance(ranks, int) and not isinstance(ranks, bool):
+        ranks = [ranks]
+    if isinstance(ranks, Tensor):
+        ranks = ranks.flatten().tolist()
+    out = sorted(set(int(r) for r in ranks))
+    if not out:
+        raise ValueError("ranks is empty")
+    if out[0] < 0 or out[-1] > w:
+        raise ValueError(f"ranks must lie in [0, {w}] (min(H, W) of the images), got "
+                         f"min {out[0]}, max {out[-1]}")
+    return out
+
+
+# ---------------------------------------------------------------------------- core
+
+def _svd(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Thin SVD per matrix: U (..., H, r), S (..., r), Vh (..., r, W) with r = min(H, W)."""
+    return torch.linalg.svd(x.to(_work_dtype(x)), full_matrices=False)
+
+
+def singular_values(x: Tensor) -> Tensor:
+    """Singular values of every channel, largest first.
+
+    Args:
+        x (Tensor): images ``(..., C, H, W)``, any float dtype.
+
+    Returns:
+        Tensor: ``(..., C, min(H, W))`` in float32 (float64 for float64 input).
+    """
+    _check_images(x)
+    return torch.linalg.svdvals(x.to(_work_dtype(x)))
+
+
+def _finish(y: Tensor, x: Tensor, clamp: bool) -> Tensor:
+    if clamp:
+        y = y.clamp(0.0, 1.0)
+    return y.to(x.dtype)
+
+
+def low_rank(x: Tensor, k: int | Tensor, clamp: bool = False) -> Tensor:
+    """Best rank-k approximation of every channel of every image (equation 2, Figure 2).
+
+    Args:
+        x (Tensor): images ``(..., C, H, W)``, float (half precision is computed in
+            float32 and returned in its own dtype), on any device.
+        k (int or Tensor): the number of largest singular values kept, ``>= 0``. An int
+            applies to all images; a 1-D integer tensor of length ``x.shape[0]`` gives
+            each image its own rank. ``k = 0`` gives zeros; ``k >= min(H, W)`` gives
+            ``x`` back exactly.
+        clamp (bool, optional): clamp the result to ``[0, 1]``, as a model input or a
+            picture needs. The raw reconstruction can leave that range slightly.
+            Default: ``False``.
+
+    Returns:
+        Tensor: same shape, dtype and device as ``x``.
+
+    Examples::
+
+        >>> x = torch.rand(2, 3, 32, 32)
+        >>> low_rank(x, 5).shape
+        torch.Size([2, 3, 32, 32])
+        >>> low_rank(x, torch.tensor([1, 32])).shape
+        torch.Size([2, 3, 32, 32])
+    """
+    _check_images(x)
+    k = _check_k(k, x)
+    w = max_rank(x)
+    if isinstance(k, int):
+        if k >= w:
+            return _finish(x.clone(), x, clamp)
+        if k == 0:
+            return torch.zeros_like(x)
+        U, S, Vh = _svd(x)
+        y = (U[..., :k] * S[..., None, :k]) @ Vh[..., :k, :]
+        return _finish(y, x, clamp)
+    U, S, Vh = _svd(x)
+    # Zero the singular values beyond each image's own k.  keep: (N, 1, ..., 1, r)
+    keep = torch.arange(w, device=x.device) < k.view(-1, *([1] * (S.dim() - 1)))
+    y = (U * (S * keep)[..., None, :]) @ Vh
+    full = (k >= w).view(-1, *([1] * (x.dim() - 1)))
+    y = torch.where(full, x.to(y.dtype), y)
+    return _finish(y, x, clamp)
+
+
+def high_rank(x: Tensor, k: int | Tensor, clamp: bool = False) -> Tensor:
+    """The image with its k largest singular values removed: ``x - low_rank(x, k)``.
+
+    The paper's "reverse truncation" (Section 5.1, Figure 9). The residual is centred
+    near zero and takes negative values; ``clamp=True`` clips it to ``[0, 1]``.
+
+    Args:
+        x (Tensor): images ``(..., C, H, W)``, float.
+        k (int or Tensor): number of largest singular values removed, as in :func:`low_rank`.
+        clamp (bool, optional): clamp the result to ``[0, 1]``. Default: ``False``.
+
+    Returns:
+        Tensor: same shape, dtype and device as ``x``.
+    """
+    _check_images(x)
+    k = _check_k(k, x)
+    work = x.to(_work_dtype(x))
+    return _finish(work - low_rank(work, k), x, clamp)
+
+
+def rank_blocks(x: Tensor, ranks: Ranks = None, chunk: int = 16,
+                clamp: bool = False) -> Iterator[tuple[list[int], Tensor]]:
+    """Rank-k images for many k from one SVD, a block of ranks at a time.
+
+    Each requested rank is built from the previous one by adding the rank-one terms
+    ``sigma_j u_j v_j^T`` in between, so the whole sweep costs one SVD per image and
+    channel plus one pass over the reconstructions; memory holds one block.
+
+    Args:
+        x (Tensor): images ``(..., C, H, W)``, float, any device.
+        ranks (int, sequence, range or Tensor, optional): ranks in ``[0, min(H, W)]``;
+            duplicates are dropped and the ranks are visited in ascending order.
+            Default: every rank ``0, 1, ..., min(H, W)``.
+        chunk (int, optional): ranks per block, ``>= 1``. A block of a 224x224x3 float32
+            image takes ``chunk * 0.6`` MB per image. Default: 16.
+        clamp (bool, optional): clamp every reconstruction to ``[0, 1]``. Default: ``False``.
+
+    Yields:
+        (list[int], Tensor): the block's ranks and their images,
+        shape ``(len(ks), *x.shape)``, in ``x``'s dtype and device. The full rank
+        ``min(H, W)`` yields ``x`` itself exactly.
+    """
+    _check_images(x)
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+    w = max_rank(x)
+    ks = _check_ranks(ranks, w)
+    batch_shape, (h, wd) = x.shape[:-2], x.shape[-2:]
+    U, S, Vh = _svd(x.reshape(-1, h, wd))         # (B, h, r), (B, r), (B, r, wd)
+    US = U * S[:, None, :]                         # (B, h, r)
+    acc = torch.zeros_like(U[:, :, :1] @ Vh[:, :1, :])  # (B, h, wd), running rank-k image
+    done = 0                                       # rank of acc
+    for start in range(0, len(ks), chunk):
+        block_ks = ks[start:start + chunk]
+        out = torch.empty((len(block_ks), *x.shape), dtype=x.dtype, device=x.device)
+        for i, k in enumerate(block_ks):
+            if k == w:
+                out[i] = x
+                continue
+            if k > done:
+                acc.baddbmm_(US[:, :, done:k], Vh[:, done:k, :])
+                done = k
+            out[i] = acc.view(*batch_shape, h, wd)
+        if clamp:
+            out.clamp_(0.0, 1.0)
+        yield block_ks, out
+
+
+def rank_sweep(x: Tensor, ranks: Ranks = None, chunk: int = 16,
+               clamp: bool = False) -> Iterator[tuple[int, Tensor]]:
+    """Iterate over ``(k, x_k)``, the rank-k images of ``x``, from one SVD.
+
+    The per-rank form of :func:`rank_blocks` (same arguments); ``x_k`` has ``x``'s shape.
+
+    Examples::
+
+        >>> x = torch.rand(4, 3, 32, 32)
+        >>> for k, xk in rank_sweep(x, ranks=range(0, 33, 8)):
+        ...     print(k, xk.shape)  # 0, 8, 16, 24, 32: torch.Size([4, 3, 32, 32])
+    """
+    for block_ks, block in rank_blocks(x, ranks, chunk, clamp):
+        for k, xk in zip(block_ks, block):
+            yield k, xk
