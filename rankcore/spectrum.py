@@ -1,0 +1,502 @@
+"""The rank spectrum: a model's predictions as a function of the rank of its input.
+
+This is the paper's Algorithm 1 (Section 3.2, Figures 6, 7 and 13): every image is
+truncated to rank k per colour channel (equation 2), and the model's rank-k prediction
+is compared with its full-rank prediction (``agreement``, exactly Algorithm 1) and with
+the true label (``top1``, ``top5``).
+
+Algorithm 1 as written computes a fresh SVD for every rank and image. Here each image
+and channel is decomposed once (:func:`rankcore.rank.rank_blocks`), and the rank-k
+images of several images and ranks share each forward pass, so the cost is the model's
+forward passes plus a small overhead (``bench/spectrum_bench.py`` measures it).
+
+The computation is organised in blocks of consecutive images. A block is the unit of
+work for everything that must not change the answer:
+
+* resuming (``checkpoint=PATH``): finished blocks are written atomically and skipped on
+  a re-run;
+* distribution (``torchrun``): block ``b`` goes to process ``b % world_size``;
+* batching: a block always meets the model in the same batches.
+
+So an interrupted, resumed or distributed run gives the table of an uninterrupted
+single-process run, bit for bit on CPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import _io
+from .rank import rank_blocks
+
+__all__ = ["rank_spectrum", "summary", "parse_ranks", "top_predictions", "COLUMNS"]
+
+#: Columns of the table returned by :func:`rank_spectrum`, in order.
+COLUMNS = ("rank", "agreement", "top1", "top5", "mean_true_prob", "n")
+
+_AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# ---------------------------------------------------------------------------- ranks
+
+def parse_ranks(spec: str | int | Sequence[int] | None, max_rank: int) -> list[int]:
+    """Turn a rank specification into a sorted list of ranks in ``[0, max_rank]``.
+
+    Args:
+        spec (str, int, sequence of int or None): ``None`` or ``"all"`` for every rank
+            ``0..max_rank``; an int or a sequence of ints; or a string of comma-separated
+            items, each a rank (``"10"``), an inclusive range ``"start:stop"`` or
+            ``"start:stop:step"``. The word ``max`` stands for ``max_rank`` anywhere,
+            so ``"0:20:2,24:max:8,max"`` fits images of any size.
+        max_rank (int): the images' largest rank, ``min(H, W)``.
+
+    Returns:
+        list[int]: distinct ranks, ascending.
+
+    Raises:
+        ValueError: a malformed item, an empty result or a rank outside ``[0, max_rank]``.
+
+    Examples::
+
+        >>> parse_ranks("1:224:4", 224)[:3]
+        [1, 5, 9]
+        >>> parse_ranks("0:8:4,max", 32)
+        [0, 4, 8, 32]
+    """
+    if isinstance(max_rank, bool) or not isinstance(max_rank, int) or max_rank < 0:
+        raise ValueError(f"max_rank must be an int >= 0, got {max_rank!r}")
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "all"):
+        return list(range(max_rank + 1))
+    if isinstance(spec, str):
+        ranks: list[int] = []
+        for item in filter(None, (s.strip() for s in spec.split(","))):
+            parts = [_rank_token(p, max_rank, spec) for p in item.split(":")]
+            if len(parts) == 1:
+                ranks.append(parts[0])
+            elif len(parts) in (2, 3):
+                start, stop, step = (*parts, 1)[:3]
+                if step < 1:
+                    raise ValueError(f"ranks={spec!r}: step must be >= 1 in {item!r}")
+                ranks.extend(range(start, stop + 1, step))
+            else:
+                raise ValueError(f"ranks={spec!r}: {item!r} is not 'k', 'start:stop' or "
+                                 "'start:stop:step'")
+    elif isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        ranks = [int(spec)]
+    else:
+        ranks = [int(r) for r in (spec.flatten().tolist() if isinstance(spec, Tensor) else spec)]
+    out = sorted(set(ranks))
+    if not out:
+        raise ValueError(f"ranks={spec!r} selects no rank")
+    if out[0] < 0 or out[-1] > max_rank:
+        raise ValueError(f"ranks={spec!r}: every rank must lie in [0, {max_rank}] "
+                         f"(min(H, W) of the images), got min {out[0]}, max {out[-1]}")
+    return out
+
+
+def _rank_token(token: str, max_rank: int, spec: str) -> int:
+    token = token.strip().lower()
+    if token == "max":
+        return max_rank
+    if not re.fullmatch(r"-?\d+", token):
+        raise ValueError(f"ranks={spec!r}: {token!r} is not an integer or 'max'")
+    return int(token)
+
+
+# ---------------------------------------------------------------------------- inputs
+
+class _Source:
+    """Images (and labels) fetched a block at a time from a tensor or a data set."""
+
+    def __init__(self, images: Any, labels: Any):
+        if isinstance(images, (tuple, list)) and len(images) == 2 and isinstance(images[0], Tensor):
+            images, labels = images[0], images[1] if labels is None else labels
+        if isinstance(images, Tensor):
+            if images.dim() != 4:
+                raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+            self._x, self._ds = images, None
+        elif hasattr(images, "__getitem__") and hasattr(images, "__len__"):
+            self._x, self._ds = None, images
+        else:
+            raise TypeError("images must be a tensor (N, C, H, W) or a data set of "
+                            f"(image, label) items, got {type(images).__name__}")
+        self.n = len(images)
+        if self.n == 0:
+            raise ValueError("images is empty: the rank spectrum needs at least one image")
+        self._y = None if labels is None else torch.as_tensor(labels).long().flatten().cpu()
+        if self._y is not None and len(self._y) != self.n:
+            raise ValueError(f"labels has {len(self._y)} entries for {self.n} images")
+        first, y0 = self.get(0, 1)
+        self.shape = tuple(first.shape[1:])  # (C, H, W)
+        self.has_labels = y0 is not None
+
+    def get(self, start: int, stop: int) -> tuple[Tensor, Tensor | None]:
+        """Images ``[start, stop)`` as ``(B, C, H, W)`` float and their labels ``(B,)`` or None."""
+        if self._x is not None:
+            x = self._x[start:stop]
+            y = None if self._y is None else self._y[start:stop]
+        else:
+            items = [self._ds[i] for i in range(start, stop)]
+            pairs = [it if isinstance(it, (tuple, list)) else (it, None) for it in items]
+            x = torch.stack([torch.as_tensor(p[0]) for p in pairs])
+            ys = [p[1] for p in pairs]
+            if self._y is not None:
+                y = self._y[start:stop]
+            elif any(v is None for v in ys):
+                y = None
+            else:
+                y = torch.as_tensor([int(v) for v in ys], dtype=torch.long)
+        if x.dim() != 4:
+            raise ValueError(f"images must have shape (N, C, H, W), got {tuple(x.shape)} for "
+                             f"images [{start}, {stop})")
+        if not x.is_floating_point():
+            raise ValueError(f"images must be float in [0, 1], got dtype {x.dtype}")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0 or hi > 1:
+            raise ValueError(f"images must lie in [0, 1] (models normalise their own input), "
+                             f"got values in [{lo:.3g}, {hi:.3g}] among images [{start}, {stop})")
+        return x, y
+
+    def digest(self) -> str:
+        """A short hash of the first image, so a checkpoint is not resumed on other data."""
+        x, _ = self.get(0, 1)
+        return hashlib.sha1(x.float().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def _model_digest(model: nn.Module) -> str:
+    """Names, shapes and sums of the parameters: cheap, and changes with the weights."""
+    h = hashlib.sha1(type(model).__name__.encode())
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        h.update(f"{name}{tuple(t.shape)}{float(t.detach().double().sum()):.10e}".encode())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------- forward
+
+class _Forward:
+    """The model's softmax on a batch, under inference mode, autocast and channels-last."""
+
+    def __init__(self, model: nn.Module, device: torch.device, batch_size: int,
+                 amp: str | None, channels_last: bool):
+        self.model, self.device, self.batch_size = model, device, batch_size
+        # Inputs take the model's float dtype (float64 models get float64 images).
+        dtypes = [p.dtype for p in model.parameters() if p.is_floating_point()]
+        self.dtype = dtypes[0] if dtypes and dtypes[0] == torch.float64 else torch.float32
+        self.channels_last = channels_last
+        self.autocast = (torch.autocast(device_type=device.type, dtype=_AMP[amp])
+                         if amp else contextlib.nullcontext())
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """``x (B, C, H, W)`` -> probabilities ``(B, classes)``, float32 or the model's float64."""
+        out = []
+        for start in range(0, x.shape[0], self.batch_size):
+            xb = x[start:start + self.batch_size]
+            if self.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with self.autocast:
+                logits = self.model(xb)
+            if isinstance(logits, (tuple, list)):  # e.g. GoogLeNet's auxiliary outputs
+                logits = logits[0]
+            if logits.dtype in (torch.float16, torch.bfloat16):
+                logits = logits.float()  # softmax of autocast logits in float32
+            out.append(logits.softmax(dim=-1))
+        return torch.cat(out)
+
+
+def _run_block(forward: _Forward, x: Tensor, y: Tensor | None, ks: list[int],
+               step: Callable[[int], Any]) -> dict[str, Tensor]:
+    """Predictions of one block of images at every rank in ``ks``.
+
+    Returns CPU tensors: ``full (B,)`` full-rank prediction, ``pred (R, B)`` rank-k
+    prediction, and with labels ``top5 (R, B)`` bool and ``prob (R, B)`` probability of
+    the true class.
+    """
+    x = x.to(forward.device, forward.dtype)
+    b = x.shape[0]
+    y_dev = None if y is None else y.to(forward.device)
+    p_full = forward(x)                                          # (B, classes)
+    if y is not None and (int(y.min()) < 0 or int(y.max()) >= p_full.shape[-1]):
+        raise ValueError(f"labels must lie in [0, {p_full.shape[-1] - 1}] (the model's classes), "
+                         f"got values in [{int(y.min())}, {int(y.max())}]")
+    full = p_full.argmax(dim=-1)                                 # (B,)
+    # Enough ranks per block that each forward pass sees about batch_size images.
+    chunk = max(1, forward.batch_size // b)
+    preds, top5s, probs = [], [], []
+    for block_ks, xs in rank_blocks(x, ks, chunk=chunk, clamp=True):  # xs: (r, B, C, H, W)
+        p = forward(xs.flatten(0, 1)).view(len(block_ks), b, -1)     # (r, B, classes)
+        preds.append(p.argmax(dim=-1).int().cpu())  # int32 halves the checkpoint
+        if y_dev is not None:
+            target = y_dev.view(1, b, 1).expand(len(block_ks), b, 1)
+            top = p.topk(min(5, p.shape[-1]), dim=-1).indices           # (r, B, 5)
+            top5s.append((top == target).any(dim=-1).cpu())
+            probs.append(p.gather(-1, target).squeeze(-1).cpu())
+        step(len(block_ks) * b)
+    out = {"full": full.int().cpu(), "pred": torch.cat(preds)}
+    if y is not None:
+        out.update(y=y.int().cpu(), top5=torch.cat(top5s), prob=torch.cat(probs))
+    return out
+
+
+def _table(blocks: dict[int, dict[str, Tensor]], ks: list[int], has_labels: bool):
+    """Per-rank means over all images, in image order (so the sum order is fixed)."""
+    import pandas as pd
+
+    order = sorted(blocks)
+    cat = {key: torch.cat([blocks[b][key] for b in order], dim=-1)
+           for key in blocks[order[0]]}
+    n = cat["full"].shape[0]
+    pred = cat["pred"]                                           # (R, N)
+    nan = np.full(len(ks), np.nan)
+    data = {"rank": ks,
+            "agreement": (pred == cat["full"]).double().mean(dim=1).numpy(),
+            "top1": (pred == cat["y"]).double().mean(dim=1).numpy() if has_labels else nan,
+            "top5": cat["top5"].double().mean(dim=1).numpy() if has_labels else nan,
+            "mean_true_prob": cat["prob"].double().mean(dim=1).numpy() if has_labels else nan,
+            "n": [n] * len(ks)}
+    return pd.DataFrame(data, columns=list(COLUMNS))
+
+
+# ---------------------------------------------------------------------------- resume
+
+def _part_path(path: Path, rank: int, world: int) -> Path:
+    return path if world == 1 else path.with_name(f"{path.name}.part{rank}of{world}")
+
+
+def _load_checkpoints(path: Path, fingerprint: dict) -> dict[int, dict[str, Tensor]]:
+    """Finished blocks from ``path`` and from the per-process parts beside it."""
+    blocks: dict[int, dict[str, Tensor]] = {}
+    files = [path] + sorted(path.parent.glob(f"{path.name}.part*of*"))
+    for f in files:
+        if not f.is_file():
+            continue
+        state = torch.load(f, map_location="cpu", weights_only=True)
+        if state.get("fingerprint") != fingerprint:
+            diff = sorted(k for k in fingerprint if state.get("fingerprint", {}).get(k) != fingerprint[k])
+            raise ValueError(f"checkpoint {str(f)!r} was written by a different run (differs in "
+                             f"{diff}); delete it or pass another checkpoint path")
+        blocks.update({int(b): v for b, v in state["blocks"].items()})
+    return blocks
+
+
+def _save_checkpoint(path: Path, fingerprint: dict, blocks: dict[int, dict[str, Tensor]]) -> None:
+    _io.torch_save({"fingerprint": fingerprint, "blocks": blocks}, path)
+
+
+# ---------------------------------------------------------------------------- distributed
+
+def _dist_setup(device: torch.device) -> tuple[int, int]:
+    """``(rank, world_size)``; joins the ``torchrun`` process group if there is one.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) without an initialised group, one is created
+    with ``nccl`` for CUDA models and ``gloo`` otherwise.
+    """
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return 0, 1
+    if not dist.is_initialized():
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return 0, 1
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _gather(blocks: dict[int, dict[str, Tensor]], world: int) -> dict[int, dict[str, Tensor]]:
+    if world == 1:
+        return blocks
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * world
+    dist.all_gather_object(parts, blocks)
+    merged: dict[int, dict[str, Tensor]] = {}
+    for part in parts:
+        merged.update(part)
+    return merged
+
+
+# ---------------------------------------------------------------------------- public API
+
+def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
+                  ranks: str | int | Sequence[int] | None = None, batch_size: int = 128,
+                  device: str | torch.device | None = None, progress: bool = True,
+                  checkpoint: str | os.PathLike | None = None, block: int | None = None,
+                  amp: str | None = "auto", channels_last: bool | None = None):
+    """Accuracy and agreement of a model against the rank of its input (Algorithm 1).
+
+    For every rank k, each image is replaced by its best rank-k approximation (per colour
+    channel, equation 2, clamped to ``[0, 1]``) and classified. Figures 6, 7 and 13 of the
+    paper plot these curves.
+
+    Args:
+        model (nn.Module): a classifier in eval mode taking ``[0, 1]`` images
+            ``(B, C, H, W)`` and returning logits ``(B, classes)``. It is not moved or
+            modified; if it has ``input_size`` ``(C, H, W)``, the images must match it.
+        images (Tensor or data set): ``(N, C, H, W)`` float images in ``[0, 1]``
+            (dimension 0 indexes images), a pair ``(images, labels)``, or a data set
+            (e.g. from :mod:`rankcore.data`) whose items are ``(image, label)`` or images.
+        labels (Tensor or sequence of int, optional): ``(N,)`` true classes. Without
+            labels (and none in the data set) ``top1``, ``top5`` and ``mean_true_prob``
+            are NaN. Default: None.
+        ranks (str, int, sequence or None, optional): the ranks to evaluate, each in
+            ``[0, min(H, W)]``; any form of :func:`parse_ranks` (``"all"``,
+            ``"0:50:5,max"``, ``[10, 20]``). Default: every rank.
+        batch_size (int, optional): images per forward pass. Default: 128.
+        device (str or torch.device, optional): where to compute; must be the model's
+            device. Default: the device of the model's parameters.
+        progress (bool, optional): show a tqdm progress bar (process 0 only). Default: True.
+        checkpoint (path, optional): file for partial results, rewritten atomically after
+            every block of images. A re-run with the same arguments skips the finished
+            blocks and returns the same table as an uninterrupted run; a checkpoint
+            written by a different model, data or ranks raises ``ValueError``. Under
+            ``torchrun`` each process writes ``<checkpoint>.part<r>of<world>`` and process
+            0 writes the complete ``<checkpoint>`` at the end. Default: None.
+        block (int, optional): images per block, the unit of checkpointing and of
+            distribution; the answer does not depend on it except through float
+            rounding. Default: ``max(1, min(16, batch_size))``.
+        amp (str or None, optional): autocast dtype for the forward passes, ``"bf16"``,
+            ``"fp16"``, ``None`` (float32) or ``"auto"`` (bf16 on CUDA, float32 elsewhere).
+            Default: ``"auto"``.
+        channels_last (bool, optional): feed the model channels-last inputs (faster
+            convolutions on CUDA). Default: True on CUDA, False elsewhere.
+
+    Returns:
+        pandas.DataFrame: one row per rank, ascending, with columns ``rank``,
+        ``agreement`` (fraction of images whose rank-k prediction equals the full-rank
+        prediction: Algorithm 1), ``top1`` and ``top5`` (fractions correct),
+        ``mean_true_prob`` (mean softmax probability of the true class) and ``n``
+        (images). Fractions lie in ``[0, 1]``.
+
+    Under ``torchrun`` (CPU ``gloo`` or CUDA ``nccl``), blocks of images are shared out
+    among the processes and every process returns the complete table.
+
+    Examples::
+
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10)).eval()
+        >>> x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+        >>> df = rank_spectrum(model, x, y, ranks=[0, 4, 8], progress=False)
+        >>> list(df["rank"]), float(df["agreement"].iloc[-1])
+        ([0, 4, 8], 1.0)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    block = max(1, min(16, batch_size)) if block is None else block
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ValueError(f"block must be a positive int, got {block!r}")
+    model_device = _model_device(model)
+    device = model_device if device is None else torch.device(device)
+    if device.type != model_device.type or (device.index is not None and model_device.index is not None
+                                            and device.index != model_device.index):
+        raise ValueError(f"device={str(device)!r} but the model's parameters are on "
+                         f"{str(model_device)!r}; move the model first")
+    if amp == "auto":
+        amp = "bf16" if device.type == "cuda" else None
+    if amp is not None and amp not in _AMP:
+        raise ValueError(f"amp={amp!r}; expected 'bf16', 'fp16', 'auto' or None")
+    channels_last = device.type == "cuda" if channels_last is None else bool(channels_last)
+
+    source = _Source(images, labels)
+    expected = getattr(model, "input_size", None)
+    if expected is not None and tuple(expected) != source.shape:
+        raise ValueError(f"images have shape (C, H, W) = {source.shape} but the model expects "
+                         f"input_size {tuple(expected)}; load the data with size="
+                         f"{tuple(expected)[1:]}")
+    ks = parse_ranks(ranks, min(source.shape[-2:]))
+    forward = _Forward(model, device, batch_size, amp, channels_last)
+
+    rank, world = _dist_setup(device)
+    n_blocks = -(-source.n // block)
+    fingerprint = {"ranks": ks, "n": source.n, "block": block, "batch_size": batch_size,
+                   "amp": str(amp), "labels": source.has_labels, "data": source.digest(),
+                   "model": _model_digest(model)}
+    path = None if checkpoint is None else Path(checkpoint)
+    done = {} if path is None else _load_checkpoints(path, fingerprint)
+    mine = {b: v for b, v in done.items() if b % world == rank}
+    todo = [b for b in range(rank, n_blocks, world) if b not in done]
+
+    from tqdm.auto import tqdm
+
+    total = sum(min(block, source.n - b * block) for b in todo) * len(ks)
+    with tqdm(total=total, unit="img", desc="rank spectrum",
+              disable=not progress or rank != 0) as bar, torch.inference_mode():
+        for b in todo:
+            x, y = source.get(b * block, min((b + 1) * block, source.n))
+            mine[b] = _run_block(forward, x, y, ks, bar.update)
+            if path is not None:
+                _save_checkpoint(_part_path(path, rank, world), fingerprint, mine)
+    blocks = _gather({**done, **mine} if world == 1 else mine, world)
+    if path is not None and rank == 0 and (world > 1 or todo or not path.exists()):
+        _save_checkpoint(path, fingerprint, blocks)
+    return _table(blocks, ks, source.has_labels)
+
+
+def summary(df, column: str = "agreement") -> dict[str, float]:
+    """One-number summaries of a rank spectrum, for comparing models.
+
+    Args:
+        df (pandas.DataFrame): a table from :func:`rank_spectrum`.
+        column (str, optional): the curve to summarise, ``"agreement"`` or ``"top1"``.
+            Default: ``"agreement"``.
+
+    Returns:
+        dict: ``rank_50`` and ``rank_90``, the smallest evaluated rank whose ``column``
+        reaches 0.5 and 0.9 (NaN if none does); ``auc``, the area under the curve over
+        the evaluated rank range divided by its width (in ``[0, 1]``; 1 means the full
+        answer at every rank: a rank-robustness score); ``full``, the value at the
+        highest evaluated rank; ``max_rank``, that rank.
+    """
+    if column not in df.columns:
+        raise ValueError(f"column={column!r}; expected one of {list(df.columns)}")
+    d = df.sort_values("rank")
+    r = d["rank"].to_numpy(dtype=float)
+    v = d[column].to_numpy(dtype=float)
+    if len(r) == 0:
+        raise ValueError("df is empty: no ranks to summarise")
+
+    def first(th: float) -> float:
+        hit = np.nonzero(v >= th)[0]
+        return float(r[hit[0]]) if len(hit) else float("nan")
+
+    width = r[-1] - r[0]
+    area = float(np.sum((v[1:] + v[:-1]) / 2 * np.diff(r)) / width) if width > 0 else float(v[0])
+    return {"rank_50": first(0.5), "rank_90": first(0.9), "auc": area,
+            "full": float(v[-1]), "max_rank": float(r[-1])}
+
+
+def top_predictions(model: nn.Module, x: Tensor, k: int = 5) -> tuple[Tensor, Tensor]:
+    """The model's ``k`` most probable classes for each image (Figure 4).
+
+    Args:
+        model (nn.Module): classifier on ``[0, 1]`` images, as for :func:`rank_spectrum`.
+        x (Tensor): images ``(B, C, H, W)`` in ``[0, 1]``; moved to the model's device.
+        k (int, optional): how many classes. Default: 5.
+
+    Returns:
+        (Tensor, Tensor): probabilities ``(B, k)`` in float32 and class indices
+        ``(B, k)`` int64, most probable first, on the CPU.
+    """
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        raise ValueError(f"x must be a tensor of shape (B, C, H, W), got "
+                         f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+    with torch.inference_mode():
+        forward = _Forward(model, _model_device(model), max(1, x.shape[0]), None, False)
+        p = forward(x.to(forward.device, forward.dtype))
+    top = p.topk(min(k, p.shape[-1]), dim=-1)
+    return top.values.cpu(), top.indices.cpu()
