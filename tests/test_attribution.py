@@ -1,0 +1,237 @@
+"""Tests of rankcore.attribution against independent references.
+
+References: an explicit loop over ranks with float64 SVD and autograd (equation 3), the
+completeness identity of path methods, the closed form of IG on a linear model, the
+closed-form deletion/insertion areas of a linear scorer, and scipy's Gaussian filter.
+"""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import rankcore
+from rankcore import attribution as A
+
+
+def small_cnn(seed=0, classes=5, dtype=torch.float64):
+    """A small smooth CNN (tanh, average pooling) on 3-channel images."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.Tanh(), nn.AvgPool2d(2),
+                        nn.Conv2d(6, 8, 3, padding=1), nn.Tanh(), nn.AdaptiveAvgPool2d(2),
+                        nn.Flatten(), nn.Linear(32, classes))
+    return net.to(dtype).eval()
+
+
+def images(n=3, size=12, seed=1, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    # smooth-ish images so that low ranks carry most of the energy, as photos do
+    base = torch.rand(n, 3, 4, 4, generator=g, dtype=dtype)
+    up = nn.functional.interpolate(base, size=(size, size), mode="bilinear", align_corners=False)
+    return (0.7 * up + 0.3 * torch.rand(n, 3, size, size, generator=g, dtype=dtype)).clamp(0, 1)
+
+
+def rank_k_reference(x, k):
+    """Rank-k image by a fresh float64 SVD of every channel (no rank engine), clamped."""
+    u, s, vh = torch.linalg.svd(x.double(), full_matrices=False)
+    s = s.clone()
+    s[..., k:] = 0
+    return ((u * s[..., None, :]) @ vh).clamp(0, 1).to(x.dtype)
+
+
+def rig_reference(model, x, target, ks, weight):
+    """Equation 3 as written: loop over k, autograd of the softmax prob, max over channels."""
+    total = torch.zeros(x.shape[0], *x.shape[2:], dtype=x.dtype)
+    for k in ks:
+        xk = rank_k_reference(x, k).requires_grad_(True)
+        p = model(xk).softmax(1)[torch.arange(len(x)), target].sum()
+        g, = torch.autograd.grad(p, xk)
+        total += weight(k) * g.max(dim=1).values
+    return total
+
+
+# ----------------------------------------------------------------------------- RIG
+
+def test_rig_matches_explicit_equation_3():
+    net, x = small_cnn(), images()
+    w = x.shape[-1]
+    target = net(x).argmax(1)
+    ours = rankcore.rig(net, x, internal_batch_size=5)     # several ranks per pass
+    ref = rig_reference(net, x, target, range(1, w + 1), lambda k: (w - k) / w)
+    assert ours.shape == (3, w, w)
+    assert ref.abs().max() > 1e-3                           # not trivially zero
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+
+
+def test_rig_stride_is_riemann_sum_and_batching_does_not_matter():
+    net, x = small_cnn(), images()
+    w, s = x.shape[-1], 3
+    target = torch.tensor([0, 2, 4])
+    ours = rankcore.rig(net, x, target=target, ranks=s, internal_batch_size=2)
+    ref = rig_reference(net, x, target, range(s, w, s), lambda k: (w - k) / w * s)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+    one = rankcore.rig(net, x, target=target, ranks=s, internal_batch_size=1)
+    torch.testing.assert_close(one, ours, atol=1e-10, rtol=0)
+
+
+def test_rig_terms_add_up_to_rig():
+    net, x = small_cnn(), images(n=2)
+    w = x.shape[-1]
+    ks, imgs, terms = A.rig_terms(net, x, range(1, w))
+    assert imgs.shape == (w - 1, *x.shape) and terms.shape == (w - 1, 2, w, w)
+    torch.testing.assert_close(imgs[3], rank_k_reference(x, 4), atol=1e-10, rtol=0)
+    torch.testing.assert_close(terms.sum(0), rankcore.rig(net, x), atol=1e-10, rtol=0)
+
+
+# ----------------------------------------------------------------------------- path methods
+
+def test_rank_ig_completeness_all_ranks():
+    net, x = small_cnn(seed=3), images(n=2, size=16)
+    target = net(x).argmax(1)
+    f = lambda z: net(z)[torch.arange(len(z)), target]
+    delta = (f(x) - f(torch.zeros_like(x))).detach()        # x_0 is black
+    assert delta.abs().min() > 5e-2
+    gaps = {}
+    for substeps in (1, 2, 4):
+        attr, gap = rankcore.rank_ig(net, x, output="logit", return_gap=True,
+                                     substeps=substeps, internal_batch_size=7)
+        assert attr.shape == x.shape
+        torch.testing.assert_close(attr.flatten(1).sum(1) - delta, gap, atol=1e-10, rtol=0)
+        gaps[substeps] = (gap.abs() / delta.abs()).max().item()
+    assert gaps[4] < 0.01
+    # the trapezoid rule is second order: halving every path step quarters the gap
+    assert 3.0 < gaps[1] / gaps[2] < 5.0 and 3.0 < gaps[2] / gaps[4] < 5.0
+
+
+def test_blur_ig_completeness_and_reduction():
+    net, x = small_cnn(seed=4), images(n=2, size=16)
+    attr, gap = A.blur_ig(net, x, output="logit", steps=40, sigma_max=4.0, return_gap=True)
+    target = net(x).argmax(1)
+    f = lambda z: net(z)[torch.arange(len(z)), target]
+    delta = (f(x) - f(A.gaussian_blur(x, 4.0))).detach()
+    assert (gap.abs() / delta.abs()).max() < 0.01
+    summed = A.blur_ig(net, x, output="logit", steps=40, sigma_max=4.0, channel_reduce="sum")
+    torch.testing.assert_close(summed, attr.sum(1), atol=1e-10, rtol=0)
+
+
+def test_integrated_gradients_on_linear_model_is_exact():
+    torch.manual_seed(0)
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 4, bias=True)).double().eval()
+    x = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+    target = torch.tensor([1, 3])
+    attr = A.integrated_gradients(lin, x, target=target, output="logit", steps=7)
+    weight = lin[1].weight.detach()[target].view(2, 3, 6, 6)
+    torch.testing.assert_close(attr, x * weight, atol=1e-12, rtol=0)
+    base = torch.full_like(x, 0.5)
+    attr = A.integrated_gradients(lin, x, target=target, baseline=base, output="logit", steps=3)
+    # captum's Gauss-Legendre weights are float32: exact up to their rounding (~3e-8)
+    torch.testing.assert_close(attr, (x - 0.5) * weight, atol=1e-12, rtol=1e-7)
+
+
+def test_gaussian_blur_matches_scipy():
+    from scipy.ndimage import gaussian_filter
+    x = torch.rand(2, 3, 9, 13, dtype=torch.float64)
+    for sigma in (0.7, 2.0, 20.0):   # 20 is wider than the image: mirror folding
+        ref = gaussian_filter(x.numpy(), sigma=(0, 0, sigma, sigma), mode="reflect", truncate=4.0)
+        torch.testing.assert_close(A.gaussian_blur(x, sigma), torch.from_numpy(ref),
+                                   atol=1e-12, rtol=0)
+    assert A.gaussian_blur(x, 0.0) is x
+
+
+# ----------------------------------------------------------------------------- captum baselines
+
+def test_vanilla_gradient_and_smoothgrad():
+    net, x = small_cnn(), images()
+    target = net(x).argmax(1)
+    xr = x.clone().requires_grad_(True)
+    g, = torch.autograd.grad(net(xr).softmax(1)[torch.arange(3), target].sum(), xr)
+    torch.testing.assert_close(A.vanilla_gradient(net, x), g.abs().amax(1), atol=1e-12, rtol=0)
+    state = torch.get_rng_state()
+    a = A.smoothgrad(net, x, samples=6, noise=0.1, seed=3, internal_batch_size=4)
+    b = A.smoothgrad(net, x, samples=6, noise=0.1, seed=3, internal_batch_size=64)
+    assert torch.equal(torch.get_rng_state(), state)        # the global generator is untouched
+    assert a.shape == (3, 12, 12)
+    # noise=0 averages identical gradients: SmoothGrad reduces to the vanilla gradient
+    torch.testing.assert_close(A.smoothgrad(net, x, samples=3, noise=0.0), g.abs().amax(1),
+                               atol=1e-12, rtol=0)
+    torch.testing.assert_close(a, A.smoothgrad(net, x, samples=6, noise=0.1, seed=3,
+                                               internal_batch_size=4), atol=0, rtol=0)
+    assert b.shape == a.shape
+
+
+# ----------------------------------------------------------------------------- deletion / insertion
+
+class LinearScore(nn.Module):
+    """Two logits: sum(weight * x) over pixels and channels, and 0."""
+
+    def __init__(self, weight):
+        super().__init__()
+        self.weight = nn.Parameter(weight, requires_grad=False)
+
+    def forward(self, x):
+        s = (x * self.weight).flatten(1).sum(1)
+        return torch.stack([s, torch.zeros_like(s)], 1)
+
+
+@pytest.mark.parametrize("steps", [16, 4])
+def test_deletion_insertion_closed_form(steps):
+    n = 16                                             # 4x4 pixels, weights 1..16
+    weight = torch.arange(1, n + 1, dtype=torch.float64).view(1, 1, 4, 4)
+    x = torch.ones(1, 1, 4, 4, dtype=torch.float64)
+    model = LinearScore(weight)
+    di = A.deletion_insertion(model, x, weight[:, 0], target=0, steps=steps, output="logit",
+                              insertion_start="black")
+    removed = torch.arange(0, n + 1, n // steps)       # pixels removed at each point
+    # deleting the i most salient pixels leaves 1 + 2 + ... + (n - i)
+    left = (n - removed) * (n - removed + 1) / 2.0
+    torch.testing.assert_close(di.deletion[0], left.double(), atol=1e-9, rtol=0)
+    total = n * (n + 1) / 2
+    torch.testing.assert_close(di.insertion[0], total - left.double(), atol=1e-9, rtol=0)
+    if steps == n:   # closed form of the trapezoid area: (n+1)(n+2)/6 - (n+1)/4
+        assert di.deletion_auc.item() == pytest.approx((n + 1) * (n + 2) / 6 - (n + 1) / 4)
+    assert di.deletion_auc.item() + di.insertion_auc.item() == pytest.approx(total)
+    worst = A.deletion_insertion(model, x, -weight[:, 0], target=0, steps=steps,
+                                 output="logit", insertion_start="black")
+    assert worst.deletion_auc.item() > di.deletion_auc.item()
+
+
+def test_compare_methods_resumes_from_cache(tmp_path, monkeypatch):
+    net, x = small_cnn(dtype=torch.float32), images(n=3, dtype=torch.float32)
+    methods = {"vanilla": {}, "rig": {"ranks": 4}}
+    cache = tmp_path / "auc.json"
+    rows = A.compare_methods(net, x, methods, steps=4, batch=2, cache=cache, progress=False)
+    assert len(rows) == 6 and {r["method"] for r in rows} == set(methods)
+    monkeypatch.setattr(A, "saliency_map", lambda *a, **k: pytest.fail("recomputed"))
+    again = A.compare_methods(net, x, methods, steps=4, batch=2, cache=cache, progress=False)
+    assert again == rows
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+@pytest.mark.parametrize("fn", [rankcore.rig, rankcore.rank_ig, A.vanilla_gradient,
+                                A.integrated_gradients, A.smoothgrad, A.blur_ig])
+def test_bad_inputs_raise_clear_errors(fn):
+    net, x = small_cnn(), images(n=2)
+    with pytest.raises(ValueError, match=r"target must lie in \[0, 4\].*got values in \[0, 5\]"):
+        fn(net, x, target=[0, 5])
+    with pytest.raises(ValueError, match=r"x must hold images in \[0, 1\]"):
+        fn(net, x * 2)
+    with pytest.raises(ValueError, match=r"shape \(N, C, H, W\); got shape \(3, 12, 12\)"):
+        fn(net, x[0])
+    with pytest.raises(ValueError, match="one class per image"):
+        fn(net, x, target=[0, 1, 2])
+    with pytest.raises(TypeError, match="integer class"):
+        fn(net, x, target=1.5)
+    with pytest.raises(ValueError, match="output='softmax'"):
+        fn(net, x, output="softmax")
+
+
+def test_bad_ranks_and_saliency_raise():
+    net, x = small_cnn(), images(n=2)
+    with pytest.raises(ValueError, match="subset of 1..12"):
+        rankcore.rig(net, x, ranks=[0, 3])
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        rankcore.rank_ig(net, x, ranks=0)
+    with pytest.raises(ValueError, match=r"saliency must have shape \(N, H, W\)"):
+        A.deletion_insertion(net, x, torch.rand(2, 3, 12, 12))
+    with pytest.raises(ValueError, match="method='gradcam'"):
+        A.saliency_map("gradcam", net, x)
