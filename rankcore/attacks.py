@@ -64,8 +64,8 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
     """
     _check_inputs(x, y, eps, steps, norm, restarts, keep)
     step_size = 2.5 * eps / steps if step_size is None else float(step_size)
-    if step_size <= 0:
-        raise ValueError(f"step_size={step_size!r}; expected a positive number")
+    if not step_size >= 0:
+        raise ValueError(f"step_size={step_size!r}; expected a non-negative number")
     gen = torch.Generator(device=x.device).manual_seed(seed)
     was_training = model.training
     model.eval()
@@ -181,10 +181,12 @@ def _pgd_core(model, x, y, *, eps, steps, step_size, norm, targeted, target, ran
     for _ in range(restarts):
         delta = _random_start(x, eps, norm, generator) if random_start else torch.zeros_like(x)
         for _ in range(steps):
-            delta.requires_grad_(True)
-            logits = model(x + delta)
-            loss, _ = _objective(logits, label, targeted)
-            grad, = torch.autograd.grad(loss.sum(), delta)
+            # enable_grad: callers often evaluate under torch.no_grad().
+            with torch.enable_grad():
+                delta.requires_grad_(True)
+                logits = model(x + delta)
+                loss, _ = _objective(logits, label, targeted)
+                grad, = torch.autograd.grad(loss.sum(), delta)
             if keep == "best":
                 consider(x + delta.detach(), logits)
             if norm == "linf":

@@ -1,0 +1,195 @@
+"""PGD and Table 2's rates, checked against an independent loop, torchattacks and a linear model."""
+import pytest
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+import rankcore
+from rankcore import attacks
+
+
+def _tiny_net(seed=0, classes=10):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+                         nn.Flatten(), nn.Linear(64, classes))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A tiny CNN trained for a few hundred steps on a learnable synthetic task."""
+    g = torch.Generator().manual_seed(0)
+    # Images = coarse 2x2-block colours plus pixel noise; label = a fixed linear function
+    # of the block colours (argmax over 10 classes): learnable in a few hundred steps.
+    coarse = torch.randn(512, 3, 2, 2, generator=g)
+    x = 0.5 + 0.15 * coarse.repeat_interleave(8, 2).repeat_interleave(8, 3)
+    x = (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    y = coarse.flatten(1).matmul(torch.randn(12, 10, generator=g)).argmax(1)
+    model = _tiny_net()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        idx = torch.randint(0, 512, (128,), generator=g)
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    assert (model(x).argmax(1) == y).float().mean() > 0.3  # it learned something
+    return model, x[:96], y[:96]
+
+
+def _independent_pgd(model, x, y, eps, steps, alpha, targeted=False, target=None):
+    """Textbook L-inf PGD from the clean image, last iterate (Madry et al. 2018)."""
+    x_adv = x.clone()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        logits = model(x_adv)
+        if targeted:
+            loss = -F.cross_entropy(logits, target, reduction="sum")
+        else:
+            loss = F.cross_entropy(logits, y, reduction="sum")
+        grad, = torch.autograd.grad(loss, x_adv)
+        x_adv = x_adv.detach() + alpha * grad.sign()
+        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+    return x_adv
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 4 / 255), ("l2", 0.5)])
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_output_inside_ball_and_box(trained, norm, eps, keep):
+    model, x, y = trained
+    x = x.clone()
+    x[:8] = x[:8].round()  # pixels at 0 and 1 exercise the box projection
+    for targeted in (False, True):
+        x_adv = rankcore.pgd(model, x, y, eps, steps=5, norm=norm, keep=keep,
+                             targeted=targeted, restarts=2, seed=3)
+        assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
+        assert x_adv.min() >= 0 and x_adv.max() <= 1
+        d = (x_adv - x).flatten(1)
+        size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+        assert (size <= eps * (1 + 1e-5) + 1e-7).all()
+        assert size.max() > 0.5 * eps  # it moved
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_matches_independent_pgd_exactly(trained, targeted):
+    model, x, y = trained
+    eps, steps, alpha = 8 / 255, 10, 2 / 255
+    target = attacks.random_targets(y, 10, seed=1) if targeted else None
+    ours = rankcore.pgd(model, x, y, eps, steps=steps, step_size=alpha, targeted=targeted,
+                        target=target, random_start=False, keep="last")
+    ref = _independent_pgd(model, x, y, eps, steps, alpha, targeted, target)
+    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=0)
+    with torch.no_grad():
+        hit = (lambda xa: (model(xa).argmax(1) == target) if targeted
+               else (model(xa).argmax(1) != y))
+        assert hit(ours).float().mean() == hit(ref).float().mean()
+        # Keeping the best iterate can only add successes to the last iterate's.
+        best = rankcore.pgd(model, x, y, eps, steps=steps, step_size=alpha, targeted=targeted,
+                            target=target, random_start=False, keep="best")
+        assert (hit(best) | ~hit(ref)).all()
+
+
+def test_at_least_torchattacks(trained):
+    torchattacks = pytest.importorskip("torchattacks")
+    model, x, y = trained
+    eps, steps, alpha = 4 / 255, 20, 1 / 255
+    theirs = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=False)(x, y)
+    ours = rankcore.pgd(model, x, y, eps, steps=steps, step_size=alpha, random_start=False)
+    with torch.no_grad():
+        rate = lambda xa: (model(xa).argmax(1) != y).float().mean().item()
+        assert rate(ours) >= rate(theirs)
+        last = rankcore.pgd(model, x, y, eps, steps=steps, step_size=alpha, random_start=False,
+                            keep="last")
+        torch.testing.assert_close(last, theirs, atol=1e-6, rtol=0)
+
+
+def _linear_pair(d=3 * 8 * 8, seed=0):
+    """A two-class linear model: logit difference (class 1 - class 0) = u.x + c."""
+    g = torch.Generator().manual_seed(seed)
+    lin = nn.Linear(d, 2)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(2, d, generator=g) * 0.05)
+        lin.bias.zero_()
+    return nn.Sequential(nn.Flatten(), lin), lin
+
+
+def test_targeted_linf_reaches_analytic_optimum():
+    model, lin = _linear_pair()
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(200, 3, 8, 8, generator=g)
+    u = (lin.weight[1] - lin.weight[0]).detach().view(3, 8, 8)
+    with torch.no_grad():
+        margin = model(x)[:, 1] - model(x)[:, 0]
+        lin.bias[1] -= margin.median() + 0.05   # most images start in class 0
+    y, target = torch.zeros(200, dtype=torch.long), torch.ones(200, dtype=torch.long)
+    eps = 8 / 255
+    # The target's logit gap is linear, so its maximum over ball and box is the corner
+    # x + eps * sign(u), clipped to [0, 1]; the target is reachable iff the gap is > 0 there.
+    corner = (x + eps * u.sign()).clamp(0, 1)
+    with torch.no_grad():
+        reachable = model(corner).argmax(1) == 1
+        gap = (model(corner)[:, 1] - model(corner)[:, 0]).abs()
+    assert 10 < reachable.sum() < 190
+    x_adv = rankcore.pgd(model, x, y, eps, steps=10, targeted=True, target=target)
+    torch.testing.assert_close(x_adv, corner, atol=1e-6, rtol=0)
+    with torch.no_grad():
+        success = model(x_adv).argmax(1) == 1
+    clear = gap > 1e-4
+    assert torch.equal(success[clear], reachable[clear])
+
+
+def test_targeted_l2_reaches_analytic_optimum():
+    model, lin = _linear_pair()
+    x = 0.3 + 0.4 * torch.rand(50, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    u = (lin.weight[1] - lin.weight[0]).detach().view(1, 3, 8, 8)
+    eps = 0.5
+    x_adv = rankcore.pgd(model, x, torch.zeros(50, dtype=torch.long), eps, steps=10,
+                         norm="l2", targeted=True, target=torch.ones(50, dtype=torch.long),
+                         random_start=False)
+    # Box inactive here, so the optimum is the ball's point along u. (From a random start
+    # the projections only approach it geometrically, hence random_start=False.)
+    torch.testing.assert_close(x_adv, x + eps * u / u.norm(), atol=1e-5, rtol=0)
+
+
+def test_mode_restored_and_eval_during_attack(trained):
+    model, x, y = trained
+    modes = []
+    hook = model.register_forward_pre_hook(lambda m, i: modes.append(m.training))
+    model.train()
+    try:
+        rankcore.pgd(model, x[:4], y[:4], 4 / 255, steps=2)
+    finally:
+        hook.remove()
+    assert model.training and modes and not any(modes)
+    model.eval()
+
+
+def test_evaluate_rates(trained):
+    model, x, y = trained
+    target = attacks.random_targets(y, 10, seed=0)
+    assert (target != y).all()
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    # eps = 0 leaves the images unchanged, so recovery = clean top-1, success = pred == target.
+    r0 = attacks.evaluate(model, x, y, eps=0.0, steps=3, target=target, batch_size=40)
+    assert r0["recovery"] == pytest.approx(100 * (pred == y).float().mean().item())
+    assert r0["top1"] == r0["recovery"]
+    assert r0["success"] == pytest.approx(100 * (pred == target).float().mean().item())
+    assert r0["recovery_on_correct"] == 100.0
+    r = attacks.evaluate(model, x, y, eps=16 / 255, steps=10, target=target, batch_size=40)
+    assert r["success"] + r["recovery"] + r["other"] == pytest.approx(100)
+    assert r["success"] > r0["success"] + 20
+    assert r["n"] == len(y) and r["n_correct"] == (pred == y).sum().item()
+
+
+def test_errors_name_the_argument(trained):
+    model, x, y = trained
+    with pytest.raises(ValueError, match="norm='l3'"):
+        rankcore.pgd(model, x, y, 0.1, norm="l3")
+    with pytest.raises(ValueError, match="keep="):
+        rankcore.pgd(model, x, y, 0.1, keep="first")
+    with pytest.raises(ValueError, match="target must"):
+        rankcore.pgd(model, x, y, 0.1, targeted=True, target=y[:3])
+    with pytest.raises(ValueError, match="y must"):
+        rankcore.pgd(model, x, y[:3], 0.1)
