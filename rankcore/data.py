@@ -483,6 +483,67 @@ def load(name: str, split: str = "test", n: int | None = None, seed: int = 0,
     return _samples(n, seed, size or 224, interpolation)
 
 
+class _ItemDataset(torch.utils.data.Dataset):
+    """Items ``(image (3, H, W) float in [0, 1], label)`` made on demand by ``get(i)``."""
+
+    def __init__(self, length: int, get: Callable[[int], tuple], source: str,
+                 transform: Callable | None):
+        self.length, self.get, self.source, self.transform = length, get, source, transform
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int):
+        if not -self.length <= i < self.length:
+            raise IndexError(f"index {i} out of range for {self.length} items")
+        image, label = self.get(i % self.length)
+        return (self.transform(image) if self.transform else image), label
+
+
+def dataset(name: str, split: str = "test", root: str | os.PathLike | None = None,
+            transform: Callable | None = None, size: int | None = None,
+            resize: int | None = None, interpolation: str = "bilinear",
+            progress: bool = True) -> torch.utils.data.Dataset:
+    """The items of :func:`load` as a ``Dataset``, decoded one at a time.
+
+    For sets too large to hold as float tensors (CIFAR-10 train: 600 MB as float32).
+
+    Args:
+        name, split, root, size, resize, interpolation: as for :func:`load`.
+        transform (callable, optional): applied to each float image ``(3, H, W)``.
+
+    Returns:
+        Dataset of ``(image, label)``; label is -1 for the unlabelled samples. ``.source``
+        names the set.
+    """
+    source = resolve(name, root)
+    _validate_split(split)
+    base = data_root(root)
+    if source == "cifar10":
+        blob = _cifar10(split, base, True, progress)
+        images, labels = blob["images"], blob["labels"]
+
+        def get(i):
+            x = images[i].float() / 255  # (3, 32, 32)
+            if size is not None and size != 32:
+                x = F.interpolate(x[None], size=(size, size), mode=interpolation,
+                                  align_corners=False)[0].clamp(0, 1)
+            return x, int(labels[i])
+        return _ItemDataset(len(labels), get, source, transform)
+    if source == "imagenet-val":
+        if split == "train":
+            raise ValueError("split='train': only the ImageNet validation set is supported")
+        folder = find_imagenet(root)
+        if folder is None:
+            raise _imagenet_missing(base)
+        idx = _index_imagenet(folder)
+        return _ItemDataset(len(idx.files), lambda i: (
+            resize_crop(_to_uint8_chw(_open_rgb(idx.files[i])), size or 224, resize,
+                        interpolation), idx.labels[i]), source, transform)
+    x, _ = load("samples", split=split, size=size, interpolation=interpolation)
+    return _ItemDataset(len(x), lambda i: (x[i], -1), source, transform)
+
+
 def class_names(dataset: str, root: str | os.PathLike | None = None) -> list[str]:
     """Human-readable class names indexed by label, offline.
 
