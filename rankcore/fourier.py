@@ -21,7 +21,7 @@ from .rank import _check_images, low_rank, max_rank
 
 __all__ = ["frequency_window", "low_pass", "numerical_rank", "rank_bound_table",
            "low_rank_params", "low_pass_params", "window_for_budget", "psnr",
-           "budget_comparison"]
+           "budget_comparison", "plot_budget"]
 
 
 def _check_size(k, name: str = "k") -> int:
@@ -120,32 +120,38 @@ def rank_bound_table(x: Tensor, ks) -> "pandas.DataFrame":  # noqa: F821
 
     Returns:
         pandas.DataFrame with one row per ``(k, variant)``: ``k``, ``variant``, ``kept`` (the
-        largest number of distinct frequencies, kept or mirrored, along one axis),
+        number of distinct frequencies per axis the result can contain, kept or mirrored),
         ``rank`` (the largest over images and channels), ``image_rank`` (rank of the
-        unfiltered image), ``holds`` (``rank <= k``) and ``tight`` (``rank`` equals
-        ``min(kept, image_rank)``, the bound the algebra gives).
+        unfiltered image), ``holds`` (``rank <= k``, the paper's bound), ``bound`` (the
+        refined bound: ``min(kept, image_rank)``, or ``min(k + 1, image_rank + 2)`` for the real
+        part of an even window, see below) and ``at_bound``
+        (``rank == bound``: the refined bound is tight).
     """
     import pandas as pd
 
     x = x.to(torch.float64)
     h, w = x.shape[-2:]
     image_rank = int(numerical_rank(x).max())
+    # name: (low_pass kwargs, frequencies per axis the result can contain, rank added to
+    # the image's by an even window). The real part of an even window is the mean of
+    # P_a X P_b^T and its mirror; a and -a share all but one frequency (p, p'), so it is
+    # P_c X (...)^T (rank <= rank X) plus terms whose columns lie in span(p, p'): + 2.
     variants = {
-        # name: (low_pass kwargs, frequencies per axis that the result can contain)
-        "2-D window, complex": (dict(real=False), lambda k: k),
-        "2-D window, real part": (dict(), lambda k: k + (k % 2 == 0)),
-        "2-D symmetric window": (dict(symmetric=True), lambda k: k + (k % 2 == 0)),
-        "one-sided W X (proof), complex": (dict(real=False, axes="rows"), lambda k: k),
+        "2-D window, complex": (dict(real=False), lambda k: k, 0),
+        "2-D window, real part": (dict(), lambda k: k + (k % 2 == 0), 2),
+        "2-D symmetric window": (dict(symmetric=True), lambda k: k + (k % 2 == 0), 0),
+        "one-sided W X (proof), complex": (dict(real=False, axes="rows"), lambda k: k, 0),
     }
     rows = []
     for k in ks:
         k = _check_size(k)
-        for name, (kwargs, kept) in variants.items():
+        for name, (kwargs, kept, extra) in variants.items():
             r = int(numerical_rank(low_pass(x, k, **kwargs)).max())
             n_kept = min(kept(k), h, w)
+            bound = min(n_kept, image_rank + (extra if k % 2 == 0 else 0))
             rows.append({"k": k, "variant": name, "kept": n_kept, "rank": r,
-                         "image_rank": image_rank, "holds": r <= k,
-                         "tight": r == min(n_kept, image_rank)})
+                         "image_rank": image_rank, "holds": r <= k, "bound": bound,
+                         "at_bound": r == bound})
     return pd.DataFrame(rows)
 
 
@@ -245,3 +251,20 @@ def budget_comparison(x: Tensor, ranks, model=None, progress: bool = True) -> "p
                 row["agreement"] = float((top1 == full).float().mean())
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def plot_budget(df):
+    """PSNR (and model agreement, when present) against the budget, per method; a figure."""
+    import matplotlib.pyplot as plt
+
+    cols = ["psnr"] + (["agreement"] if "agreement" in df else [])
+    fig, axes = plt.subplots(1, len(cols), figsize=(5 * len(cols), 3.6), squeeze=False)
+    for ax, col in zip(axes[0], cols):
+        for method, g in df.groupby("method", sort=False):
+            ax.plot(g["params"], g[col], "o-", label=method)
+        ax.set_xscale("log")
+        ax.set_xlabel("values stored per channel")
+        ax.set_ylabel({"psnr": "PSNR (dB)", "agreement": "top-1 agreement with full image"}[col])
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -167,10 +167,29 @@ def _fmt(value: Any, unit: str) -> str:
 
 
 def styled(df):
-    """The scorecard as a pandas ``Styler``: values with units, verdicts coloured."""
+    """A scorecard (or :func:`per_ref` overview) as a pandas ``Styler``: verdicts coloured,
+    values joined with their units where the frame has a ``unit`` column."""
     shown = df.copy()
-    for col in ("paper", "ours"):
-        shown[col] = [_fmt(v, u) for v, u in zip(df[col], df["unit"])]
-    shown = shown.drop(columns="unit")
+    if "unit" in shown:
+        for col in ("paper", "ours"):
+            shown[col] = [_fmt(v, u) for v, u in zip(df[col], df["unit"])]
+        shown = shown.drop(columns="unit")
     return (shown.style.hide(axis="index")
             .map(lambda v: f"background-color: {COLOURS.get(v, 'white')}", subset=["verdict"]))
+
+
+def plot_counts(df):
+    """A horizontal bar of how many comparisons got each verdict; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    c = counts(df)
+    fig, ax = plt.subplots(figsize=(7, 2.4))
+    ax.barh(list(c.index), c.to_numpy(), color=[COLOURS[v] for v in c.index], edgecolor="0.4")
+    for y, v in enumerate(c.to_numpy()):
+        ax.text(v, y, f" {v}", va="center", fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlabel("comparisons with the paper")
+    profiles = sorted({p for p in df["profile"] if p})
+    ax.set_title(f"Reproduction scorecard (profiles: {', '.join(profiles) or 'none'})", fontsize=10)
+    fig.tight_layout()
+    return fig

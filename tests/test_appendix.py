@@ -52,11 +52,16 @@ def test_rank_bound_holds_for_odd_and_complex_windows_and_is_tight():
         # real part adds the mirrored frequency of an even window: k + 1
         assert table.loc[(k, "2-D window, real part"), "rank"] == k + (k % 2 == 0)
         assert table.loc[(k, "2-D symmetric window"), "rank"] == k + (k % 2 == 0)
-    assert table["tight"].all()
+    assert table["at_bound"].all()
     assert table.loc[(6, "2-D window, real part"), "holds"] == False  # noqa: E712
-    # an image of rank 3 stays rank 3 under any wider window: the bound is not tight there
-    r3 = fourier.rank_bound_table(low_rank(x, 3), [9]).set_index("variant")
-    assert (r3["rank"] == 3).all() and (r3["image_rank"] == 3).all() and r3["tight"].all()
+    # an image of rank 3 stays rank 3 under a wider odd window: k is not tight there
+    r3 = fourier.rank_bound_table(low_rank(x, 3), [9, 8]).set_index(["k", "variant"])
+    assert (r3.loc[9, "rank"] == 3).all() and (r3["image_rank"] == 3).all()
+    # ... but the real part of an even window adds the one mirrored frequency per axis:
+    # rank min(k + 1, 3 + 2) = 5, above the image's own rank
+    assert r3.loc[(8, "2-D window, real part"), "rank"] == 5
+    assert r3.loc[(8, "2-D window, complex"), "rank"] == 3
+    assert r3["at_bound"].all()
 
 
 def test_budget_window_and_psnr_against_closed_forms():
@@ -88,7 +93,7 @@ def test_budget_comparison_rows_ranks_and_agreement():
 
 def test_rank_k_times_rows_and_summary():
     x = torch.rand(2, 3, 8, 8)
-    df = timing.rank_k_times(x, per_k_ranks=[2, 5], progress=False)
+    df = timing.rank_k_times(x, per_k_ranks=[2, 5], repeats=2, progress=False)
     per_k, sweep = (df[df.method == m] for m in timing.METHODS)
     assert len(per_k) == 2 * 2 and len(sweep) == 2 * 9
     assert sweep.groupby("image")["k"].apply(list).tolist() == [list(range(9))] * 2
@@ -100,3 +105,7 @@ def test_rank_k_times_rows_and_summary():
         per_k.groupby("image")["seconds"].mean().median() * 9)
     with pytest.raises(ValueError, match="lacks columns"):
         timing.summarise(df.drop(columns="device"))
+    with pytest.raises(ValueError, match="repeats=0"):
+        timing.rank_k_times(x, repeats=0, progress=False)
+    assert timing.available_devices("cpu") == ["cpu"]
+    assert timing.available_devices()[0] == "cpu"

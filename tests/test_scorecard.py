@@ -72,6 +72,11 @@ def test_per_ref_keeps_weakest_verdict_and_styled_renders(tmp_path):
     assert list(overview.index) == ["fig1", "fig2", "fig10", "table1"]
     html = scorecard.styled(df).to_html()
     assert "5%" in html and scorecard.COLOURS["differs"] in html
+    assert scorecard.COLOURS["differs"] in scorecard.styled(overview.reset_index()).to_html()
+    import matplotlib.pyplot as plt
+    fig = scorecard.plot_counts(df)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == list(scorecard.ALL_VERDICTS)
+    plt.close(fig)
 
 
 def test_bad_inputs_raise_with_the_value(tmp_path):
