@@ -54,14 +54,17 @@ class BookError(RuntimeError):
 
 # ---------------------------------------------------------------------------- configuration
 
-def chapters(root: Path = ROOT) -> list[Chapter]:
-    """The book's pages in ``_toc.yml`` order."""
+def chapters(root: Path | None = None, strict: bool = True) -> list[Chapter]:
+    """The book's pages in ``_toc.yml`` order (``strict=False`` skips missing files)."""
+    root = root or ROOT
     toc = yaml.safe_load((root / "_toc.yml").read_text())
     files = [toc["root"]] + [entry["file"] for entry in _toc_entries(toc)]
     out = []
     for f in files:
         matches = [root / f"{f}{ext}" for ext in (".ipynb", ".md") if (root / f"{f}{ext}").exists()]
         if not matches:
+            if not strict:
+                continue
             raise BookError(f"_toc.yml lists {f!r} but neither {f}.ipynb nor {f}.md exists")
         out.append(Chapter(Path(f).name, matches[0]))
     return out
@@ -203,8 +206,9 @@ def run(profile: str = "quick", only: list[str] | None = None, overrides: list[s
         out (path, optional): where executed notebooks go. Default: ``_build/executed/<profile>``.
         progress (bool, optional): papermill's per-cell progress bar. Default: on a terminal.
     """
-    pages = chapters()
-    names = [c.name for c in pages]
+    pages = chapters(strict=not only)
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    names = [Path(f).name for f in [toc["root"]] + [e["file"] for e in _toc_entries(toc)]]
     only = list(only or [])
     missing = [o for o in only if o not in names]
     if missing:

@@ -37,7 +37,7 @@ def image_grid(images: Sequence[Tensor], titles: Sequence[str] | None = None, nc
     n = len(images)
     ncols = ncols or n
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.4 if suptitle else 0)),
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, (size + 0.3) * nrows + (0.4 if suptitle else 0)),
                              squeeze=False)
     flags = [rescale] * n if isinstance(rescale, bool) else list(rescale)
     for i, ax in enumerate(axes.flat):

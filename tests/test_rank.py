@@ -1,0 +1,171 @@
+"""The rank engine against a float64 NumPy SVD, Eckart-Young optimality and identities."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra.numpy import arrays
+
+import rankcore
+from rankcore.rank import max_rank, singular_values
+
+
+def numpy_low_rank(x: np.ndarray, k: int) -> np.ndarray:
+    """Independent reference: float64 SVD of every (H, W) matrix, zero all but the k largest."""
+    x = np.asarray(x, dtype=np.float64)
+    u, s, vh = np.linalg.svd(x, full_matrices=False)
+    s = s.copy()
+    s[..., k:] = 0
+    return (u * s[..., None, :]) @ vh
+
+
+def real_images(size=(48, 64)):
+    """Real photographs (scikit-image ships them) as (N, 3, H, W) in [0, 1]."""
+    from skimage import data
+    imgs = []
+    for name in ("astronaut", "chelsea", "coffee"):
+        a = getattr(data, name)()[: size[0] * 4 : 4, : size[1] * 4 : 4, :3]
+        imgs.append(torch.from_numpy(a.copy()).permute(2, 0, 1).float() / 255)
+    return torch.stack(imgs)
+
+
+SHAPES = [(2, 3, 16, 16), (3, 3, 20, 31), (3, 31, 20), (4, 1, 9, 5)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("k", [0, 1, 3, 8, 100])
+def test_low_rank_matches_numpy_float64(shape, k):
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(k))
+    got = rankcore.low_rank(x, k).double().numpy()
+    np.testing.assert_allclose(got, numpy_low_rank(x.numpy(), k), atol=2e-5)
+
+
+def test_low_rank_on_real_images_non_square():
+    x = real_images()
+    for k in (1, 5, 20, 47):
+        np.testing.assert_allclose(rankcore.low_rank(x, k).numpy(), numpy_low_rank(x.numpy(), k), atol=2e-5)
+
+
+def test_low_rank_per_image_k_matches_each_image_alone():
+    x = torch.rand(3, 3, 12, 10, generator=torch.Generator().manual_seed(0))
+    ks = torch.tensor([0, 4, 10])
+    got = rankcore.low_rank(x, ks)
+    for i, k in enumerate(ks.tolist()):
+        np.testing.assert_allclose(got[i].numpy(), numpy_low_rank(x[i].numpy(), k), atol=2e-5)
+
+
+def test_edge_ranks_zero_and_full():
+    x = torch.rand(2, 3, 7, 9)
+    assert torch.equal(rankcore.low_rank(x, 0), torch.zeros_like(x))
+    assert torch.equal(rankcore.low_rank(x, 7), x)
+    assert torch.equal(rankcore.low_rank(x, 1000), x)
+    assert torch.equal(rankcore.high_rank(x, 7), torch.zeros_like(x))
+    assert torch.equal(rankcore.high_rank(x, 0), x)
+
+
+def test_low_plus_high_is_identity_and_high_matches_numpy():
+    x = real_images()
+    for k in (1, 3, 10):
+        lo, hi = rankcore.low_rank(x, k), rankcore.high_rank(x, k)
+        torch.testing.assert_close(lo + hi, x, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(hi.numpy(), x.numpy() - numpy_low_rank(x.numpy(), k), atol=2e-5)
+
+
+def test_result_has_rank_k_and_singular_values_of_input():
+    x = torch.rand(2, 3, 15, 15, dtype=torch.float64)
+    y = rankcore.low_rank(x, 4)
+    assert (torch.linalg.matrix_rank(y) == 4).all()
+    # Truncation keeps exactly the top singular values (Eckart-Young construction).
+    torch.testing.assert_close(singular_values(y)[..., :4], singular_values(x)[..., :4])
+    np.testing.assert_allclose(singular_values(x).numpy(), np.linalg.svd(x.numpy(), compute_uv=False), atol=1e-10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    a=arrays(np.float64, (6, 8), elements=st.floats(0, 1, allow_nan=False, width=32)),
+    k=st.integers(1, 5),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_eckart_young_no_random_rank_k_matrix_is_closer(a, k, seed):
+    x = torch.from_numpy(a)
+    best = (rankcore.low_rank(x, k) - x).norm()
+    # The optimum's error is the tail of the singular values.
+    s = np.linalg.svd(a, compute_uv=False)
+    assert abs(best.item() - np.sqrt((s[k:] ** 2).sum())) < 1e-9
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        # Random rank-k competitors, including perturbations of the optimum.
+        cand = rng.standard_normal((6, k)) @ rng.standard_normal((k, 8))
+        near = rankcore.low_rank(x, k).numpy() + 1e-3 * (rng.standard_normal((6, 1)) @ rng.standard_normal((1, 8)))
+        near = numpy_low_rank(near, k)
+        for c in (cand, near):
+            assert np.linalg.norm(c - a) >= best.item() - 1e-9
+
+
+@pytest.mark.parametrize("ranks", [None, [0, 1, 2, 9, 16], range(0, 17, 4), [16, 3, 3, 0]])
+@pytest.mark.parametrize("chunk", [1, 3, 16, 100])
+def test_rank_sweep_equals_low_rank_at_every_rank(ranks, chunk):
+    x = torch.rand(2, 3, 16, 20, generator=torch.Generator().manual_seed(1))
+    got = list(rankcore.rank_sweep(x, ranks=ranks, chunk=chunk))
+    expected_ks = sorted(set(range(17) if ranks is None else ranks))
+    assert [k for k, _ in got] == expected_ks
+    for k, xk in got:
+        torch.testing.assert_close(xk, rankcore.low_rank(x, k), atol=2e-5, rtol=0)
+
+
+def test_rank_blocks_shapes_clamp_and_full_rank_exact():
+    x = real_images()
+    w = max_rank(x)
+    blocks = list(rankcore.rank_blocks(x, chunk=10, clamp=True))
+    assert [len(ks) for ks, _ in blocks] == [10] * (w // 10) + ([(w + 1) % 10] if (w + 1) % 10 else [])
+    for ks, xs in blocks:
+        assert xs.shape == (len(ks), *x.shape)
+        assert xs.min() >= 0 and xs.max() <= 1
+    assert torch.equal(blocks[-1][1][-1], x)
+
+
+def test_half_precision_in_float32_out_in_own_dtype():
+    x = torch.rand(2, 3, 16, 16)
+    for dtype in (torch.float16, torch.bfloat16):
+        y = rankcore.low_rank(x.to(dtype), 5)
+        assert y.dtype == dtype
+        torch.testing.assert_close(y.float(), rankcore.low_rank(x.to(dtype).float(), 5).to(dtype).float())
+        for _, xk in rankcore.rank_sweep(x.to(dtype), ranks=[5]):
+            assert xk.dtype == dtype
+
+
+def test_clamp_keeps_unit_range_and_raw_can_leave_it():
+    x = real_images()
+    raw = rankcore.low_rank(x, 2)
+    assert raw.min() < 0 or raw.max() > 1  # low-rank reconstructions overshoot
+    clamped = rankcore.low_rank(x, 2, clamp=True)
+    torch.testing.assert_close(clamped, raw.clamp(0, 1))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(rankcore.low_rank(x.cuda(), 7).cpu(), rankcore.low_rank(x, 7), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: rankcore.low_rank(torch.rand(5), 1), "at least 2 dimensions"),
+    (lambda: rankcore.low_rank(torch.ones(3, 4, 4, dtype=torch.int64), 1), "floating-point"),
+    (lambda: rankcore.low_rank(torch.tensor([[1.0, float("nan")], [0.0, 1.0]]), 1), "NaN"),
+    (lambda: rankcore.high_rank(torch.tensor([[1.0, float("inf")], [0.0, 1.0]]), 1), "NaN or infinite"),
+    (lambda: rankcore.low_rank(torch.rand(3, 4, 4), -1), "k must be >= 0"),
+    (lambda: rankcore.low_rank(torch.rand(2, 3, 4, 4), torch.tensor([1, 2, 3])), "k has length 3"),
+    (lambda: rankcore.low_rank(torch.rand(2, 3, 4, 4), torch.tensor([1, -2])), "k must be >= 0"),
+    (lambda: rankcore.low_rank(torch.rand(2, 3, 4, 4), torch.tensor([1.5, 2.0])), "integers"),
+    (lambda: list(rankcore.rank_sweep(torch.rand(3, 4, 4), ranks=[0, 5])), r"ranks must lie in \[0, 4\]"),
+    (lambda: list(rankcore.rank_sweep(torch.rand(3, 4, 4), chunk=0)), "chunk"),
+])
+def test_bad_inputs_raise_value_error_naming_the_argument(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_wrong_type_raises_type_error():
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        rankcore.low_rank(np.zeros((3, 4, 4)), 1)
+    with pytest.raises(TypeError, match="k must be"):
+        rankcore.low_rank(torch.rand(3, 4, 4), 1.5)
