@@ -37,7 +37,9 @@ from torch import Tensor, nn
 from . import _io
 from .rank import rank_blocks
 
-__all__ = ["rank_spectrum", "summary", "parse_ranks", "top_predictions", "COLUMNS"]
+__all__ = ["rank_spectrum", "summary", "parse_ranks", "top_predictions", "COLUMNS",
+           "load_model", "load_data_for", "spectra", "summary_table", "saturation_rank", "gap",
+           "plot", "figure_top5"]
 
 #: Columns of the table returned by :func:`rank_spectrum`, in order.
 COLUMNS = ("rank", "agreement", "top1", "top5", "mean_true_prob", "n")
@@ -500,3 +502,225 @@ def top_predictions(model: nn.Module, x: Tensor, k: int = 5) -> tuple[Tensor, Te
         p = forward(x.to(forward.device, forward.dtype))
     top = p.topk(min(k, p.shape[-1]), dim=-1)
     return top.values.cpu(), top.indices.cpu()
+
+
+# ---------------------------------------------------------------------------- several models
+
+def load_model(spec: str, scale: str = "quick", device: str | torch.device | None = None,
+               download: bool = True, progress: bool = True) -> nn.Module:
+    """A model from a short specification, as the book's parameters name them.
+
+    Args:
+        spec (str): ``"NAME"`` (a :mod:`rankcore.models` name with its default weights),
+            ``"NAME=PATH"`` (with a weight file or folder), or ``"train:PRESET"`` (the cached
+            model of ``rankcore.train.preset(PRESET, scale)``, trained on first use), e.g.
+            ``"train:natural"``, ``"train:adv"``.
+        scale (str, optional): the training scale for ``train:`` specs (a profile name).
+            Default: ``"quick"``.
+        device (optional): Default: CUDA when available, else CPU.
+        download (bool, optional): allow downloading missing weights. Default: True.
+        progress (bool, optional): progress bars while training. Default: True.
+
+    Returns:
+        nn.Module in eval mode on ``[0, 1]`` images, with ``input_size``.
+
+    Raises:
+        FileNotFoundError: the weights are not here (and not downloadable).
+    """
+    from . import models, train
+
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"spec={spec!r}; expected 'NAME', 'NAME=PATH' or 'train:PRESET'")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("train:"):
+        return train.cached(train.preset(spec[len("train:"):], scale), progress=progress,
+                            device=device)
+    name, _, weights = spec.partition("=")
+    return models.load(name.strip(), weights=weights.strip() or None, device=device,
+                       download=download)
+
+
+def load_data_for(model: nn.Module, data: str, n: int | None = None, seed: int = 0,
+                  root: str | os.PathLike | None = None):
+    """``rankcore.data.load(data, ...)`` with the model's own preprocessing (input size,
+    resize before the centre crop, interpolation). ``n`` larger than the set (the ten
+    embedded sample photos) takes the whole set."""
+    from . import data as data_mod
+
+    config = dict(getattr(model, "data_config", None) or {"size": tuple(model.input_size)[-1]})
+    if n is not None and data_mod.resolve(data, root) == "samples":
+        n = min(n, len(data_mod.SAMPLES))
+    return data_mod.load(data, n=n, seed=seed, root=root, progress=False, **config)
+
+
+def spectra(specs: dict[str, str], data: str, n: int | None = None,
+            ranks: str | Sequence[int] | None = None, seed: int = 0, batch_size: int = 64,
+            scale: str = "quick", download: bool = False, progress: bool = True,
+            cache: bool = True) -> tuple[dict[str, Any], dict[str, str]]:
+    """Rank spectra of several models on the same images (Figures 6, 7 and 13).
+
+    Each model sees the images in its own preprocessing (EfficientNet-Lite1 at 240x240,
+    ...), so ``ranks`` may use ``max`` for each model's full rank. Results are
+    checkpointed in ``cache_dir("spectrum")`` under a key of the model's weights, the data
+    and the ranks: an interrupted run resumes, a repeated one returns at once.
+
+    Args:
+        specs (dict): label -> model specification of :func:`load_model`.
+        data (str): a :mod:`rankcore.data` name, e.g. ``"imagenet-auto"``, ``"cifar10"``.
+        n (int, optional): images (a seeded subset). Default: all.
+        ranks (optional): as in :func:`rank_spectrum`. Default: every rank.
+        seed (int, optional): seed of the image subset. Default: 0.
+        batch_size (int, optional): Default: 64.
+        scale (str, optional): training scale of ``train:`` specs. Default: ``"quick"``.
+        download (bool, optional): try downloading missing weights. Default: False.
+        progress (bool, optional): progress bars. Default: True.
+        cache (bool, optional): checkpoint in the cache folder. Default: True.
+
+    Returns:
+        (dict, dict): label -> table of :func:`rank_spectrum` (with ``.attrs["source"]``,
+        the data set actually loaded), and label -> why a model was skipped (weights
+        not found).
+    """
+    from .paths import cache_dir
+
+    tables, skipped = {}, {}
+    for label, spec in specs.items():
+        try:
+            model = load_model(spec, scale=scale, download=download, progress=progress)
+        except FileNotFoundError as e:
+            skipped[label] = str(e).split(". ")[0]
+            continue
+        loaded = load_data_for(model, data, n, seed)
+        ckpt = None
+        if cache:
+            key = hashlib.sha1(repr((spec, _model_digest(model), loaded.source, data, n, seed,
+                                     ranks, batch_size)).encode()).hexdigest()[:16]
+            # Named by the model, not the label: two labels for one model share the file.
+            ckpt = cache_dir("spectrum") / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', spec)[:60]}-{key}.pt"
+        df = rank_spectrum(model, loaded, ranks=ranks, batch_size=batch_size,
+                           progress=progress, checkpoint=ckpt)
+        df.attrs["source"] = getattr(loaded, "source", data)
+        tables[label] = df
+    return tables, skipped
+
+
+def summary_table(tables: dict[str, Any]):
+    """One row per model: :func:`summary` of agreement and of top-1 (fractions).
+
+    Columns: ``model``, ``n``, ``max_rank``, ``agreement_rank_50``, ``agreement_rank_90``,
+    ``agreement_auc``, ``top1_full``, ``top1_auc``, ``top1_saturation`` (smallest rank
+    whose top-1 reaches 95% of the full-rank top-1; NaN without labels).
+    """
+    import pandas as pd
+
+    rows = []
+    for label, df in tables.items():
+        a = summary(df, "agreement")
+        row = {"model": label, "n": int(df["n"].iloc[0]), "max_rank": int(a["max_rank"]),
+               "agreement_rank_50": a["rank_50"], "agreement_rank_90": a["rank_90"],
+               "agreement_auc": a["auc"]}
+        if df["top1"].notna().all():
+            t = summary(df, "top1")
+            row.update(top1_full=t["full"], top1_auc=t["auc"],
+                       top1_saturation=saturation_rank(df, "top1"))
+        else:
+            row.update(top1_full=np.nan, top1_auc=np.nan, top1_saturation=np.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def saturation_rank(df, column: str = "top1", fraction: float = 0.95) -> float:
+    """The smallest evaluated rank whose ``column`` reaches ``fraction`` of its value at the
+    highest rank: where the curve saturates (Section 4.2.1: about rank 100 on ImageNet,
+    15 on CIFAR-10)."""
+    d = df.sort_values("rank")
+    v = d[column].to_numpy(dtype=float)
+    hit = np.nonzero(v >= fraction * v[-1])[0]
+    return float(d["rank"].to_numpy()[hit[0]]) if len(hit) else float("nan")
+
+
+def gap(robust, natural, column: str = "top1"):
+    """``robust - natural`` of ``column`` at every rank both evaluated (Figures 7c, 7d).
+
+    Returns:
+        pandas.DataFrame: columns ``rank`` and ``gap`` (in the column's unit).
+    """
+    m = robust[["rank", column]].merge(natural[["rank", column]], on="rank",
+                                       suffixes=("_robust", "_natural"))
+    if m.empty:
+        raise ValueError("robust and natural share no evaluated rank")
+    return m.assign(gap=m[f"{column}_robust"] - m[f"{column}_natural"])[["rank", "gap"]]
+
+
+def plot(tables: dict[str, Any], column: str = "top1", ax=None, percent: bool = True,
+         title: str | None = None):
+    """Curves of ``column`` against input rank, one per model (Figures 6, 7, 13)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.6))
+    scale = 100 if percent else 1
+    for label, df in tables.items():
+        ax.plot(df["rank"], scale * df[column], marker=".", ms=3, label=label)
+    names = {"top1": "top-1 accuracy", "agreement": "agreement with full rank",
+             "top5": "top-5 accuracy", "mean_true_prob": "mean true-class probability"}
+    ax.set_xlabel("input rank k")
+    ax.set_ylabel(names.get(column, column) + (" (%)" if percent else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def figure_top5(models: dict[str, nn.Module], image: Tensor, rank: int = 10,
+                class_names: Sequence[str] | None = None, k: int = 5):
+    """Figure 4: an image at full rank and at rank ``rank``, with each model's top-k on
+    the rank-k image.
+
+    Args:
+        models (dict): label -> model; all must take ``image``'s size.
+        image (Tensor): ``(C, H, W)`` in ``[0, 1]``.
+        rank (int, optional): Default: 10 (the paper's).
+        class_names (sequence of str, optional): names by class index.
+        k (int, optional): Default: 5.
+
+    Returns:
+        (Figure, pandas.DataFrame): the figure and the predictions (``model``, ``input``,
+        ``position``, ``class``, ``name``, ``prob``) at full rank and at rank ``rank``.
+    """
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from .rank import low_rank
+
+    if not isinstance(image, Tensor) or image.dim() != 3:
+        raise ValueError(f"image must be a tensor (C, H, W), got "
+                         f"{tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__}")
+    low = low_rank(image[None], rank, clamp=True)[0]
+    rows = []
+    for label, model in models.items():
+        for name, x in (("full rank", image), (f"rank {rank}", low)):
+            probs, idx = top_predictions(model, x[None], k)
+            for pos, (pr, c) in enumerate(zip(probs[0].tolist(), idx[0].tolist())):
+                rows.append({"model": label, "input": name, "position": pos + 1, "class": c,
+                             "name": class_names[c] if class_names else str(c), "prob": pr})
+    table = pd.DataFrame(rows)
+    fig, axes = plt.subplots(2, max(2, len(models)), figsize=(4.2 * max(2, len(models)), 6.4))
+    for ax, x, name in ((axes[0, 0], image, "full rank"), (axes[0, 1], low, f"rank {rank}")):
+        ax.imshow(x.permute(1, 2, 0).cpu().numpy())
+        ax.set_title(name)
+        ax.axis("off")
+    for ax in axes[0, 2:]:
+        ax.axis("off")
+    for ax, label in zip(axes[1], models):
+        t = table[(table["model"] == label) & (table["input"] == f"rank {rank}")]
+        ax.barh(range(len(t))[::-1], 100 * t["prob"], color="tab:blue")
+        ax.set_yticks(range(len(t))[::-1], [s[:28] for s in t["name"]], fontsize=8)
+        ax.set_xlabel("probability (%)")
+        ax.set_title(f"{label}: top-{k} at rank {rank}", fontsize=9)
+    for ax in axes[1, len(models):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig, table

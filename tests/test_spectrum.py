@@ -258,3 +258,38 @@ def test_summary_of_a_known_curve():
     assert math.isclose(summary(uneven)["auc"], (0.5 + 9) / 10)
     with pytest.raises(ValueError, match="column="):
         summary(df, "top3")
+
+
+# ---------------------------------------------------------------------------- command line
+
+_REAL = Path(os.environ["RANKCORE_DATA"]) if os.environ.get("RANKCORE_DATA") else None
+_AKAMASTER = Path(__file__).resolve().parents[2] / "shared" / "models" / "cifar10-resnet-akamaster"
+
+
+@pytest.mark.data
+@pytest.mark.skipif(_REAL is None or not (_REAL / "cifar10-jpeg" / "test").is_dir()
+                    or not (_AKAMASTER / "resnet20-12fca82f.th").exists(),
+                    reason="needs $RANKCORE_DATA with cifar10-jpeg/ and the akamaster ResNet-20")
+def test_command_line_writes_the_library_table(tmp_path, capsys):
+    from rankcore import data, models
+    from rankcore.cli import main
+
+    out = tmp_path / "r20.csv"
+    args = ["spectrum", "--model", "cifar_resnet20", "--data", "cifar10", "--n", "8",
+            "--ranks", "0:32:16", "--out", str(out), "--no-progress", "--device", "cpu"]
+    assert main(args) == 0
+    assert "agreement 50% at rank" in capsys.readouterr().out
+    model = models.load("cifar_resnet20", device="cpu")
+    x, y = data.load("cifar10", n=8, progress=False)
+    expected = rank_spectrum(model, x, y, ranks=[0, 16, 32], progress=False)
+    pd.testing.assert_frame_equal(pd.read_csv(out), expected, check_exact=False, rtol=1e-6)
+
+
+def test_command_line_rejects_bad_arguments(capsys):
+    from rankcore.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["spectrum", "--data", "cifar10", "--out", "x.csv"])  # --model missing
+    assert "--model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["nonsense"])
