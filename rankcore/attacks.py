@@ -268,3 +268,33 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, eps: float = 4 / 255, steps
     if targeted:
         out["other"] = 100.0 - out["success"] - out["recovery"]
     return out
+
+
+def evaluate_models(models: dict, x: Tensor, y: Tensor, progress: bool = True,
+                    **kwargs) -> "pd.DataFrame":
+    """:func:`evaluate` for several models on the same images and targets (Table 2).
+
+    Args:
+        models (dict): ``{name: model}``; each is attacked on its own device.
+        x (Tensor): clean images ``(N, C, H, W)`` in [0, 1].
+        y (Tensor): labels ``(N,)``.
+        progress (bool, optional): tqdm bar over models. Default: True.
+        **kwargs: passed to :func:`evaluate` (``eps``, ``steps``, ``seed``, ...).
+
+    Returns:
+        DataFrame, one row per model: ``run``, the rates of :func:`evaluate`, ``seconds``.
+    """
+    import time
+
+    import pandas as pd
+    rows = []
+    items = models.items()
+    if progress:
+        from tqdm.auto import tqdm
+        items = tqdm(items, desc="attack", total=len(models), leave=False)
+    for name, model in items:
+        device = next(model.parameters()).device
+        t0 = time.perf_counter()
+        r = evaluate(model, x.to(device), y.to(device), **kwargs)
+        rows.append({"run": name, **r, "seconds": round(time.perf_counter() - t0, 1)})
+    return pd.DataFrame(rows)

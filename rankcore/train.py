@@ -602,20 +602,94 @@ def cached(config: TrainConfig, progress: bool = True, device: str | torch.devic
     folder = run_dir(config)
     ckpt_path = folder / "checkpoint.pt"
     model = models.create(config.arch).to(device)
-    if ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, config, map_location=device)
-        if ckpt["finished"]:
-            model.load_state_dict(ckpt["model"])
-            model.train_history = ckpt["history"]
-            return model.eval()
+    if _load_finished(model, ckpt_path, config, device):
+        return model
     if not train_if_missing:
         raise FileNotFoundError(f"no finished model for {config} in {folder}")
-    _io.write_json(folder / "config.json", {"config": dataclasses.asdict(config),
-                                            "code_version": TRAIN_CODE_VERSION})
-    train_data = load_data(config, "train")
-    test_data = load_data(config, "test")
-    return train(model, train_data, test_data, config, checkpoint=ckpt_path, resume=True,
-                 log=folder / "log.jsonl", progress=progress, tag=f"{config.dataset}-train")
+    # One trainer per configuration: a second process (another chapter, another user of
+    # the same cache) waits for the first and then loads its model instead of training.
+    with _lock(folder / ".lock"):
+        if _load_finished(model, ckpt_path, config, device):
+            return model
+        _io.write_json(folder / "config.json", {"config": dataclasses.asdict(config),
+                                                "code_version": TRAIN_CODE_VERSION})
+        train_data = load_data(config, "train")
+        test_data = load_data(config, "test")
+        return train(model, train_data, test_data, config, checkpoint=ckpt_path, resume=True,
+                     log=folder / "log.jsonl", progress=progress, tag=f"{config.dataset}-train")
+
+
+def _load_finished(model: nn.Module, path: Path, config: TrainConfig, device) -> bool:
+    if not path.exists():
+        return False
+    ckpt = load_checkpoint(path, config, map_location=device)
+    if not ckpt["finished"]:
+        return False
+    model.load_state_dict(ckpt["model"])
+    model.train_history = ckpt["history"]
+    model.from_cache = True
+    model.eval()
+    return True
+
+
+class _lock:
+    """An exclusive advisory file lock (POSIX ``flock``; a no-op where unavailable)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(self.path, "a")
+        try:
+            import fcntl
+            fcntl.flock(self.f, fcntl.LOCK_EX)
+        except ImportError:
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()  # closing releases the lock
+
+
+def cached_runs(names, scale: str = "quick", progress: bool = True, **overrides) -> dict:
+    """:func:`cached` for several presets in order: ``{name: model}``.
+
+    Args:
+        names (iterable of str): preset names, e.g. ``["natural", "low_rank:5"]``.
+        scale (str, optional): preset scale. Default: ``"quick"``.
+        progress (bool, optional): progress bars. Default: True.
+        **overrides: :class:`TrainConfig` fields applied to every preset.
+    """
+    return {name: cached(preset(name, scale, **overrides), progress=progress) for name in names}
+
+
+def curves(models: dict) -> "pd.DataFrame":
+    """Per-epoch metrics of trained models, long format.
+
+    Args:
+        models (dict): ``{run name: model}`` from :func:`cached` / :func:`cached_runs`.
+
+    Returns:
+        DataFrame with columns ``run, epoch, test_top1, train_loss, train_acc, lr, seconds``.
+    """
+    import pandas as pd
+    return pd.DataFrame([{"run": name, **row} for name, m in models.items()
+                         for row in m.train_history])
+
+
+def summary(models: dict) -> "pd.DataFrame":
+    """One row per model: final and best full-rank test top-1, epochs, training minutes."""
+    import pandas as pd
+    rows = []
+    for name, m in models.items():
+        h = m.train_history
+        rows.append({"run": name, "epochs": len(h), "test_top1": h[-1]["test_top1"],
+                     "best_test_top1": max(r["test_top1"] for r in h),
+                     "train_loss": h[-1]["train_loss"],
+                     "train_minutes": round(sum(r["seconds"] for r in h) / 60, 2),
+                     "from_cache": getattr(m, "from_cache", False)})
+    return pd.DataFrame(rows)
 
 
 def history(config: TrainConfig) -> list[dict]:
