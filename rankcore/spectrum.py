@@ -45,6 +45,8 @@ __all__ = ["rank_spectrum", "summary", "parse_ranks", "top_predictions", "COLUMN
 COLUMNS = ("rank", "agreement", "top1", "top5", "mean_true_prob", "n")
 
 _AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: Bumped when a change alters what a checkpointed block holds, so old files are not resumed.
+CHECKPOINT_VERSION = 2
 
 
 # ---------------------------------------------------------------------------- ranks
@@ -232,16 +234,17 @@ def _run_block(forward: _Forward, x: Tensor, y: Tensor | None, ks: list[int],
     x = x.to(forward.device, forward.dtype)
     b = x.shape[0]
     y_dev = None if y is None else y.to(forward.device)
-    p_full = forward(x)                                          # (B, classes)
-    if y is not None and (int(y.min()) < 0 or int(y.max()) >= p_full.shape[-1]):
-        raise ValueError(f"labels must lie in [0, {p_full.shape[-1] - 1}] (the model's classes), "
-                         f"got values in [{int(y.min())}, {int(y.max())}]")
-    full = p_full.argmax(dim=-1)                                 # (B,)
+    # Full rank is x itself: when it is among the ranks, its row gives the full-rank
+    # prediction and saves a forward pass per image.
+    full = None if ks[-1] == min(x.shape[-2:]) else forward(x).argmax(dim=-1).int().cpu()
     # Enough ranks per block that each forward pass sees about batch_size images.
     chunk = max(1, forward.batch_size // b)
     preds, top5s, probs = [], [], []
     for block_ks, xs in rank_blocks(x, ks, chunk=chunk, clamp=True):  # xs: (r, B, C, H, W)
         p = forward(xs.flatten(0, 1)).view(len(block_ks), b, -1)     # (r, B, classes)
+        if y is not None and not preds and (int(y.min()) < 0 or int(y.max()) >= p.shape[-1]):
+            raise ValueError(f"labels must lie in [0, {p.shape[-1] - 1}] (the model's classes), "
+                             f"got values in [{int(y.min())}, {int(y.max())}]")
         preds.append(p.argmax(dim=-1).int().cpu())  # int32 halves the checkpoint
         if y_dev is not None:
             target = y_dev.view(1, b, 1).expand(len(block_ks), b, 1)
@@ -249,7 +252,8 @@ def _run_block(forward: _Forward, x: Tensor, y: Tensor | None, ks: list[int],
             top5s.append((top == target).any(dim=-1).cpu())
             probs.append(p.gather(-1, target).squeeze(-1).cpu())
         step(len(block_ks) * b)
-    out = {"full": full.int().cpu(), "pred": torch.cat(preds)}
+    pred = torch.cat(preds)                                      # (R, B)
+    out = {"full": pred[-1].clone() if full is None else full, "pred": pred}
     if y is not None:
         out.update(y=y.int().cpu(), top5=torch.cat(top5s), prob=torch.cat(probs))
     return out
@@ -425,7 +429,7 @@ def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
 
     rank, world = _dist_setup(device)
     n_blocks = -(-source.n // block)
-    fingerprint = {"ranks": ks, "n": source.n, "block": block, "batch_size": batch_size,
+    fingerprint = {"version": CHECKPOINT_VERSION, "ranks": ks, "n": source.n, "block": block, "batch_size": batch_size,
                    "amp": str(amp), "labels": source.has_labels, "data": source.digest(),
                    "model": _model_digest(model)}
     path = None if checkpoint is None else Path(checkpoint)
@@ -594,8 +598,8 @@ def spectra(specs: dict[str, str], data: str, n: int | None = None,
         loaded = load_data_for(model, data, n, seed)
         ckpt = None
         if cache:
-            key = hashlib.sha1(repr((spec, _model_digest(model), loaded.source, data, n, seed,
-                                     ranks, batch_size)).encode()).hexdigest()[:16]
+            key = hashlib.sha1(repr((CHECKPOINT_VERSION, spec, _model_digest(model), loaded.source,
+                                     data, n, seed, ranks, batch_size)).encode()).hexdigest()[:16]
             # Named by the model, not the label: two labels for one model share the file.
             ckpt = cache_dir("spectrum") / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', spec)[:60]}-{key}.pt"
         df = rank_spectrum(model, loaded, ranks=ranks, batch_size=batch_size,
