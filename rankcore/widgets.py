@@ -169,11 +169,10 @@ def _static(view: _View, ranks: list[int], fps: float):
 
 #: matplotlib's player buttons use Font Awesome icons from a CDN; plain characters instead,
 #: so the player looks the same offline and the page loads nothing from outside.
-_ICONS = {"fa fa-minus": "&minus;", "fa fa-fast-backward": "&#x23EE;",
-          "fa fa-step-backward": "&#x23F4;&#x2502;", "fa fa-play fa-flip-horizontal": "&#x25C0;",
-          "fa fa-pause": "&#x23F8;", "fa fa-play": "&#x25B6;",
-          "fa fa-step-forward": "&#x2502;&#x23F5;", "fa fa-fast-forward": "&#x23ED;",
-          "fa fa-plus": "+"}
+_ICONS = {"fa fa-minus": "&minus;", "fa fa-fast-backward": "|&#x25C0;&#x25C0;",
+          "fa fa-step-backward": "|&#x25C0;", "fa fa-play fa-flip-horizontal": "&#x25C0;",
+          "fa fa-pause": "||", "fa fa-play": "&#x25B6;", "fa fa-step-forward": "&#x25B6;|",
+          "fa fa-fast-forward": "&#x25B6;&#x25B6;|", "fa fa-plus": "+"}
 
 
 def _offline(html: str) -> str:

@@ -1,0 +1,272 @@
+"""The built book in a real headless Chromium: every page renders, and the static slider works.
+
+Serves the smoke book (``built_book``, see ``conftest.py``) on 127.0.0.1 and drives Chromium
+through the DevTools protocol over a pipe (``--remote-debugging-pipe``: no port, no extra
+package). Screenshots of every chapter go to ``$RANKCORE_ARTIFACTS`` (default
+``_build/screenshots``) for CI to keep. Skipped where no Chromium is installed.
+"""
+from __future__ import annotations
+
+import fcntl
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("RANKCORE_CHROMIUM") or next(
+    (p for p in ("/usr/bin/chromium", shutil.which("chromium") or "",
+                 shutil.which("chromium-browser") or "") if p and Path(p).exists()), None)
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--hide-scrollbars", "--window-size=1280,1000", "--remote-debugging-pipe"]
+TIMEOUT = 60.0  # seconds for one page to load and settle
+
+
+# ---------------------------------------------------------------------------- DevTools client
+
+class Browser:
+    """Headless Chromium driven over ``--remote-debugging-pipe`` (JSON messages, NUL-ended).
+
+    Chromium reads commands from its fd 3 and writes replies and events to its fd 4.
+    """
+
+    def __init__(self, user_data_dir: Path):
+        to_chrome_r, self._to_chrome = os.pipe()
+        self._from_chrome, from_chrome_w = os.pipe()
+        # Move the child's ends above 3 and 4 first, so dup2 onto 3/4 cannot clobber them.
+        hi_r = fcntl.fcntl(to_chrome_r, fcntl.F_DUPFD, 10)
+        hi_w = fcntl.fcntl(from_chrome_w, fcntl.F_DUPFD, 10)
+        for fd in (to_chrome_r, from_chrome_w):
+            os.close(fd)
+
+        def child_fds():
+            os.dup2(hi_r, 3)
+            os.dup2(hi_w, 4)
+
+        self.proc = subprocess.Popen(
+            [CHROMIUM, *FLAGS, f"--user-data-dir={user_data_dir}", "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            preexec_fn=child_fds, pass_fds=(3, 4, hi_r, hi_w))
+        os.close(hi_r)
+        os.close(hi_w)
+        self._buf, self._next_id, self.events = b"", 0, []
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.call("Target.attachToTarget", targetId=target,
+                                 flatten=True)["sessionId"]
+        for domain in ("Page", "Runtime", "Log"):
+            self.call(f"{domain}.enable", session=True)
+
+    def _read(self, deadline: float) -> dict:
+        while b"\0" not in self._buf:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise TimeoutError("no reply from Chromium (exited: "
+                                   f"{self.proc.poll()}); stderr: {self._stderr()}")
+            chunk = os.read(self._from_chrome, 1 << 20)
+            if not chunk:
+                raise RuntimeError(f"Chromium closed the pipe; stderr: {self._stderr()}")
+            self._buf += chunk
+        msg, self._buf = self._buf.split(b"\0", 1)
+        return json.loads(msg)
+
+    def _stderr(self) -> str:
+        if self.proc.poll() is None:
+            return "(still running)"
+        return self.proc.stderr.read().decode(errors="replace")[-2000:]
+
+    def call(self, method: str, session: bool = False, timeout: float = TIMEOUT, **params):
+        self._next_id += 1
+        msg = {"id": self._next_id, "method": method, "params": params}
+        if session:
+            msg["sessionId"] = self.session
+        os.write(self._to_chrome, json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._read(deadline)
+            if reply.get("id") == self._next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+            self.events.append(reply)
+
+    def wait_event(self, method: str, timeout: float = TIMEOUT) -> dict:
+        deadline = time.monotonic() + timeout
+        for i, e in enumerate(self.events):
+            if e.get("method") == method:
+                return self.events.pop(i)
+        while True:
+            e = self._read(deadline)
+            if e.get("method") == method:
+                return e
+            self.events.append(e)
+
+    def goto(self, url: str) -> None:
+        self.events.clear()
+        self.call("Page.navigate", session=True, url=url)
+        self.wait_event("Page.loadEventFired")
+
+    def js(self, expression: str):
+        """Evaluate ``expression`` in the page (promises awaited); returns its JSON value."""
+        out = self.call("Runtime.evaluate", session=True, expression=expression,
+                        awaitPromise=True, returnByValue=True)
+        if "exceptionDetails" in out:
+            raise RuntimeError(f"page script failed: {out['exceptionDetails']}")
+        return out["result"].get("value")
+
+    def screenshot(self, path: Path, max_height: int = 6000, scale: float = 0.75) -> None:
+        """The whole page (up to ``max_height`` CSS pixels) as a PNG, scaled down."""
+        import base64
+        width = self.js("document.documentElement.scrollWidth")
+        height = min(max_height, self.js("document.documentElement.scrollHeight"))
+        data = self.call("Page.captureScreenshot", session=True, format="png",
+                         captureBeyondViewport=True,
+                         clip=dict(x=0, y=0, width=width, height=height, scale=scale))["data"]
+        path.write_bytes(base64.b64decode(data))
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close", timeout=5)
+        except Exception:  # noqa: BLE001 - already gone is fine
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for fd in (self._to_chrome, self._from_chrome):
+            os.close(fd)
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def html_root(request) -> Path:
+    if CHROMIUM is None:
+        pytest.skip("no Chromium installed (apt-get install chromium)")
+    env = os.environ.get("RANKCORE_BOOK_HTML")  # test an already built book
+    root = Path(env) if env else request.getfixturevalue("built_book")
+    if not (root / "index.html").exists():
+        pytest.fail(f"{root} has no index.html; expected a built book (_build/html)")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(html_root):
+    handler = functools.partial(_QuietHandler, directory=str(html_root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)  # port 0: any free one
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest's output readable
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    b = Browser(tmp_path_factory.mktemp("chromium-profile"))  # empty user-data dir
+    yield b
+    b.close()
+
+
+def pages(root: Path) -> list[Path]:
+    """The book's own pages: every ``.html`` outside Sphinx's folders and generated indexes,
+    less redirect stubs (Jupyter Book's ``index.html`` only forwards to the root page)."""
+    skip = {"genindex.html", "search.html", "py-modindex.html"}
+    return sorted(p for p in root.rglob("*.html")
+                  if p.name not in skip
+                  and not any(part.startswith("_") for part in p.relative_to(root).parts)
+                  and 'http-equiv="refresh"' not in p.read_text(errors="replace")[:2000].lower())
+
+
+# In-page checks (plain JavaScript, evaluated by Chromium).
+BROKEN_IMAGES = """(async () => {
+  const bad = [];
+  for (const img of Array.from(document.images)) {
+    if (!img.getAttribute('src')) continue;
+    img.loading = 'eager';
+    try { await img.decode(); } catch (e) { bad.push(img.getAttribute('src').slice(0, 120)); continue; }
+    if (img.naturalWidth === 0) bad.push(img.getAttribute('src').slice(0, 120));
+  }
+  return bad;
+})()"""
+ERROR_OUTPUTS = """Array.from(document.querySelectorAll(
+  '.cell_output .traceback, .cell_output .output.error, .cell_output .output.stderr'))
+  .filter(e => /Traceback|Error|Exception/.test(e.innerText))
+  .map(e => e.innerText.slice(0, 300))"""
+SLIDER = """(() => {
+  const out = [];
+  for (const s of document.querySelectorAll('input.anim-slider')) {
+    const id = s.id.replace('_anim_slider', '');
+    const img = document.getElementById('_anim_img' + id);
+    const before = img.src, n = Number(s.max) + 1;
+    s.value = s.max;
+    s.dispatchEvent(new Event('input', {bubbles: true}));
+    const after = img.src;
+    s.value = 0;
+    s.dispatchEvent(new Event('input', {bubbles: true}));
+    out.push({frames: n, changed: before !== after, back: img.src === before,
+              image: after.slice(0, 22)});
+  }
+  return out;
+})()"""
+
+
+def _screenshot_dir() -> Path:
+    d = Path(os.environ.get("RANKCORE_ARTIFACTS") or REPO / "_build" / "screenshots")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+# ---------------------------------------------------------------------------- tests
+
+def test_every_page_renders_without_broken_images_or_errors(html_root, server, browser):
+    found = pages(html_root)
+    assert found, f"no pages under {html_root}"
+    shots, problems = _screenshot_dir(), []
+    for page in found:
+        rel = page.relative_to(html_root).as_posix()
+        browser.goto(f"{server}/{rel}")
+        broken = browser.js(BROKEN_IMAGES)
+        errors = browser.js(ERROR_OUTPUTS)
+        title = browser.js("document.querySelector('h1') ? document.querySelector('h1').innerText : ''")
+        if broken:
+            problems.append(f"{rel}: broken images {broken}")
+        if errors:
+            problems.append(f"{rel}: notebook error output {errors}")
+        if not title:
+            problems.append(f"{rel}: no heading, the page did not render")
+        browser.screenshot(shots / (rel.replace("/", "__").removesuffix(".html") + ".png"))
+    assert not problems, "\n".join(problems)
+    assert len(list(shots.glob("*.png"))) >= len(found)
+
+
+def test_static_rank_explorer_slider_changes_the_frame(html_root, server, browser):
+    results = {}
+    for page in pages(html_root):
+        if "anim-slider" not in page.read_text(errors="replace"):
+            continue
+        rel = page.relative_to(html_root).as_posix()
+        browser.goto(f"{server}/{rel}")
+        results[rel] = browser.js(SLIDER)
+    assert results, ("no page holds a static rank explorer (rankcore.widgets.rank_explorer("
+                     "..., static=True)); chapter 01 should")
+    for rel, sliders in results.items():
+        for s in sliders:
+            assert s["frames"] >= 2, f"{rel}: the explorer has {s['frames']} frame(s)"
+            assert s["changed"], f"{rel}: moving the slider did not change the frame"
+            assert s["back"], f"{rel}: moving the slider back did not restore the first frame"
+            assert s["image"].startswith("data:image/"), f"{rel}: frame is {s['image']!r}"
