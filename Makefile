@@ -7,7 +7,15 @@ BIN    := $(VENV)/bin
 PROFILE ?= quick
 STAMP  := $(VENV)/.installed
 
-.PHONY: book run html test bench install clean
+.PHONY: book run html test bench install clean data
+
+# The CIFAR-10 chapters and tests need CIFAR-10. Where RANKCORE_DATA is unset and the
+# development machines' shared copy sits beside the checkout, unpack it into the
+# git-ignored data/ cache; elsewhere torchvision downloads CIFAR-10 when online.
+SHARED_PREPARE := ../shared/data/prepare.sh
+data:
+	@if [ -z "$$RANKCORE_DATA" ] && [ ! -d data/cifar10-jpeg ] && [ -x $(SHARED_PREPARE) ]; then \
+		$(SHARED_PREPARE) data; fi
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,11 +25,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-book: $(STAMP)
+book: $(STAMP) data
 	$(BIN)/python -m rankcore.book run --profile $(PROFILE)
 	$(BIN)/python -m rankcore.book build --profile $(PROFILE)
 
-test: $(STAMP)
+test: $(STAMP) data
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
