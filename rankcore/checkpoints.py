@@ -22,7 +22,7 @@ from torch import nn
 SAFE_TYPES: list = [argparse.Namespace]
 try:  # numpy scalars in older checkpoints
     import numpy as np
-    SAFE_TYPES += [np.dtype, np.core.multiarray.scalar]
+    SAFE_TYPES += [np.dtype, getattr(np, '_core', getattr(np, 'core', None)).multiarray.scalar]
     SAFE_TYPES += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
 except (ImportError, AttributeError):  # pragma: no cover - numpy layout changes
     pass
