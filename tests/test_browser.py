@@ -23,9 +23,9 @@ import pytest
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("RANKCORE_CHROMIUM") or next(
-    (p for p in ("/usr/bin/chromium", shutil.which("chromium") or "",
-                 shutil.which("chromium-browser") or "") if p and Path(p).exists()), None)
+CHROMIUM = next((p for p in (os.environ.get("RANKCORE_CHROMIUM"), "/usr/bin/chromium",
+                              shutil.which("chromium"), shutil.which("chromium-browser"))
+                 if p and Path(p).exists()), None)
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--hide-scrollbars", "--window-size=1280,1000", "--remote-debugging-pipe"]
@@ -176,7 +176,9 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def browser(html_root, tmp_path_factory):
+    # Tests ask for the browser before the server: Chromium is forked before the server's
+    # thread exists (forking with threads running is best avoided).
     b = Browser(tmp_path_factory.mktemp("chromium-profile"))  # empty user-data dir
     yield b
     b.close()
@@ -233,7 +235,7 @@ def _screenshot_dir() -> Path:
 
 # ---------------------------------------------------------------------------- tests
 
-def test_every_page_renders_without_broken_images_or_errors(html_root, server, browser):
+def test_every_page_renders_without_broken_images_or_errors(html_root, browser, server):
     found = pages(html_root)
     assert found, f"no pages under {html_root}"
     shots, problems = _screenshot_dir(), []
@@ -254,7 +256,7 @@ def test_every_page_renders_without_broken_images_or_errors(html_root, server, b
     assert len(list(shots.glob("*.png"))) >= len(found)
 
 
-def test_static_rank_explorer_slider_changes_the_frame(html_root, server, browser):
+def test_static_rank_explorer_slider_changes_the_frame(html_root, browser, server):
     results = {}
     for page in pages(html_root):
         if "anim-slider" not in page.read_text(errors="replace"):
