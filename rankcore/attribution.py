@@ -771,6 +771,84 @@ def compare_methods(model: Callable, x: torch.Tensor, methods: dict[str, dict],
             for row in done[f"{name}:{start}"]]
 
 
+def auc_summary(rows: list[dict], reference: str = "vanilla"):
+    """The comparison table: mean areas per method with standard errors.
+
+    Args:
+        rows (list of dict): output of :func:`compare_methods`.
+        reference (str, optional): method the others are paired against, image by image.
+            Default: ``"vanilla"``.
+
+    Returns:
+        pandas.DataFrame: one row per method (in the order of ``rows``): ``method``,
+        ``cite``, ``images``, ``deletion_auc`` and ``insertion_auc`` (means, with ``_sem``
+        standard errors), ``ins_minus_del`` (higher is better), ``beats_reference`` (share
+        of images where both areas are better than the reference's) and ``seconds``
+        (attribution time per image).
+    """
+    import pandas as pd
+    df = pd.DataFrame(rows)
+    ref = df[df.method == reference].set_index("image")
+    out = []
+    for method, g in df.groupby("method", sort=False):
+        g = g.set_index("image")
+        both = g.index.intersection(ref.index)
+        better = ((g.loc[both, "deletion_auc"] < ref.loc[both, "deletion_auc"])
+                  & (g.loc[both, "insertion_auc"] > ref.loc[both, "insertion_auc"]))
+        out.append({"method": method, "cite": METHODS[method].cite, "images": len(g),
+                    "deletion_auc": g.deletion_auc.mean(), "deletion_auc_sem": g.deletion_auc.sem(),
+                    "insertion_auc": g.insertion_auc.mean(),
+                    "insertion_auc_sem": g.insertion_auc.sem(),
+                    "ins_minus_del": (g.insertion_auc - g.deletion_auc).mean(),
+                    "beats_reference": float(better.mean()) if len(both) else float("nan"),
+                    "seconds": g.seconds.mean()})
+    return pd.DataFrame(out)
+
+
+def _ranks(v: torch.Tensor) -> torch.Tensor:
+    """Average ranks (ties share their mean rank) along the last axis, float64."""
+    order = v.argsort(dim=-1, stable=True)
+    sorted_v = v.gather(-1, order)
+    ranks = torch.empty_like(v, dtype=torch.float64)
+    pos = torch.arange(v.shape[-1], dtype=torch.float64, device=v.device).expand_as(v)
+    ranks.scatter_(-1, order, pos.contiguous())
+    for row in range(v.shape[0]):       # ties: rare in real maps, exact handling is cheap
+        vals, inverse = torch.unique_consecutive(sorted_v[row], return_inverse=True)
+        if len(vals) < v.shape[-1]:
+            sums = torch.zeros(len(vals), dtype=torch.float64, device=v.device)
+            sums.index_add_(0, inverse, pos[row])
+            ranks[row, order[row]] = (sums / torch.bincount(inverse))[inverse]
+    return ranks
+
+
+def edge_alignment(x: torch.Tensor, saliency: torch.Tensor) -> torch.Tensor:
+    """Spearman correlation between ``|saliency|`` and the image's edge strength, per image.
+
+    A number for "perceptually aligned" (the paper's Figures 11 and 18 judge it by eye):
+    gradients of robust models are known to follow object edges (Tsipras et al. 2019).
+    Edge strength is the Sobel gradient magnitude of the grey image.
+
+    Args:
+        x (Tensor): images ``(N, C, H, W)`` in [0, 1].
+        saliency (Tensor): maps ``(N, H, W)``.
+
+    Returns:
+        Tensor: ``(N,)`` float64 in [-1, 1] on the CPU.
+    """
+    _check_images(x)
+    if not isinstance(saliency, torch.Tensor) or saliency.shape != (x.shape[0], *x.shape[2:]):
+        raise ValueError(f"saliency must have shape (N, H, W) = {(x.shape[0], *x.shape[2:])}; "
+                         f"got {tuple(getattr(saliency, 'shape', ()))}")
+    grey = x.double().mean(1, keepdim=True).cpu()                            # (N, 1, H, W)
+    sobel = torch.tensor([[1., 0., -1.], [2., 0., -2.], [1., 0., -1.]], dtype=torch.float64)
+    kernels = torch.stack([sobel, sobel.T])[:, None]                         # (2, 1, 3, 3)
+    g = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), kernels)       # (N, 2, H, W)
+    edges = g.pow(2).sum(1).sqrt().flatten(1)
+    a, b = _ranks(edges), _ranks(saliency.detach().abs().double().cpu().flatten(1))
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-300)
+
+
 # --------------------------------------------------------------------------- plotting
 
 def _display(m: torch.Tensor, signed: bool):
@@ -778,6 +856,42 @@ def _display(m: torch.Tensor, signed: bool):
     m = m.detach().double().cpu()
     scale = torch.quantile(m.abs().flatten(), 0.99).clamp_min(1e-12)
     return (m / scale).clamp(-1, 1) if signed else (m.abs() / scale).clamp(0, 1)
+
+
+def plot_rig_terms(ks: Sequence[int], images: torch.Tensor, terms: torch.Tensor,
+                   size: float = 2.0):
+    """The paper's Figure 10: rank-k images (top) and their weighted gradients (bottom).
+
+    Args:
+        ks, images, terms: the output of :func:`rig_terms` for one image
+            (``images`` ``(len(ks), C, H, W)``, ``terms`` ``(len(ks), H, W)``).
+        size (float, optional): inches per panel.
+
+    Returns:
+        matplotlib Figure; the last column is the sum of the terms shown.
+    """
+    import matplotlib.pyplot as plt
+    from .plot import to_hwc
+    n, w = len(ks), min(images.shape[-2:])
+    fig, axes = plt.subplots(2, n + 1, figsize=(size * (n + 1), 2 * size), squeeze=False)
+    total = terms.sum(0)
+    scale = torch.quantile(terms.detach().abs().flatten().double().cpu(), 0.99).clamp_min(1e-12)
+    for j in range(n + 1):
+        if j < n:
+            axes[0, j].imshow(to_hwc(images[j]))
+            axes[0, j].set_title(f"rank {ks[j]}", fontsize=9)
+            shown = (terms[j].detach().abs().double().cpu() / scale).clamp(0, 1)
+            axes[1, j].set_title(f"weight (w - k)/w = {(w - ks[j]) / w:.2f}", fontsize=8)
+        else:
+            axes[0, j].set_visible(False)
+            shown = _display(total, signed=False)
+            axes[1, j].set_title("sum of terms", fontsize=9)
+        axes[1, j].imshow(shown.numpy(), cmap="gray", vmin=0, vmax=1)
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    axes[1, 0].set_ylabel("max_c gradient", fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def plot_saliency(x: torch.Tensor, maps: dict[str, torch.Tensor], titles: Sequence[str] = (),

@@ -235,3 +235,22 @@ def test_bad_ranks_and_saliency_raise():
         A.deletion_insertion(net, x, torch.rand(2, 3, 12, 12))
     with pytest.raises(ValueError, match="method='gradcam'"):
         A.saliency_map("gradcam", net, x)
+
+
+def test_edge_alignment_is_spearman_with_sobel_edges():
+    from scipy.ndimage import sobel
+    from scipy.stats import spearmanr
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 10, 10, generator=g, dtype=torch.float64)
+    s = torch.randn(3, 10, 10, generator=g, dtype=torch.float64)
+    s[0, :5] = 0                                   # ties
+    ours = A.edge_alignment(x, s)
+    for i in range(3):
+        grey = x[i].mean(0).numpy()
+        edges = np.hypot(sobel(grey, 0, mode="nearest"), sobel(grey, 1, mode="nearest"))
+        ref = spearmanr(edges.ravel(), np.abs(s[i].numpy()).ravel()).statistic
+        assert ours[i].item() == pytest.approx(ref, abs=1e-10)
+    edges_as_map = torch.from_numpy(np.stack([np.hypot(sobel(x[i].mean(0).numpy(), 0, mode="nearest"),
+                                                       sobel(x[i].mean(0).numpy(), 1, mode="nearest"))
+                                              for i in range(3)]))
+    torch.testing.assert_close(A.edge_alignment(x, edges_as_map), torch.ones(3, dtype=torch.float64))
