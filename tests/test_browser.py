@@ -53,10 +53,13 @@ class Browser:
             os.dup2(hi_r, 3)
             os.dup2(hi_w, 4)
 
-        self.proc = subprocess.Popen(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={user_data_dir}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            preexec_fn=child_fds, pass_fds=(3, 4, hi_r, hi_w))
+        # stderr to a file: an unread pipe would fill up and stall Chromium.
+        self._log = Path(user_data_dir).with_name(Path(user_data_dir).name + "-stderr.log")
+        with open(self._log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [CHROMIUM, *FLAGS, f"--user-data-dir={user_data_dir}", "about:blank"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                preexec_fn=child_fds, pass_fds=(3, 4, hi_r, hi_w))
         os.close(hi_r)
         os.close(hi_w)
         self._buf, self._next_id, self.events = b"", 0, []
@@ -79,9 +82,7 @@ class Browser:
         return json.loads(msg)
 
     def _stderr(self) -> str:
-        if self.proc.poll() is None:
-            return "(still running)"
-        return self.proc.stderr.read().decode(errors="replace")[-2000:]
+        return self._log.read_text(errors="replace")[-2000:]
 
     def call(self, method: str, session: bool = False, timeout: float = TIMEOUT, **params):
         self._next_id += 1
