@@ -105,6 +105,11 @@ def test_rank_k_times_rows_and_summary():
         per_k.groupby("image")["seconds"].mean().median() * 9)
     with pytest.raises(ValueError, match="lacks columns"):
         timing.summarise(df.drop(columns="device"))
+    # k = 0 and k = min(H, W) cost no SVD: left out of the per-k means
+    ends = timing.rank_k_times(x, per_k_ranks=[0, 3, 8], progress=False)
+    mid = ends[(ends.method == timing.METHODS[0]) & (ends.k == 3)]
+    s2 = timing.summarise(ends).set_index("method")
+    assert s2.loc[timing.METHODS[0], "per_image_median"] == pytest.approx(mid["seconds"].median())
     with pytest.raises(ValueError, match="repeats=0"):
         timing.rank_k_times(x, repeats=0, progress=False)
     assert timing.available_devices("cpu") == ["cpu"]
