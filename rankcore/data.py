@@ -247,6 +247,15 @@ def _online(host: str = "www.cs.toronto.edu", timeout: float = 2.0) -> bool:
         return False
 
 
+def find_cifar10(root: str | os.PathLike | None = None, split: str = "test") -> Path | None:
+    """The CIFAR-10 folder under the data root (official or JPEG copy), or ``None``."""
+    base = data_root(root)
+    split = "test" if split == "val" else split
+    if (base / "cifar-10-batches-py" / "test_batch").exists():
+        return base / "cifar-10-batches-py"
+    return base / "cifar10-jpeg" / split if (base / "cifar10-jpeg" / split).is_dir() else None
+
+
 def _cifar10(split: str, root: Path, download: bool, progress: bool) -> dict:
     split = "test" if split == "val" else split
     official = root / "cifar-10-batches-py"

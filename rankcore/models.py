@@ -676,3 +676,83 @@ def registry_table() -> "pandas.DataFrame":
                      "sha256": (c.sha256 or "")[:12], "licence": c.licence,
                      "published top-1 (%)": c.published_top1})
     return pd.DataFrame(rows)
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """An absolute path as is; a relative one relative to the repository root.
+
+    Chapters run with ``book/`` as their working directory, so parameters such as
+    ``"../shared/models/..."`` are read relative to the checkout, not to the cwd.
+    """
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else ((REPO_ROOT or Path.cwd()) / path).resolve()
+
+
+def _how_to_get(cfg: ModelCfg) -> str:
+    if cfg.weights == "torchvision":
+        return f"run once online (torchvision downloads {cfg.file}) or weights=PATH"
+    if cfg.fmt == "robustness":
+        return f"download {cfg.file} ({ROBUSTNESS_README}) into $RANKCORE_MODELS"
+    return f"download {cfg.url} into $RANKCORE_MODELS or pass weights=DIR"
+
+
+def clean_accuracy_table(names_: list[str] | None = None, weights_dirs: list | None = None,
+                         imagenet_n: int | None = None, cifar_n: int | None = None,
+                         seed: int = 0, batch_size: int = 50, root=None,
+                         progress: bool = True) -> "pandas.DataFrame":
+    """Table 1 with measured clean top-1 beside the published one, for weights present here.
+
+    Nothing is downloaded: a model is measured when :func:`find_weights` finds its file
+    (embedded, torchvision's cache, ``weights_dirs`` or the default folders) and its data
+    set is present (``imagenet-val`` or ``cifar10`` under the data root).
+
+    Args:
+        names_ (list[str], optional): models. Default: every registered model with weights.
+        weights_dirs (list of paths, optional): extra folders searched for weight files.
+        imagenet_n, cifar_n (int, optional): seeded subsets (``None`` = all images).
+        seed (int, optional): subset seed. Default: 0.
+        batch_size (int, optional): evaluation batch. Default: 50.
+        root (path, optional): data root. Default: ``$RANKCORE_DATA``, else ``data/``.
+        progress (bool, optional): tqdm bars. Default: ``True``.
+
+    Returns:
+        DataFrame: one row per model: ``model, dataset, training, weights, present,
+        evaluated on, images, measured top-1 (%), published top-1 (%), difference, how to get``.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from . import data
+    chosen = names_ or [n for n in names() if _REGISTRY[n].weights != "none"]
+    have = {"imagenet": data.find_imagenet(root) is not None,
+            "cifar10": data.find_cifar10(root) is not None}
+    cache: dict = {}  # data_config -> (images, labels): the Lite models share none, CIFAR all
+    rows = []
+    for name in tqdm(chosen, desc="Table 1", disable=not progress):
+        cfg = get_cfg(name)
+        path = None
+        for d in [*(weights_dirs or []), None]:
+            path = path or find_weights(name, d)
+        row = {"model": name, "dataset": cfg.dataset, "training": cfg.training,
+               "weights": cfg.weights, "present": path is not None, "evaluated on": "",
+               "images": 0, "measured top-1 (%)": None,
+               "published top-1 (%)": cfg.published_top1, "how to get": ""}
+        if path is None:
+            row["how to get"] = _how_to_get(cfg)
+        elif not have[cfg.dataset]:
+            row["evaluated on"] = f"not measured: no {cfg.dataset} data under the data root"
+        else:
+            model = load(name, weights=path)
+            key = tuple(sorted(cfg.data_config.items()))
+            if key not in cache:
+                n = imagenet_n if cfg.dataset == "imagenet" else cifar_n
+                cache[key] = data.load("imagenet-val" if cfg.dataset == "imagenet" else "cifar10",
+                                       n=n, seed=seed, root=root, progress=False,
+                                       **cfg.data_config)
+            x, y = cache[key]
+            row.update({"evaluated on": cache[key].source, "images": len(y),
+                        "measured top-1 (%)": round(accuracy(model, x, y, batch_size), 2)})
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df["difference"] = df["measured top-1 (%)"] - df["published top-1 (%)"]
+    return df

@@ -13,12 +13,11 @@ from PIL import Image
 from rankcore import data
 
 REAL = Path(os.environ["RANKCORE_DATA"]) if os.environ.get("RANKCORE_DATA") else None
-needs_cifar = pytest.mark.skipif(
-    REAL is None or not (REAL / "cifar10-jpeg" / "test").is_dir(),
-    reason="needs $RANKCORE_DATA with cifar10-jpeg/ (CI unpacks ../shared/data there)")
-needs_imagenet = pytest.mark.skipif(
-    REAL is None or not (REAL / "imagenet-val-1300" / "labels.txt").exists(),
-    reason="needs $RANKCORE_DATA with imagenet-val-1300/ (CI unpacks ../shared/data there)")
+# CI unpacks ../shared/data into $RANKCORE_DATA; locally these skip when it is absent.
+needs_cifar = pytest.mark.skipif(REAL is None or data.find_cifar10() is None,
+                                 reason="needs $RANKCORE_DATA with CIFAR-10")
+needs_imagenet = pytest.mark.skipif(REAL is None or data.find_imagenet() is None,
+                                    reason="needs $RANKCORE_DATA with ImageNet validation images")
 
 
 @pytest.fixture
