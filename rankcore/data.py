@@ -320,7 +320,8 @@ def _devkit_labels(folder: Path, gt: Path) -> list[int]:
                                 f"{folder.parent}, {gt.parent})")
     from scipy.io import loadmat
     synsets = loadmat(str(meta), squeeze_me=True)["synsets"]
-    id_to_wnid = {int(s[0]): str(s[1]) for s in synsets if int(s[0]) <= 1000}
+    id_to_wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets
+                  if int(s["ILSVRC2012_ID"]) <= 1000}  # ids above 1000: WordNet parents
     index = {w: i for i, w in enumerate(_synsets(folder))}
     return [index[id_to_wnid[int(t)]] for t in gt.read_text().split()]
 
@@ -334,8 +335,13 @@ def _index_imagenet(folder: Path) -> _ImagenetIndex | None:
         base = folder / "images" if (folder / "images").is_dir() else folder
         files, labels = _read_pairs(folder / "val.txt", base, None)
         return _ImagenetIndex(files, labels, "val.txt")
-    gt = next(iter(sorted(folder.glob("**/ILSVRC2012_validation_ground_truth.txt"))), None)
-    jpegs = sorted(folder.glob("ILSVRC2012_val_*.JPEG"))
+    # The devkit usually sits beside the val folder: look two levels down from both.
+    gt_name = "ILSVRC2012_validation_ground_truth.txt"
+    gt = next((p for base in (folder, folder.parent)
+               for pattern in (gt_name, f"*/{gt_name}", f"*/data/{gt_name}")
+               for p in sorted(base.glob(pattern))), None)
+    jpegs = sorted(f for f in folder.glob("ILSVRC2012_val_*")
+                   if f.suffix.lower() in _IMAGE_SUFFIXES)
     if gt is not None and jpegs:
         labels = _devkit_labels(folder, gt)
         return _ImagenetIndex(jpegs, [labels[int(f.stem.split("_")[-1]) - 1] for f in jpegs],

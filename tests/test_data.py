@@ -186,6 +186,25 @@ def test_imagenet_caffe_and_imagefolder_layouts(tmp_path):
     assert y.tolist() == [0, 1]
 
 
+def test_imagenet_devkit_layout(tmp_path):
+    """ILSVRC2012 ground truth holds devkit ids, mapped to class indices through meta.mat."""
+    from scipy.io import savemat
+    folder = tmp_path / "ILSVRC2012" / "val"
+    folder.mkdir(parents=True)
+    _imagenet_images(folder, sizes=((64, 64), (64, 80)))
+    wnids = data._synsets()                       # class index order (sorted wnids)
+    order = np.random.default_rng(0).permutation(1000)
+    synsets = np.zeros(1001, dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O")])
+    synsets["ILSVRC2012_ID"] = list(range(1, 1002))  # id 1001: a WordNet parent node
+    synsets["WNID"] = [wnids[i] for i in order] + ["n00001740"]
+    devkit = folder.parent / "devkit" / "data"
+    devkit.mkdir(parents=True)
+    savemat(folder.parent / "meta.mat", {"synsets": synsets})
+    (devkit / "ILSVRC2012_validation_ground_truth.txt").write_text("3\n1000\n")
+    y = data.load("imagenet-val", root=tmp_path, size=32, progress=False).labels
+    assert y.tolist() == [int(order[2]), int(order[999])]
+
+
 def test_imagenet_missing_says_where_and_how(tmp_path):
     with pytest.raises(FileNotFoundError) as e:
         data.load("imagenet-val", root=tmp_path)
