@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -79,6 +80,9 @@ def _check_call(x: Any, output: str, channel_reduce: Any = None, **positive: Any
 
 def _resolve_target(model: Callable, x: torch.Tensor, target: Any) -> torch.Tensor:
     """``target`` as a ``(N,)`` long tensor on ``x.device``, checked against the class count."""
+    if getattr(model, "training", False):
+        warnings.warn("model is in training mode: batch norm and dropout make the saliency "
+                      "depend on the batch; call model.eval() first", stacklevel=3)
     with torch.no_grad():
         logits = model(x[:1])
     if logits.dim() != 2:
@@ -611,7 +615,11 @@ def smoothgrad(model: Callable, x: torch.Tensor, target: Any = None, samples: in
 # --------------------------------------------------------------------------- deletion / insertion
 
 def _order_masks(saliency: torch.Tensor, steps: int):
-    """Masks ``(steps + 1, N, 1, H, W)``: 1 where a pixel is among the top ``i * step``."""
+    """Pixel counts per curve point, their fractions ``(steps + 1,)``, and each pixel's rank.
+
+    The rank ``(N, 1, H, W)`` is the pixel's position in decreasing saliency, so the pixels
+    changed at point ``i`` are those with ``rank < counts[i]``.
+    """
     n_img, h, w = saliency.shape
     n = h * w
     step = math.ceil(n / steps)
@@ -675,23 +683,52 @@ def deletion_insertion(model: Callable, x: torch.Tensor, saliency: torch.Tensor,
         raise ValueError(f"saliency must have shape (N, H, W) = {(x.shape[0], *x.shape[2:])}; "
                          f"got {got} (reduce channel attributions with reduce_channels)")
     target = _resolve_target(model, x, target)
-    counts, fractions, rank = _order_masks(saliency.to(x.device), steps)
     start = gaussian_blur(x, blur_sigma) if insertion_start == "blur" else torch.zeros_like(x)
-    curves = {"deletion": [], "insertion": []}
-    groups, per_pass = _image_groups(len(x), internal_batch_size)
+    ends = _end_scores(model, x, start, target, output, internal_batch_size)
+    return _deletion_insertion(model, x, start, saliency, target, steps, output,
+                               internal_batch_size, ends)
+
+
+def _batched_scores(model, images: Callable[[slice], torch.Tensor], n: int, target, output,
+                    internal_batch_size: int) -> torch.Tensor:
+    """Scores ``(n,)`` of ``images(slice)`` computed ``internal_batch_size`` at a time."""
     with torch.no_grad():
-        for name, src, dst in (("deletion", x, torch.zeros_like(x)), ("insertion", start, x)):
-            rows = []
-            for sl in groups:
-                scores = []
-                for i in range(0, len(counts), per_pass):
-                    # (P, B, C, H, W): pixels whose rank < count come from dst
-                    mask = torch.stack([rank[sl] < c for c in counts[i:i + per_pass]])
-                    imgs = torch.where(mask, dst[sl][None], src[sl][None])
+        return torch.cat([_score(model, images(slice(i, i + internal_batch_size)),
+                                 target[i:i + internal_batch_size], output)
+                          for i in range(0, n, internal_batch_size)])
+
+
+def _end_scores(model, x, start, target, output, internal_batch_size) -> dict[str, torch.Tensor]:
+    """The curves' ends, shared by every saliency map: the image, black, the insertion start."""
+    black = torch.zeros_like(x[:1])
+    return {name: _batched_scores(model, fn, len(x), target, output, internal_batch_size)
+            for name, fn in (("image", lambda sl: x[sl]),
+                             ("black", lambda sl: black.expand_as(x[sl])),
+                             ("start", lambda sl: start[sl]))}
+
+
+def _deletion_insertion(model, x, start, saliency, target, steps, output, internal_batch_size,
+                        ends) -> DeletionInsertion:
+    counts, fractions, rank = _order_masks(saliency.to(x.device), steps)
+    inner = counts[1:-1]            # counts[0] = 0 and counts[-1] = H * W are the ends
+    groups, per_pass = _image_groups(len(x), internal_batch_size)
+    curves = {}
+    for name, src, dst, first, last in (
+            ("deletion", x, torch.zeros_like(x), ends["image"], ends["black"]),
+            ("insertion", start, x, ends["start"], ends["image"])):
+        rows = []
+        for sl in groups:
+            scores = [torch.zeros(0, len(x[sl]), dtype=x.dtype, device=x.device)]
+            for i in range(0, len(inner), per_pass):
+                # (P, B, C, H, W): pixels whose rank < count come from dst
+                mask = torch.stack([rank[sl] < c for c in inner[i:i + per_pass]])
+                imgs = torch.where(mask, dst[sl][None], src[sl][None])
+                with torch.no_grad():
                     s = _score(model, imgs.flatten(0, 1), target[sl].repeat(len(mask)), output)
-                    scores.append(s.view(len(mask), -1))
-                rows.append(torch.cat(scores).T)                               # (B, steps + 1)
-            curves[name] = torch.cat(rows).double().cpu()
+                scores.append(s.view(len(mask), -1))
+            rows.append(torch.cat(scores).T)                                 # (B, len(inner))
+        mid = torch.cat(rows)
+        curves[name] = torch.cat([first[:, None], mid, last[:, None]], 1).double().cpu()
     return DeletionInsertion(fractions, curves["deletion"], curves["insertion"])
 
 
@@ -727,8 +764,10 @@ def compare_methods(model: Callable, x: torch.Tensor, methods: dict[str, dict],
     Args:
         model, x, target: as in :func:`rig`.
         methods (dict): method name (a key of :data:`METHODS`) -> keyword arguments.
-        steps (int, optional): points per deletion/insertion curve. Default: 32.
-        batch (int, optional): images per attribution call. Default: 8.
+        steps (int, optional): points per deletion/insertion curve after the start, as in
+            :func:`deletion_insertion` (whose other defaults apply). Default: 32.
+        batch (int, optional): images per attribution call and per forward pass of the
+            curves. Default: 8.
         cache (path, optional): resumable results file. Default: none.
         cache_key (any, optional): identifies the model and images (e.g. their names); rows
             cached under another key or other parameters are recomputed.
@@ -750,16 +789,20 @@ def compare_methods(model: Callable, x: torch.Tensor, methods: dict[str, dict],
         done = saved["rows"] if saved.get("key") == key else {}
     bar = tqdm(total=math.ceil(len(x) / batch) * len(methods), desc="deletion/insertion",
                disable=not progress)
-    for start in range(0, len(x), batch):
-        xb, tb = x[start:start + batch], target[start:start + batch]
+    for first in range(0, len(x), batch):
+        xb, tb = x[first:first + batch], target[first:first + batch]
+        canvas = ends = None
         for name, kwargs in methods.items():
-            tag = f"{name}:{start}"
+            tag = f"{name}:{first}"
             if tag not in done:
+                if ends is None:   # the curves' ends are the same for every method
+                    canvas = gaussian_blur(xb, 5.0)
+                    ends = _end_scores(model, xb, canvas, tb, "prob", batch)
                 t0 = time.perf_counter()
                 sal = saliency_map(name, model, xb, tb, **kwargs)
                 seconds = (time.perf_counter() - t0) / len(xb)
-                di = deletion_insertion(model, xb, sal, tb, steps=steps)
-                done[tag] = [{"image": start + i, "method": name, "target": int(tb[i]),
+                di = _deletion_insertion(model, xb, canvas, sal, tb, steps, "prob", batch, ends)
+                done[tag] = [{"image": first + i, "method": name, "target": int(tb[i]),
                               "deletion_auc": float(di.deletion_auc[i]),
                               "insertion_auc": float(di.insertion_auc[i]), "seconds": seconds}
                              for i in range(len(xb))]
@@ -767,8 +810,8 @@ def compare_methods(model: Callable, x: torch.Tensor, methods: dict[str, dict],
                     _io.write_json(cache, {"key": key, "rows": done})
             bar.update(1)
     bar.close()
-    return [row for start in range(0, len(x), batch) for name in methods
-            for row in done[f"{name}:{start}"]]
+    return [row for first in range(0, len(x), batch) for name in methods
+            for row in done[f"{name}:{first}"]]
 
 
 def auc_summary(rows: list[dict], reference: str = "vanilla"):

@@ -177,7 +177,7 @@ def test_deletion_insertion_closed_form(steps):
     n = 16                                             # 4x4 pixels, weights 1..16
     weight = torch.arange(1, n + 1, dtype=torch.float64).view(1, 1, 4, 4)
     x = torch.ones(1, 1, 4, 4, dtype=torch.float64)
-    model = LinearScore(weight)
+    model = LinearScore(weight).eval()
     di = A.deletion_insertion(model, x, weight[:, 0], target=0, steps=steps, output="logit",
                               insertion_start="black")
     removed = torch.arange(0, n + 1, n // steps)       # pixels removed at each point
@@ -200,6 +200,11 @@ def test_compare_methods_resumes_from_cache(tmp_path, monkeypatch):
     cache = tmp_path / "auc.json"
     rows = A.compare_methods(net, x, methods, steps=4, batch=2, cache=cache, progress=False)
     assert len(rows) == 6 and {r["method"] for r in rows} == set(methods)
+    # the shared curve ends give the same areas as deletion_insertion on its own
+    direct = A.deletion_insertion(net, x[:2], A.vanilla_gradient(net, x[:2]), steps=4)
+    got = [r for r in rows if r["method"] == "vanilla" and r["image"] < 2]
+    assert [r["deletion_auc"] for r in got] == pytest.approx(direct.deletion_auc.tolist(), abs=1e-6)
+    assert [r["insertion_auc"] for r in got] == pytest.approx(direct.insertion_auc.tolist(), abs=1e-6)
     monkeypatch.setattr(A, "saliency_map", lambda *a, **k: pytest.fail("recomputed"))
     again = A.compare_methods(net, x, methods, steps=4, batch=2, cache=cache, progress=False)
     assert again == rows
@@ -254,3 +259,9 @@ def test_edge_alignment_is_spearman_with_sobel_edges():
                                                        sobel(x[i].mean(0).numpy(), 1, mode="nearest"))
                                               for i in range(3)]))
     torch.testing.assert_close(A.edge_alignment(x, edges_as_map), torch.ones(3, dtype=torch.float64))
+
+
+def test_training_mode_model_warns():
+    net, x = small_cnn(), images(n=1)
+    with pytest.warns(UserWarning, match="training mode"):
+        A.vanilla_gradient(net.train(), x)
