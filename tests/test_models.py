@@ -119,7 +119,7 @@ def test_robustness_format_round_trip(tmp_path, name, shape):
     blob = torch.load(path, weights_only=True)
     assert {"model", "epoch", "optimizer", "schedule"} <= set(blob)
     keys = set(blob["model"])
-    assert "module.normalizer.new_mean" in keys and "module.attacker.normalizer.new_std" in keys
+    assert "module.normalizer.new_mean" in keys and "module.attacker.normalize.new_std" in keys
     assert any(k.startswith("module.attacker.model.") for k in keys)
     loaded = models.load(name, weights=path, device="cpu")
     x = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
