@@ -447,11 +447,10 @@ def train(model: nn.Module, train_data: tuple[Tensor, Tensor],
         raise TypeError(f"config must be a TrainConfig; got {type(config).__name__}")
     device = next(model.parameters()).device
     rank, world = _distributed()
-    torch.manual_seed(config.seed)
-
+    # On the training device first: the batched SVDs of the transform run there too.
+    x, y = x.to(device), y.to(device)
     x = transformed(x, config.transform, tag=tag or "data", clamp_high=config.high_rank_clamp,
                     cache=tag is not None)
-    x, y = x.to(device), y.to(device)
     if device.type == "cuda" and config.channels_last:
         model.to(memory_format=torch.channels_last)
     opt = _make_optimizer(model, config)
@@ -472,11 +471,13 @@ def train(model: nn.Module, train_data: tuple[Tensor, Tensor],
     bar = _progress(total=(end - start) * spe, enabled=progress and rank == 0,
                     desc=f"train {config.transform or config.adv or 'natural'}")
     for epoch in range(start, end):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         stats = _train_epoch(net, opt, x, y, config, epoch, spe, rank, world, bar)
         top1 = accuracy(model, xt, yt, config=config) if test_data is not None else None
+        # CPU seconds beside wall seconds: on a shared machine the wall clock says little.
         row = {"epoch": epoch + 1, **stats, "test_top1": top1,
-               "seconds": round(time.perf_counter() - t0, 3)}
+               "seconds": round(time.perf_counter() - t0, 3),
+               "cpu_seconds": round(time.process_time() - c0, 3)}
         history.append(row)
         if bar is not None:
             bar.set_postfix(loss=f"{stats['train_loss']:.3f}",
@@ -609,7 +610,8 @@ def cached(config: TrainConfig, progress: bool = True, device: str | torch.devic
         raise FileNotFoundError(f"no finished model for {config} in {folder}")
     # One trainer per configuration: a second process (another chapter, another user of
     # the same cache) waits for the first and then loads its model instead of training.
-    with _lock(folder / ".lock"):
+    # Not under torchrun, where every rank must enter training together.
+    with _lock(folder / ".lock") if _distributed()[1] == 1 else nullcontext():
         if _load_finished(model, ckpt_path, config, device):
             return model
         _io.write_json(folder / "config.json", {"config": dataclasses.asdict(config),
@@ -689,6 +691,7 @@ def summary(models: dict) -> "pd.DataFrame":
                      "best_test_top1": max(r["test_top1"] for r in h),
                      "train_loss": h[-1]["train_loss"],
                      "train_minutes": round(sum(r["seconds"] for r in h) / 60, 2),
+                     "cpu_minutes": round(sum(r.get("cpu_seconds", math.nan) for r in h) / 60, 2),
                      "from_cache": getattr(m, "from_cache", False)})
     return pd.DataFrame(rows)
 
