@@ -24,10 +24,11 @@ import hashlib
 import importlib.util
 import logging
 import os
+import pickle
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
@@ -221,20 +222,35 @@ def _decode_cifar_jpeg(folder: Path, root: Path, progress: bool) -> dict:
     return blob
 
 
-def _read_cifar_official(folder: Path, split: str) -> dict:
-    """torchvision's ``cifar-10-batches-py`` pickles, read as plain numpy (no code runs)."""
-    import pickle
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays, lists and dicts only: a tampered file cannot run code.
 
+    ``_codecs.encode`` rebuilds bytes in protocol-2 pickles written by Python 3 (as
+    ``torch.load(weights_only=True)`` also allows).
+    """
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy", "ndarray"),
+                ("numpy._core.multiarray", "_reconstruct"), ("numpy", "dtype"),
+                ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR-10 batch")
+        return super().find_class(module, name)
+
+
+def _read_cifar_official(folder: Path, split: str) -> dict:
+    """torchvision's ``cifar-10-batches-py`` pickles, read with an allow-list unpickler."""
     batches = ([f"data_batch_{i}" for i in range(1, 6)] if split == "train"
                else ["test_batch"])
     images, labels = [], []
     for b in batches:
-        with open(folder / b, "rb") as fh:
-            # These are the official files of a known format; torchvision reads them the
-            # same way. Only numpy arrays and lists come out.
-            d = pickle.load(fh, encoding="latin1")
-        images.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels += list(d["labels"])
+        try:
+            with open(folder / b, "rb") as fh:
+                d = _ArrayUnpickler(fh, encoding="latin1").load()
+            images.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels += [int(v) for v in d["labels"]]
+        except (pickle.UnpicklingError, KeyError, TypeError, ValueError, EOFError) as e:
+            raise ValueError(f"corrupt or unexpected CIFAR-10 batch {folder / b}: {e}") from e
     return {"images": torch.from_numpy(np.concatenate(images)),
             "labels": torch.tensor(labels, dtype=torch.int64),
             "names": [f"{split}/{i:05d}" for i in range(len(labels))]}
@@ -260,15 +276,16 @@ def find_cifar10(root: str | os.PathLike | None = None, split: str = "test") -> 
 def _cifar10(split: str, root: Path, download: bool, progress: bool) -> dict:
     split = "test" if split == "val" else split
     official = root / "cifar-10-batches-py"
-    jpeg = root / "cifar10-jpeg" / split
-    if (official / "test_batch").exists():
-        return _read_cifar_official(official, split)
-    if jpeg.is_dir():
-        return _decode_cifar_jpeg(jpeg, root, progress)
-    if download and _online():
+    found = find_cifar10(root, split)
+    if found is None and download and _online():
         import torchvision
         torchvision.datasets.CIFAR10(str(root), train=split == "train", download=True)
+        found = official
+    if found == official:
         return _read_cifar_official(official, split)
+    if found is not None:
+        return _decode_cifar_jpeg(found, root, progress)
+    jpeg = root / "cifar10-jpeg" / split
     raise FileNotFoundError(
         f"CIFAR-10 not found under the data root {root}: searched {official} (torchvision's "
         f"official 'cifar-10-batches-py') and {jpeg} (a JPEG copy laid out as "

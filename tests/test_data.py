@@ -126,6 +126,32 @@ def test_corrupt_image_named(tmp_path):
         data.load("cifar10", root=tmp_path, progress=False)
 
 
+def _official_batch(path: Path, images: np.ndarray, labels: list, extra=None) -> None:
+    """A batch in the layout of the official python pickles (protocol 2, as distributed)."""
+    import pickle
+    blob = {"data": images.reshape(len(images), -1), "labels": labels, **(extra or {})}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(blob, protocol=2))
+
+
+class _Tampered:
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_cifar_official_layout_and_tampered_batch(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 3, 32, 32), dtype=np.uint8)
+    batch = tmp_path / "cifar-10-batches-py" / "test_batch"
+    _official_batch(batch, images, [3, 1, 4, 1])
+    x, y = data.load("cifar10", root=tmp_path, download=False)
+    assert y.tolist() == [3, 1, 4, 1]
+    np.testing.assert_array_equal((x * 255).round().numpy(), images)
+    _official_batch(batch, images, [3, 1, 4, 1], extra={"x": _Tampered()})
+    with pytest.raises(ValueError, match=r"corrupt or unexpected CIFAR-10 batch .*test_batch"):
+        data.load("cifar10", root=tmp_path, download=False)
+
+
 def test_cifar_missing_says_where_and_how(tmp_path, offline):
     with pytest.raises(FileNotFoundError) as e:
         data.load("cifar10", root=tmp_path)
