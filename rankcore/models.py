@@ -763,3 +763,57 @@ def clean_accuracy_table(names_: list[str] | None = None, weights_dirs: list | N
     df = pd.DataFrame(rows)
     df["difference"] = df["measured top-1 (%)"] - df["published top-1 (%)"]
     return df
+
+
+def _proxy_note(source: str, root=None) -> str:
+    """Why accuracy on the data found here is not the published setting ('' when it is)."""
+    from . import data
+    if source == "cifar10":
+        found = data.find_cifar10(root)
+        if found is not None and found.name != "cifar-10-batches-py":
+            return "JPEG copy of the CIFAR-10 test set (compression removes fine detail)"
+    if source == "imagenet-val":
+        found = data.find_imagenet(root)
+        if found is not None and found.name == "imagenet-val-1300":
+            return "1,300-image, 725-class ImageNet validation subset, not the 50,000"
+    return ""
+
+
+def table1_verdicts(table: "pandas.DataFrame", tolerance: float = 1.5,
+                    root=None) -> "pandas.DataFrame":
+    """Scorecard verdicts for the rows of :func:`clean_accuracy_table`.
+
+    ``reproduced``: within ``tolerance`` points on the official data; ``same trend``: within
+    it on a proxy (JPEG CIFAR-10, the ImageNet subset); ``differs``: further away (the note
+    says why); ``needs GPU or data``: weights or data absent.
+
+    Returns:
+        DataFrame with ``model, verdict, note`` per row.
+    """
+    rows = []
+    for _, r in table.iterrows():
+        if r["measured top-1 (%)"] is None or r["measured top-1 (%)"] != r["measured top-1 (%)"]:
+            rows.append({"model": r["model"], "verdict": "needs GPU or data",
+                         "note": r["how to get"] or r["evaluated on"]})
+            continue
+        proxy = _proxy_note(r["evaluated on"], root)
+        close = abs(r["difference"]) <= tolerance
+        verdict = "differs" if not close else ("same trend" if proxy else "reproduced")
+        rows.append({"model": r["model"], "verdict": verdict,
+                     "note": f"{r['images']} images" + (f"; {proxy}" if proxy else "")})
+    import pandas as pd
+    return pd.DataFrame(rows)
+
+
+def depth_order(table: "pandas.DataFrame", pattern: str = r"cifar_resnet(\d+)$"):
+    """Depths of the measured CIFAR ResNets ordered by published and by measured top-1.
+
+    Returns:
+        (published_order, measured_order, images) or ``None`` with fewer than two measured.
+    """
+    rows = table[table["model"].str.match(pattern) & table["measured top-1 (%)"].notna()].copy()
+    if len(rows) < 2:
+        return None
+    rows["depth"] = rows["model"].str.extract(pattern)[0].astype(int)
+    return (list(rows.sort_values("published top-1 (%)")["depth"]),
+            list(rows.sort_values("measured top-1 (%)")["depth"]), int(rows["images"].iloc[0]))

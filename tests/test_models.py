@@ -225,3 +225,19 @@ def test_akamaster_resnet20_top1_on_shared_cifar10():
     assert checkpoints.sha256(model.source) == models.get_cfg("cifar_resnet20").sha256
     x, y = data.load("cifar10", progress=False)
     assert models.accuracy(model, x, y, batch_size=500) >= 78.0  # about 81% on the JPEGs
+
+
+def test_table1_verdicts_and_depth_order(tmp_path):
+    import pandas as pd
+    table = pd.DataFrame([
+        {"model": "cifar_resnet20", "evaluated on": "cifar10", "images": 100,
+         "measured top-1 (%)": 91.0, "published top-1 (%)": 91.73, "how to get": ""},
+        {"model": "cifar_resnet32", "evaluated on": "cifar10", "images": 100,
+         "measured top-1 (%)": 85.0, "published top-1 (%)": 92.63, "how to get": ""},
+        {"model": "vgg19", "evaluated on": "", "images": 0, "measured top-1 (%)": None,
+         "published top-1 (%)": 72.38, "how to get": "download it"}])
+    table["difference"] = table["measured top-1 (%)"] - table["published top-1 (%)"]
+    v = models.table1_verdicts(table, root=tmp_path)  # no proxy data under tmp_path
+    assert v["verdict"].tolist() == ["reproduced", "differs", "needs GPU or data"]
+    assert v["note"].iloc[2] == "download it"
+    assert models.depth_order(table) == ([20, 32], [32, 20], 100)
