@@ -293,3 +293,30 @@ def test_command_line_rejects_bad_arguments(capsys):
     assert "--model" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["nonsense"])
+
+
+# ---------------------------------------------------------------------------- chapter helpers
+
+def test_gap_saturation_and_summary_table():
+    from rankcore.spectrum import gap, saturation_rank, summary_table
+
+    natural = pd.DataFrame({"rank": [0, 5, 10, 32], "agreement": [0.1, 0.4, 0.9, 1.0],
+                            "top1": [0.1, 0.3, 0.76, 0.8], "n": 10})
+    robust = pd.DataFrame({"rank": [0, 10, 32], "agreement": [0.3, 1.0, 1.0],
+                           "top1": [0.4, 0.6, 0.7], "n": 10})
+    g = gap(robust, natural)
+    assert list(g["rank"]) == [0, 10, 32]                       # ranks both evaluated
+    np.testing.assert_allclose(g["gap"], [0.3, -0.16, -0.1])
+    assert saturation_rank(natural) == 10                       # 0.76 >= 0.95 * 0.8
+    t = summary_table({"natural": natural, "no labels": natural.assign(top1=np.nan)})
+    assert t.loc[0, "top1_saturation"] == 10 and t.loc[0, "agreement_rank_90"] == 10
+    assert math.isnan(t.loc[1, "top1_full"]) and t.loc[1, "agreement_rank_50"] == 10
+    with pytest.raises(ValueError, match="no evaluated rank"):
+        gap(robust[robust["rank"] == 0], natural[natural["rank"] == 5])
+
+
+def test_load_model_rejects_an_empty_spec():
+    from rankcore.spectrum import load_model
+
+    with pytest.raises(ValueError, match="spec="):
+        load_model("  ")
