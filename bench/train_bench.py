@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import platform
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -77,11 +78,15 @@ def main():
             }
             base = None
             for name, fn in rows.items():
+                c0 = time.process_time()
                 t = timed(fn, device, repeat=1)
+                # CPU time (all threads) per image: steadier than the wall clock when the
+                # machine is shared, and what an idle machine's wall time is bounded by.
+                cpu_ms = 1000 * (time.process_time() - c0) / passes
                 base = base or t
                 print(f"  {adv or 'natural':8s} {name:26s} {passes / t:8.0f} img/s  "
-                      f"{60 * args.epochs / t:6.2f} epochs/min of {args.n}  "
-                      f"{base / t:5.2f}x the loop's speed")
+                      f"{cpu_ms:6.2f} CPU ms/img  {60 * args.epochs / t:6.2f} epochs/min of "
+                      f"{args.n}  {base / t:5.2f}x the loop's speed")
 
 
 if __name__ == "__main__":
