@@ -473,8 +473,14 @@ def _state_dict(cfg: ModelCfg, path: Path, trust: bool, net: nn.Module) -> tuple
                         "dict (or a dict with 'state_dict' or 'model')")
     if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
         state = checkpoints.strip_prefix(state, "module.")
+    extras = {}
+    if {"mean", "std"} <= set(state):  # a Normalized wrapper's own state (rankcore.train)
+        extras = {"mean": tuple(state["mean"].flatten().tolist()),
+                  "std": tuple(state["std"].flatten().tolist())}
+        state = checkpoints.strip_prefix(
+            {k: v for k, v in state.items() if k not in ("mean", "std")}, "net.")
     state = {k: v for k, v in state.items() if not k.startswith(cfg.ignore or ("\0",))}
-    return state, {}
+    return state, extras
 
 
 def _map_in_order(state: dict, net: nn.Module, path: Path) -> dict:

@@ -165,6 +165,19 @@ def test_module_prefix_stripped_only_when_everywhere(tmp_path):
         checkpoints.strip_prefix({"module.a": 1, "b": 2}, "module.")
 
 
+def test_wrapper_state_dict_round_trip(tmp_path):
+    """A trained wrapper's own state dict (net.* plus mean/std) loads back identically."""
+    model = models.create("cifar_resnet8").eval()
+    _randomise_bn(model.net)
+    model.mean.fill_(0.5)
+    path = tmp_path / "trained.pt"
+    torch.save({"model": model.state_dict(), "epoch": 3}, path)
+    loaded = models.load("cifar_resnet8", weights=path, device="cpu")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
 def test_googlenet_torchvision_file_with_aux_heads(tmp_path):
     """torchvision's GoogLeNet files carry aux-head keys and expect transform_input=True."""
     ref = torchvision.models.googlenet(weights=None, aux_logits=True, transform_input=True,
