@@ -278,7 +278,11 @@ def build(profile: str = "quick", out: Path | None = None, html_root: Path | Non
     for asset in (ROOT / "book").glob("*.png"):
         shutil.copy2(asset, folder / "book" / asset.name)
     html_root = Path(html_root) if html_root else ROOT
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(folder), "-W", "--keep-going",
+    exe = Path(sys.executable).parent / "jupyter-book"
+    exe = str(exe) if exe.exists() else shutil.which("jupyter-book")
+    if exe is None:
+        raise BookError("jupyter-book is not installed (pip install 'jupyter-book<2')")
+    cmd = [exe, "build", str(folder), "-W", "--keep-going",
            "--config", str(ROOT / "_config.yml"), "--toc", str(ROOT / "_toc.yml"),
            "--path-output", str(html_root)]
     if subprocess.run(cmd).returncode != 0:
