@@ -782,7 +782,9 @@ def compare_methods(model: Callable, x: torch.Tensor, methods: dict[str, dict],
     if unknown:
         raise ValueError(f"methods {unknown} unknown; expected keys of {sorted(METHODS)}")
     target = _resolve_target(model, x, target)
-    key = _key([cache_key, methods, steps, target.tolist(), x.shape])
+    # the key covers this module's code too, so a fix never reuses stale areas
+    key = _key([cache_key, methods, steps, target.tolist(), x.shape,
+                hashlib.sha256(Path(__file__).read_bytes()).hexdigest()])
     done = {}
     if cache is not None and Path(cache).exists():
         saved = json.loads(Path(cache).read_text())
