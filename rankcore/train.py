@@ -509,7 +509,8 @@ def _train_epoch(net, opt, x, y, config, epoch, spe, rank, world, bar) -> dict:
         if config.augment:
             xb = augment(xb, config.crop_padding, g)
         if config.adv is not None:
-            xb = _adversarial(net, xb, yb, config, g)
+            with _autocast(device, config):  # the attack's passes in bfloat16 too (CUDA)
+                xb = _adversarial(net, xb, yb, config, g)
         if device.type == "cuda" and config.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         for group in opt.param_groups:
