@@ -265,3 +265,19 @@ def test_training_mode_model_warns():
     net, x = small_cnn(), images(n=1)
     with pytest.warns(UserWarning, match="training mode"):
         A.vanilla_gradient(net.train(), x)
+
+
+def test_spatial_coherence_matches_numpy():
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(2, 9, 7, generator=g, dtype=torch.float64)
+    ours = A.spatial_coherence(s)
+    for i in range(2):
+        m = np.abs(s[i].numpy())
+        ref = 0.5 * (np.corrcoef(m[:, :-1].ravel(), m[:, 1:].ravel())[0, 1]
+                     + np.corrcoef(m[:-1].ravel(), m[1:].ravel())[0, 1])
+        assert ours[i].item() == pytest.approx(ref, abs=1e-12)
+    yy, xx = torch.meshgrid(torch.arange(32.), torch.arange(32.), indexing="ij")
+    blob = torch.exp(-((yy - 16) ** 2 + (xx - 16) ** 2) / 50)[None]
+    assert A.spatial_coherence(blob).item() > 0.95
+    with pytest.raises(ValueError, match="H, W >= 2"):
+        A.spatial_coherence(torch.rand(3, 1, 5))
