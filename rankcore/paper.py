@@ -51,3 +51,26 @@ def describe(ref: str) -> str:
     if entry is None:
         raise KeyError(f"unknown {group[:-1]} {ref!r}; known: {sorted(values()[group])}")
     return f"Paper {ref.replace('fig', 'Figure ').replace('table', 'Table ')}: {entry['what']}"
+
+
+def table2_row(run: str, dataset: str = "cifar10") -> dict[str, float]:
+    """The paper's Table 2 row for a training run name, ``{}`` when the paper has none.
+
+    ``"natural"`` is the full-rank row; ``"low_rank:K"`` is the row of models trained on
+    rank-K images; anything else (e.g. ``"adv"``) has no row in Table 2.
+
+    Examples::
+
+        >>> table2_row("low_rank:5")["top1"]
+        91.54
+    """
+    if run == "natural":
+        key = "full"
+    elif run.startswith("low_rank:"):
+        key = run.split(":", 1)[1]
+    else:
+        return {}
+    try:
+        return dict(get(f"table2.{dataset}.{key}"))
+    except KeyError:
+        return {}
