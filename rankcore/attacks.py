@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .models import model_device
+
 NORMS = ("linf", "l2")
 KEEP = ("best", "last")
 
@@ -293,7 +295,7 @@ def evaluate_models(models: dict, x: Tensor, y: Tensor, progress: bool = True,
         from tqdm.auto import tqdm
         items = tqdm(items, desc="attack", total=len(models), leave=False)
     for name, model in items:
-        device = next(model.parameters()).device
+        device = model_device(model)
         t0 = time.perf_counter()
         r = evaluate(model, x.to(device), y.to(device), **kwargs)
         rows.append({"run": name, **r, "seconds": round(time.perf_counter() - t0, 1)})

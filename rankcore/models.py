@@ -35,6 +35,16 @@ from torch import nn
 from . import checkpoints
 from .paths import REPO_ROOT, data_root
 
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device a model runs on: that of its first parameter, else its first buffer, else CPU."""
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 ROBUSTNESS_README = "https://github.com/MadryLab/robustness#pretrained-models"
@@ -668,7 +678,7 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                          f"{None if labels is None else tuple(labels.shape)} for "
                          f"{len(images)} images")
     from tqdm.auto import tqdm
-    device = next(model.parameters()).device
+    device = model_device(model)
     correct = 0
     for i in tqdm(range(0, len(images), batch_size), disable=not progress, desc="top-1"):
         batch = images[i:i + batch_size].to(device).contiguous(memory_format=torch.channels_last)

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _io
+from .models import model_device
 from .rank import rank_blocks
 
 __all__ = ["rank_spectrum", "summary", "parse_ranks", "top_predictions", "COLUMNS",
@@ -173,14 +174,6 @@ class _Source:
         """A short hash of the first image, so a checkpoint is not resumed on other data."""
         x, _ = self.get(0, 1)
         return hashlib.sha1(x.float().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
 
 
 def _model_digest(model: nn.Module) -> str:
@@ -406,12 +399,12 @@ def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
     block = max(1, min(16, batch_size)) if block is None else block
     if isinstance(block, bool) or not isinstance(block, int) or block < 1:
         raise ValueError(f"block must be a positive int, got {block!r}")
-    model_device = _model_device(model)
-    device = model_device if device is None else torch.device(device)
-    if device.type != model_device.type or (device.index is not None and model_device.index is not None
-                                            and device.index != model_device.index):
+    on_device = model_device(model)
+    device = on_device if device is None else torch.device(device)
+    if device.type != on_device.type or (device.index is not None and on_device.index is not None
+                                         and device.index != on_device.index):
         raise ValueError(f"device={str(device)!r} but the model's parameters are on "
-                         f"{str(model_device)!r}; move the model first")
+                         f"{str(on_device)!r}; move the model first")
     if amp == "auto":
         amp = "bf16" if device.type == "cuda" else None
     if amp is not None and amp not in _AMP:
@@ -502,7 +495,7 @@ def top_predictions(model: nn.Module, x: Tensor, k: int = 5) -> tuple[Tensor, Te
         raise ValueError(f"x must be a tensor of shape (B, C, H, W), got "
                          f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
     with torch.inference_mode():
-        forward = _Forward(model, _model_device(model), max(1, x.shape[0]), None, False)
+        forward = _Forward(model, model_device(model), max(1, x.shape[0]), None, False)
         p = forward(x.to(forward.device, forward.dtype))
     top = p.topk(min(k, p.shape[-1]), dim=-1)
     return top.values.cpu(), top.indices.cpu()

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _io
+from .models import model_device
 from .paths import cache_dir
 
 #: Bumped whenever a change here alters the weights a configuration produces, so cached
@@ -318,7 +319,7 @@ def _autocast(device: torch.device, config: TrainConfig):
 def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000,
              config: TrainConfig | None = None) -> float:
     """Top-1 accuracy in percent of ``model`` on ``(x, y)`` (eval mode, restored after)."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     was_training = model.training
     model.eval()
     correct = torch.zeros((), device=device)
@@ -445,7 +446,7 @@ def train(model: nn.Module, train_data: tuple[Tensor, Tensor],
         xt, yt = _check_data(test_data, "test_data")
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig; got {type(config).__name__}")
-    device = next(model.parameters()).device
+    device = model_device(model)
     rank, world = _distributed()
     # On the training device first: the batched SVDs of the transform run there too.
     x, y = x.to(device), y.to(device)
