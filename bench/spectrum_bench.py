@@ -25,7 +25,8 @@ import torch.utils.benchmark as benchmark
 
 import rankcore
 from rankcore.rank import low_rank, rank_blocks
-from rankcore.spectrum import load_data_for, parse_ranks, rank_spectrum
+from rankcore.rank import parse_ranks
+from rankcore.spectrum import load_data_for, rank_spectrum
 
 _AMP = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
 

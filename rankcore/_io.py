@@ -51,3 +51,23 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def load_cache(path: str | os.PathLike, what: str = "cache file") -> Any | None:
+    """Read back a cache file written by :func:`torch_save`, without running any code.
+
+    Returns ``None`` when the file is missing, and also (with a warning naming the file)
+    when it is corrupt or holds anything but tensors and plain containers: the caller then
+    rebuilds it. Cache files are never unpickled with code execution.
+    """
+    import warnings
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated, corrupt or code-bearing file: rebuild it
+        warnings.warn(f"{what} {path} is unreadable ({type(e).__name__}: {str(e)[:200]}); "
+                      "rebuilding it", RuntimeWarning, stacklevel=2)
+        return None

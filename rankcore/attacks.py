@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .models import model_device
+from .torch_utils import model_device
 
 NORMS = ("linf", "l2")
 KEEP = ("best", "last")

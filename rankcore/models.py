@@ -34,15 +34,7 @@ from torch import nn
 
 from . import checkpoints
 from .paths import REPO_ROOT, data_root
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device a model runs on: that of its first parameter, else its first buffer, else CPU."""
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
+from .torch_utils import model_device
 
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -12,15 +12,17 @@ the reconstructions.
 """
 from __future__ import annotations
 
+import re
 from typing import Iterator, Sequence, Union
 
 import torch
 from torch import Tensor
 
-__all__ = ["low_rank", "high_rank", "rank_sweep", "rank_blocks", "singular_values", "max_rank"]
+__all__ = ["low_rank", "high_rank", "rank_sweep", "rank_blocks", "singular_values", "max_rank",
+           "parse_ranks"]
 
 #: Accepted forms of a set of ranks.
-Ranks = Union[int, Sequence[int], range, Tensor, None]
+Ranks = Union[int, Sequence[int], range, Tensor, str, None]
 
 
 # ---------------------------------------------------------------------------- checks
@@ -75,20 +77,104 @@ def _check_k(k: int | Tensor, x: Tensor) -> Tensor | int:
     return k
 
 
-def _check_ranks(ranks, w: int) -> list[int]:
-    if ranks is None:
-        return list(range(w + 1))
-    if isinstance(ranks, int) and not isinstance(ranks, bool):
-        ranks = [ranks]
-    if isinstance(ranks, Tensor):
-        ranks = ranks.flatten().tolist()
-    out = sorted(set(int(r) for r in ranks))
+def parse_ranks(spec: Ranks | str, max_rank: int, name: str = "ranks") -> list[int]:
+    """Turn a rank specification into a sorted list of distinct ranks in ``[0, max_rank]``.
+
+    The one rank parser of rankcore: every function that takes ``ranks`` accepts these
+    forms, and an int is always a single rank, never a stride.
+
+    Args:
+        spec (int, sequence of int, range, Tensor, str or None): ``None`` or ``"all"``
+            for every rank ``0..max_rank``; an int for that one rank; a sequence, ``range``
+            or integer tensor of ranks; or a string of comma-separated items, each a rank
+            (``"10"``), an inclusive range ``"start:stop"`` or ``"start:stop:step"``. The
+            word ``max`` stands for ``max_rank`` anywhere, so ``"0:20:2,24:max:8,max"``
+            fits images of any size. Strides exist only as ``range`` or ``"a:b:s"``.
+        max_rank (int): the images' largest rank, ``min(H, W)``.
+        name (str, optional): the argument's name in error messages. Default: ``"ranks"``.
+
+    Returns:
+        list[int]: distinct ranks, ascending.
+
+    Raises:
+        TypeError: a float, bool or other non-integer rank (``3.7`` is never truncated).
+        ValueError: a malformed string item, an empty result or a rank outside
+            ``[0, max_rank]``.
+
+    Examples::
+
+        >>> parse_ranks("1:224:4", 224)[:3]
+        [1, 5, 9]
+        >>> parse_ranks("0:8:4,max", 32)
+        [0, 4, 8, 32]
+        >>> parse_ranks(range(0, 33, 16), 32)
+        [0, 16, 32]
+    """
+    if isinstance(max_rank, bool) or not isinstance(max_rank, int) or max_rank < 0:
+        raise ValueError(f"max_rank must be an int >= 0, got {max_rank!r}")
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "all"):
+        return list(range(max_rank + 1))
+    if isinstance(spec, str):
+        ranks = _parse_rank_string(spec, max_rank, name)
+    elif _is_int(spec):
+        ranks = [int(spec)]
+    elif isinstance(spec, Tensor):
+        if spec.is_floating_point() or spec.is_complex() or spec.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integers, got a tensor of dtype {spec.dtype}")
+        ranks = [int(r) for r in spec.flatten().tolist()]
+    elif isinstance(spec, (Sequence, range)) or hasattr(spec, "__iter__"):
+        ranks = []
+        for r in spec:
+            if not _is_int(r):
+                raise TypeError(f"{name} must hold integer ranks, got {r!r} "
+                                f"({type(r).__name__}) in {name}={spec!r}")
+            ranks.append(int(r))
+    else:
+        raise TypeError(f"{name} must be an int, a sequence or range of ints, a rank string "
+                        f"such as '0:32:4,max', or None; got {type(spec).__name__} {spec!r}")
+    out = sorted(set(ranks))
     if not out:
-        raise ValueError("ranks is empty")
-    if out[0] < 0 or out[-1] > w:
-        raise ValueError(f"ranks must lie in [0, {w}] (min(H, W) of the images), got "
-                         f"min {out[0]}, max {out[-1]}")
+        raise ValueError(f"{name}={spec!r} selects no rank")
+    if out[0] < 0 or out[-1] > max_rank:
+        raise ValueError(f"{name}={spec!r}: every rank must lie in [0, {max_rank}] "
+                         f"(min(H, W) of the images), got min {out[0]}, max {out[-1]}")
     return out
+
+
+def _is_int(v) -> bool:
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return True
+    if isinstance(v, Tensor):
+        return v.dim() == 0 and not (v.is_floating_point() or v.is_complex() or v.dtype == torch.bool)
+    return type(v).__module__ == "numpy" and type(v).__name__.startswith(("int", "uint"))
+
+
+def _parse_rank_string(spec: str, max_rank: int, name: str) -> list[int]:
+    ranks: list[int] = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        parts = [_rank_token(p, max_rank, spec, name) for p in item.split(":")]
+        if len(parts) == 1:
+            ranks.append(parts[0])
+        elif len(parts) in (2, 3):
+            start, stop, step = (*parts, 1)[:3]
+            if step < 1:
+                raise ValueError(f"{name}={spec!r}: step must be >= 1 in {item!r}")
+            ranks.extend(range(start, stop + 1, step))
+        else:
+            raise ValueError(f"{name}={spec!r}: {item!r} is not 'k', 'start:stop' or "
+                             "'start:stop:step'")
+    return ranks
+
+
+def _rank_token(token: str, max_rank: int, spec: str, name: str) -> int:
+    token = token.strip().lower()
+    if token == "max":
+        return max_rank
+    if not re.fullmatch(r"-?\d+", token):
+        raise ValueError(f"{name}={spec!r}: {token!r} is not an integer or 'max'")
+    return int(token)
 
 
 # ---------------------------------------------------------------------------- core
@@ -192,8 +278,9 @@ def rank_blocks(x: Tensor, ranks: Ranks = None, chunk: int = 16,
 
     Args:
         x (Tensor): images ``(..., C, H, W)``, float, any device.
-        ranks (int, sequence, range or Tensor, optional): ranks in ``[0, min(H, W)]``;
-            duplicates are dropped and the ranks are visited in ascending order.
+        ranks (optional): ranks in ``[0, min(H, W)]``, any form of :func:`parse_ranks`
+            (an int is one rank; ``range`` or ``"a:b:s"`` for strides); duplicates are
+            dropped and the ranks are visited in ascending order.
             Default: every rank ``0, 1, ..., min(H, W)``.
         chunk (int, optional): ranks per block, ``>= 1``. A block of a 224x224x3 float32
             image takes ``chunk * 0.6`` MB per image. Default: 16.
@@ -208,7 +295,7 @@ def rank_blocks(x: Tensor, ranks: Ranks = None, chunk: int = 16,
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive int, got {chunk!r}")
     w = max_rank(x)
-    ks = _check_ranks(ranks, w)
+    ks = parse_ranks(ranks, w)
     batch_shape, (h, wd) = x.shape[:-2], x.shape[-2:]
     U, S, Vh = _svd(x.reshape(-1, h, wd))         # (B, h, r), (B, r), (B, r, wd)
     US = U * S[:, None, :]                         # (B, h, r)

@@ -35,8 +35,8 @@ import torch
 from torch import Tensor, nn
 
 from . import _io
-from .models import model_device
-from .rank import rank_blocks
+from .torch_utils import model_device
+from .rank import parse_ranks, rank_blocks
 
 __all__ = ["rank_spectrum", "summary", "parse_ranks", "top_predictions", "COLUMNS",
            "load_model", "load_data_for", "spectra", "summary_table", "saturation_rank", "gap",
@@ -51,70 +51,6 @@ CHECKPOINT_VERSION = 2
 
 
 # ---------------------------------------------------------------------------- ranks
-
-def parse_ranks(spec: str | int | Sequence[int] | None, max_rank: int) -> list[int]:
-    """Turn a rank specification into a sorted list of ranks in ``[0, max_rank]``.
-
-    Args:
-        spec (str, int, sequence of int or None): ``None`` or ``"all"`` for every rank
-            ``0..max_rank``; an int or a sequence of ints; or a string of comma-separated
-            items, each a rank (``"10"``), an inclusive range ``"start:stop"`` or
-            ``"start:stop:step"``. The word ``max`` stands for ``max_rank`` anywhere,
-            so ``"0:20:2,24:max:8,max"`` fits images of any size.
-        max_rank (int): the images' largest rank, ``min(H, W)``.
-
-    Returns:
-        list[int]: distinct ranks, ascending.
-
-    Raises:
-        ValueError: a malformed item, an empty result or a rank outside ``[0, max_rank]``.
-
-    Examples::
-
-        >>> parse_ranks("1:224:4", 224)[:3]
-        [1, 5, 9]
-        >>> parse_ranks("0:8:4,max", 32)
-        [0, 4, 8, 32]
-    """
-    if isinstance(max_rank, bool) or not isinstance(max_rank, int) or max_rank < 0:
-        raise ValueError(f"max_rank must be an int >= 0, got {max_rank!r}")
-    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "all"):
-        return list(range(max_rank + 1))
-    if isinstance(spec, str):
-        ranks: list[int] = []
-        for item in filter(None, (s.strip() for s in spec.split(","))):
-            parts = [_rank_token(p, max_rank, spec) for p in item.split(":")]
-            if len(parts) == 1:
-                ranks.append(parts[0])
-            elif len(parts) in (2, 3):
-                start, stop, step = (*parts, 1)[:3]
-                if step < 1:
-                    raise ValueError(f"ranks={spec!r}: step must be >= 1 in {item!r}")
-                ranks.extend(range(start, stop + 1, step))
-            else:
-                raise ValueError(f"ranks={spec!r}: {item!r} is not 'k', 'start:stop' or "
-                                 "'start:stop:step'")
-    elif isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
-        ranks = [int(spec)]
-    else:
-        ranks = [int(r) for r in (spec.flatten().tolist() if isinstance(spec, Tensor) else spec)]
-    out = sorted(set(ranks))
-    if not out:
-        raise ValueError(f"ranks={spec!r} selects no rank")
-    if out[0] < 0 or out[-1] > max_rank:
-        raise ValueError(f"ranks={spec!r}: every rank must lie in [0, {max_rank}] "
-                         f"(min(H, W) of the images), got min {out[0]}, max {out[-1]}")
-    return out
-
-
-def _rank_token(token: str, max_rank: int, spec: str) -> int:
-    token = token.strip().lower()
-    if token == "max":
-        return max_rank
-    if not re.fullmatch(r"-?\d+", token):
-        raise ValueError(f"ranks={spec!r}: {token!r} is not an integer or 'max'")
-    return int(token)
-
 
 # ---------------------------------------------------------------------------- inputs
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .rank import _check_images, _check_ranks, low_rank, max_rank, rank_sweep
+from .rank import _check_images, parse_ranks, low_rank, max_rank, rank_sweep
 
 __all__ = ["device_name", "available_devices", "rank_k_times", "summarise", "plot", "METHODS"]
 
@@ -110,8 +110,8 @@ def rank_k_times(x: Tensor, ranks=None, per_k_ranks=None, chunk: int = 16, repea
     if x.dim() != 4:
         raise ValueError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
     w = max_rank(x)
-    ranks = _check_ranks(ranks, w)
-    per_k = ranks if per_k_ranks is None else _check_ranks(per_k_ranks, w)
+    ranks = parse_ranks(ranks, w)
+    per_k = ranks if per_k_ranks is None else parse_ranks(per_k_ranks, w)
     device, name = x.device, device_name(x.device)
     low_rank(x[:1], 1)  # warm-up: library loading and, on CUDA, the solver's workspace
     _sync(device)

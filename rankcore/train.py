@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _io
-from .models import model_device
+from .torch_utils import model_device
 from .paths import cache_dir
 
 #: Bumped whenever a change here alters the weights a configuration produces, so cached

@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from .rank import _check_images, _check_ranks, low_rank, max_rank, rank_sweep, singular_values
+from .rank import _check_images, parse_ranks, low_rank, max_rank, rank_sweep, singular_values
 
 __all__ = ["rank_explorer", "default_ranks"]
 
@@ -255,7 +255,7 @@ def rank_explorer(image: Tensor, models=None, ranks=None, static: bool = False,
     w = max_rank(image)
     if ranks is None:
         ranks = default_ranks(w, frames) if static else list(range(0, w + 1))
-    ranks = _check_ranks(ranks, w)
+    ranks = parse_ranks(ranks, w)
     if not ranks:
         raise ValueError("ranks is empty; expected at least one rank")
     view = _View(image.float(), _models(models, classes), top, figsize, dpi)

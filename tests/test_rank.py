@@ -156,7 +156,7 @@ def test_cuda_matches_cpu():
     (lambda: rankcore.low_rank(torch.rand(2, 3, 4, 4), torch.tensor([1, 2, 3])), "k has length 3"),
     (lambda: rankcore.low_rank(torch.rand(2, 3, 4, 4), torch.tensor([1, -2])), "k must be >= 0"),
     (lambda: rankcore.low_rank(torch.rand(2, 3, 4, 4), torch.tensor([1.5, 2.0])), "integers"),
-    (lambda: list(rankcore.rank_sweep(torch.rand(3, 4, 4), ranks=[0, 5])), r"ranks must lie in \[0, 4\]"),
+    (lambda: list(rankcore.rank_sweep(torch.rand(3, 4, 4), ranks=[0, 5])), r"ranks=\[0, 5\]: every rank must lie in \[0, 4\]"),
     (lambda: list(rankcore.rank_sweep(torch.rand(3, 4, 4), chunk=0)), "chunk"),
 ])
 def test_bad_inputs_raise_value_error_naming_the_argument(call, message):

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from rankcore.rank import low_rank
-from rankcore.spectrum import parse_ranks, rank_spectrum, summary, top_predictions
+from rankcore.rank import parse_ranks
+from rankcore.spectrum import rank_spectrum, summary, top_predictions
 
 SIDE, N, CLASSES = 12, 21, 7
 
