@@ -9,7 +9,7 @@ import nbformat
 import pytest
 import yaml
 
-from rankcore import book
+from rankcore.book import runner as book
 
 
 # ---------------------------------------------------------------------------- runner units
@@ -85,7 +85,7 @@ def test_overrides_are_read_as_yaml():
 def test_every_profile_names_only_real_chapters_and_parameters(repo):
     """The real profiles must match the real notebooks' parameters cells."""
     pages = {c.name: c for c in book.chapters(repo) if c.is_notebook}
-    for path in sorted((repo / "book" / "profiles").glob("*.yml")):
+    for path in sorted(book.PROFILES.glob("*.yml")):
         for chapter, values in (yaml.safe_load(path.read_text()) or {}).items():
             assert chapter in pages, f"{path.name}: {chapter} is not in _toc.yml"
             declared = book.notebook_parameters(pages[chapter])

@@ -1,10 +1,10 @@
-"""book/paper_values.yml against the paper's own text, and the lookups the chapters use."""
+"""rankcore/book/paper_values.yml against the paper's own text, and the lookups the chapters use."""
 import re
 from pathlib import Path
 
 import pytest
 
-from rankcore import paper
+from rankcore.book import paper
 
 PAPER = Path(__file__).resolve().parents[2] / "shared" / "paper" / "000_5aaf2e02b2189c44.txt"
 

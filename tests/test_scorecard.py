@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from rankcore import paper, scorecard
-from rankcore.results import Results
+from rankcore.book import paper, scorecard
+from rankcore.book.results import Results
 
 VALUES = {
     "figures": {"fig2": {"chapter": "01_a", "what": "two"},

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from rankcore import widgets
+from rankcore.book import widgets
 from rankcore.rank import low_rank
 
 

@@ -1,4 +1,5 @@
-"""The paper's own numbers (``book/paper_values.yml``), for setting ours beside them."""
+"""The paper's own numbers (``rankcore/book/paper_values.yml``, package data), for setting ours
+beside them."""
 from __future__ import annotations
 
 import functools
@@ -7,23 +8,19 @@ from typing import Any
 
 import yaml
 
-from .paths import REPO_ROOT
 
 CITATION = ("M. Jere, M. Kumar, F. Koushanfar. A Singular Value Perspective on Model "
             "Robustness. arXiv:2012.03516.")
 
 
 def values_path() -> Path:
-    path = (REPO_ROOT or Path.cwd()) / "book" / "paper_values.yml"
-    if not path.exists():
-        raise FileNotFoundError(f"paper values not found at {path}; rankcore.paper needs a "
-                                "source checkout (book/paper_values.yml)")
-    return path
+    """``paper_values.yml`` shipped inside the package (works from a wheel too)."""
+    return Path(__file__).with_name("paper_values.yml")
 
 
 @functools.lru_cache(maxsize=1)
 def values() -> dict[str, Any]:
-    """All of ``book/paper_values.yml`` as nested dicts."""
+    """All of ``paper_values.yml`` as nested dicts."""
     return yaml.safe_load(values_path().read_text())
 
 

@@ -52,14 +52,3 @@ def image_grid(images: Sequence[Tensor], titles: Sequence[str] | None = None, nc
     fig.tight_layout()
     return fig
 
-
-def saliency_overlay(ax, image: Tensor, saliency: Tensor, alpha: float = 0.55, title: str | None = None):
-    """Draw a saliency map ``(H, W)`` over a greyed ``image`` ``(C, H, W)`` on ``ax``."""
-    grey = to_hwc(image).mean(-1) if image.dim() == 3 else to_hwc(image)
-    s = saliency.detach().float().cpu()
-    s = (s - s.min()) / (s.max() - s.min() + 1e-12)
-    ax.imshow(grey, cmap="gray", vmin=0, vmax=1)
-    ax.imshow(s.numpy(), cmap="inferno", alpha=alpha)
-    ax.axis("off")
-    if title:
-        ax.set_title(title, fontsize=9)

@@ -7,7 +7,7 @@ Usage::
     python -m rankcore.book list  [--profile quick]
 
 ``run`` executes the chapters of ``_toc.yml`` in order, with the parameters of the
-profile (``book/profiles/<profile>.yml``) and the ``-p`` overrides, into
+profile (``rankcore/book/profiles/<profile>.yml``) and the ``-p`` overrides, into
 ``_build/executed/<profile>/`` (each notebook written atomically, never one with an error
 cell). A chapter whose notebook, parameters and library source are unchanged since its
 last successful run is skipped (``--force`` re-runs it). ``build`` renders the executed
@@ -29,11 +29,11 @@ from typing import Any
 
 import yaml
 
-from . import __version__, _io
-from .paths import REPO_ROOT
+from .. import __version__, _io
+from ..paths import REPO_ROOT
 
 ROOT = REPO_ROOT or Path.cwd()
-PROFILES = ROOT / "book" / "profiles"
+PROFILES = Path(__file__).with_name("profiles")
 # Chapters that read other chapters' results re-run whenever any earlier chapter does.
 READS_ALL_RESULTS = {"scorecard"}
 
@@ -136,7 +136,7 @@ def resolve_parameters(chapter: Chapter, profile: str, values: dict[str, Any]) -
 def _library_digest() -> str:
     """Hash of the rankcore sources: a library change re-runs the chapters."""
     h = hashlib.sha256(__version__.encode())
-    for path in sorted(Path(__file__).parent.rglob("*.py")):
+    for path in sorted(Path(__file__).parents[1].rglob("*.py")):
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()

@@ -2,7 +2,7 @@
 
 Chapters record their comparisons with :meth:`rankcore.results.Results.score` into
 ``results/<profile>/<chapter>/scorecard.json``. This module gathers those records and sets
-them against the list of the paper's figures and tables in ``book/paper_values.yml``, so the
+them against the list of the paper's figures and tables in ``rankcore/book/paper_values.yml``, so the
 book's last page (``book/scorecard.ipynb``) shows at a glance what the companion confirms::
 
     df = rankcore.scorecard.scorecard("quick")   # one row per comparison, every ref present
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import paper
-from .paths import results_root
+from ..paths import results_root
 from .results import VERDICTS
 
 #: Verdict of a figure or table for which no chapter recorded a comparison.
@@ -95,7 +95,7 @@ def scorecard(profile: str = "quick", root: str | os.PathLike | None = None,
         fallback (iterable of str, optional): profiles to use, in this order, for a chapter
             that has no scorecard under ``profile``; pass ``()`` to show only ``profile``.
             Default: ``("paper", "quick", "smoke")``.
-        values (dict, optional): the paper's values (for tests). Default: ``book/paper_values.yml``.
+        values (dict, optional): the paper's values (for tests). Default: ``rankcore/book/paper_values.yml``.
 
     Returns:
         pandas.DataFrame with columns :data:`COLUMNS`, figures first (in the paper's
@@ -111,7 +111,7 @@ def scorecard(profile: str = "quick", root: str | os.PathLike | None = None,
     listed = {**values.get("figures", {}), **values.get("tables", {})}
     if not listed:
         raise ValueError("the paper values list no figures or tables; expected "
-                         "'figures' and 'tables' sections in book/paper_values.yml")
+                         "'figures' and 'tables' sections in rankcore/book/paper_values.yml")
     order = _profile_preference(profile, fallback)
     records = _pick(load_records(root), order)
     ran = chapters_run(root)

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import __version__, _io
-from .paths import results_root
+from .. import __version__, _io
+from ..paths import results_root
 
 
 #: Verdicts for :meth:`Results.score`, from strongest to weakest agreement.

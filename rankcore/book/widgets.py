@@ -17,7 +17,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from .rank import _check_images, parse_ranks, low_rank, max_rank, rank_sweep, singular_values
+from ..rank import parse_ranks, low_rank, max_rank, rank_sweep, singular_values
+from ..torch_utils import predict
 
 __all__ = ["rank_explorer", "default_ranks"]
 
@@ -41,6 +42,13 @@ def default_ranks(w: int, frames: int = 12) -> list[int]:
     grid = torch.logspace(0, torch.log10(torch.tensor(float(w))), frames).round().long()
     return sorted(set(grid.tolist()) | {1, w})
 
+
+
+def _top(model: nn.Module, x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Probabilities and indices of the ``k`` most likely classes, each ``(B, k)``, on the CPU."""
+    probs = predict(model, x, batch_size=max(1, len(x))).softmax(1)
+    top = probs.topk(min(k, probs.shape[1]), dim=1)
+    return top.values.cpu(), top.indices.cpu()
 
 @dataclass
 class _Model:
@@ -67,7 +75,7 @@ def _models(models, classes) -> list[_Model]:
             raise TypeError(f"models[{name!r}] is a {type(m).__name__}; expected an nn.Module")
         names = classes.get(name) if isinstance(classes, Mapping) else classes
         if names is None and getattr(m, "dataset", None):
-            from .data import class_names
+            from ..data import class_names
             names = class_names(m.dataset)
         out.append(_Model(str(name), m, names))
     return out
@@ -102,27 +110,23 @@ class _View:
     def frame(self, k: int) -> tuple[Tensor, list]:
         """The rank-k image ``(C, H, W)`` and each model's (probabilities, indices)."""
         if k not in self.cache:
-            from .spectrum import top_predictions
-
             xk = low_rank(self.image[None], k, clamp=True)   # (1, C, H, W)
-            preds = [top_predictions(m.module, xk, self.top) for m in self.models]
+            preds = [_top(m.module, xk, self.top) for m in self.models]
             self.cache[k] = (xk[0].cpu(), [(p[0], i[0]) for p, i in preds])
         return self.cache[k]
 
     def fill(self, ranks: list[int]) -> None:
         """Compute many frames at once: one SVD, one batch per model."""
-        from .spectrum import top_predictions
-
         todo = [k for k in ranks if k not in self.cache]
         if not todo:
             return
         xs = torch.stack([xk[0] for _, xk in rank_sweep(self.image[None], todo, clamp=True)])
-        preds = [top_predictions(m.module, xs, self.top) for m in self.models]  # (K, top) each
+        preds = [_top(m.module, xs, self.top) for m in self.models]  # (K, top) each
         for j, k in enumerate(sorted(set(todo))):
             self.cache[k] = (xs[j].cpu(), [(p[j], i[j]) for p, i in preds])
 
     def draw(self, k: int) -> None:
-        from .plot import to_hwc
+        from .figures import to_hwc
 
         xk, preds = self.frame(k)
         for ax in self.axes:
@@ -249,7 +253,8 @@ def rank_explorer(image: Tensor, models=None, ranks=None, static: bool = False,
     if image.dim() != 3:
         raise ValueError(f"image must have shape (C, H, W) or (1, C, H, W), got "
                          f"{tuple(image.shape)}")
-    _check_images(image, "image")
+    if not image.is_floating_point() or not bool(torch.isfinite(image).all()):
+        raise ValueError(f"image must be a finite floating-point tensor, got dtype {image.dtype}")
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise ValueError(f"top={top!r}; expected a positive int")
     w = max_rank(image)
