@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["low_rank", "high_rank", "rank_sweep", "rank_blocks", "singular_values", "max_rank",
-           "parse_ranks"]
+           "parse_ranks", "check_images"]
 
 #: Accepted forms of a set of ranks.
 Ranks = Union[int, Sequence[int], range, Tensor, str, None]
@@ -27,7 +27,9 @@ Ranks = Union[int, Sequence[int], range, Tensor, str, None]
 
 # ---------------------------------------------------------------------------- checks
 
-def _check_images(x: Tensor, name: str = "x") -> None:
+def check_images(x: Tensor, name: str = "x") -> None:
+    """Raise ``TypeError``/``ValueError`` naming ``name`` unless ``x`` is a finite float tensor
+    with at least 2 dimensions ``(..., H, W)``."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (..., C, H, W), got {type(x).__name__}")
     if x.dim() < 2:
@@ -193,7 +195,7 @@ def singular_values(x: Tensor) -> Tensor:
     Returns:
         Tensor: ``(..., C, min(H, W))`` in float32 (float64 for float64 input).
     """
-    _check_images(x)
+    check_images(x)
     return torch.linalg.svdvals(x.to(_work_dtype(x)))
 
 
@@ -228,7 +230,7 @@ def low_rank(x: Tensor, k: int | Tensor, clamp: bool = False) -> Tensor:
         >>> low_rank(x, torch.tensor([1, 32])).shape
         torch.Size([2, 3, 32, 32])
     """
-    _check_images(x)
+    check_images(x)
     k = _check_k(k, x)
     w = max_rank(x)
     if isinstance(k, int):
@@ -262,7 +264,7 @@ def high_rank(x: Tensor, k: int | Tensor, clamp: bool = False) -> Tensor:
     Returns:
         Tensor: same shape, dtype and device as ``x``.
     """
-    _check_images(x)
+    check_images(x)
     k = _check_k(k, x)
     work = x.to(_work_dtype(x))
     return _finish(work - low_rank(work, k), x, clamp)
@@ -291,7 +293,7 @@ def rank_blocks(x: Tensor, ranks: Ranks = None, chunk: int = 16,
         shape ``(len(ks), *x.shape)``, in ``x``'s dtype and device. The full rank
         ``min(H, W)`` yields ``x`` itself exactly.
     """
-    _check_images(x)
+    check_images(x)
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive int, got {chunk!r}")
     w = max_rank(x)
