@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from rankcore import fourier, timing
+from rankcore.book import fourier, timing
 from rankcore.rank import low_rank
 
 

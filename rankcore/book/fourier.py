@@ -17,7 +17,8 @@ import math
 import torch
 from torch import Tensor
 
-from .rank import _check_images, low_rank, max_rank
+from ..rank import check_images, low_rank, max_rank
+from ..torch_utils import top_k
 
 __all__ = ["frequency_window", "low_pass", "numerical_rank", "rank_bound_table",
            "low_rank_params", "low_pass_params", "window_for_budget", "psnr",
@@ -76,7 +77,7 @@ def low_pass(x: Tensor, k: int, symmetric: bool = False, real: bool = True,
     Returns:
         Tensor: ``x``'s shape; ``x``'s dtype when ``real``, else the matching complex dtype.
     """
-    _check_images(x)
+    check_images(x)
     k = _check_size(k)
     if axes not in ("both", "rows"):
         raise ValueError(f"axes={axes!r}; expected 'both' or 'rows'")
@@ -212,7 +213,7 @@ def budget_comparison(x: Tensor, ranks, model=None, progress: bool = True) -> "p
         x (Tensor): images ``(N, C, H, W)`` in ``[0, 1]``.
         ranks (iterable of int): ranks to compare, each in ``[0, min(H, W)]``.
         model (nn.Module, optional): classifier on ``[0, 1]`` images (as
-            :func:`rankcore.spectrum.top_predictions` takes it); adds ``agreement``, the
+            :func:`rankcore.torch_utils.top_k` takes it); adds ``agreement``, the
             fraction of images whose top-1 class matches the full image's. Default: ``None``.
         progress (bool, optional): tqdm bar over ranks. Default: ``True``.
 
@@ -225,7 +226,7 @@ def budget_comparison(x: Tensor, ranks, model=None, progress: bool = True) -> "p
     import pandas as pd
     from tqdm.auto import tqdm
 
-    _check_images(x)
+    check_images(x)
     if x.dim() != 4:
         raise ValueError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
     h, w = x.shape[-2:]
@@ -233,8 +234,7 @@ def budget_comparison(x: Tensor, ranks, model=None, progress: bool = True) -> "p
     if any(r > max_rank(x) for r in ranks):
         raise ValueError(f"ranks={ranks}; expected each in [0, {max_rank(x)}]")
     if model is not None:
-        from .spectrum import top_predictions
-        full = top_predictions(model, x, 1)[1][:, 0]
+        full = top_k(model, x, 1)[1][:, 0]
     rows = []
     for r in tqdm(ranks, desc="equal budget", disable=not progress):
         k = window_for_budget(r, h, w)
@@ -247,7 +247,7 @@ def budget_comparison(x: Tensor, ranks, model=None, progress: bool = True) -> "p
                    "signal_rank": int(numerical_rank(raw, rtol=1e-5).max()),
                    "psnr": float(psnr(approx, x).mean())}
             if model is not None:
-                top1 = top_predictions(model, approx, 1)[1][:, 0]
+                top1 = top_k(model, approx, 1)[1][:, 0]
                 row["agreement"] = float((top1 == full).float().mean())
             rows.append(row)
     return pd.DataFrame(rows)

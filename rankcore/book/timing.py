@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .rank import _check_images, parse_ranks, low_rank, max_rank, rank_sweep
+from ..rank import check_images, low_rank, max_rank, parse_ranks, rank_sweep
 
 __all__ = ["device_name", "available_devices", "rank_k_times", "summarise", "plot", "METHODS"]
 
@@ -106,7 +106,7 @@ def rank_k_times(x: Tensor, ranks=None, per_k_ranks=None, chunk: int = 16, repea
     import pandas as pd
     from tqdm.auto import tqdm
 
-    _check_images(x)
+    check_images(x)
     if x.dim() != 4:
         raise ValueError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
     w = max_rank(x)
