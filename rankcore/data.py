@@ -1,50 +1,51 @@
-"""Data sets of the paper (CIFAR-10, ImageNet validation) and an embedded offline default.
+"""Data sets of the paper (CIFAR-10, ImageNet) and an embedded offline default.
 
-``load(name)`` returns ``(images, labels)``: images float ``(N, 3, H, W)`` in [0, 1], labels
-int64 ``(N,)`` or ``None``. Names (see :func:`names`):
+Two ways in, with the same images, order, subsets and preprocessing:
+
+- :func:`load` returns ``(images, labels)`` tensors: images float ``(N, 3, H, W)`` in
+  [0, 1], labels int64 ``(N,)`` or ``None``. For sets that fit in memory.
+- :func:`dataset` returns a :class:`ImageDataset` whose items are ``(uint8 (3, H, W),
+  label)``, decoded one at a time; :func:`loader` batches it with worker processes (pinned
+  memory on CUDA) and :func:`to_float` turns a batch into floats on the device. Memory does
+  not grow with the number of images; :func:`evaluate` scores a model this way.
+
+Names (see :func:`names`):
 
 - ``cifar10``: the official set (torchvision's ``cifar-10-batches-py`` under the data root,
   downloaded when missing and online) or a JPEG folder copy
   ``ROOT/cifar10-jpeg/{train,test}/<class name>/*.jpg``. Decoded once, cached as uint8.
 - ``imagenet-val``: ImageNet validation JPEGs, resized (short side 256) and centre-cropped
-  (224) as in the paper. Layouts: ``ROOT/imagenet-val-1300/{images/,labels.txt}``
-  (``images/<file>, <class index>`` lines), a Caffe-style ``val.txt`` (``<file> <index>``),
-  the ILSVRC2012 devkit ground truth (+ ``meta.mat``), or an ImageFolder of synset folders.
+  (224) as in the paper; the layouts of :mod:`rankcore.data_files`.
+- ``imagenet``: ``split="train"`` is the training folder (``train/<wnid>/*.JPEG``),
+  ``"test"``/``"val"`` the validation set as ``imagenet-val``.
 - ``samples``: real photographs shipped inside installed packages (no download ever), see
   :data:`SAMPLES` for the list and licences. Labels ``None``: they have no ImageNet label.
 - ``imagenet-auto``: ``imagenet-val`` when found under the data root, else ``samples``;
-  the returned pair's ``.source`` says which one ran.
-
-The result is a :class:`Loaded` pair (a tuple, so ``x, y = load(...)`` works) that also
-carries ``.source``, ``.names`` (file or photo names) and ``.classes``.
+  ``.source`` of the result says which one ran.
 """
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import logging
 import os
-import pickle
-import socket
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from . import _io
-from .paths import cache_dir, data_root
+from .data_files import (CIFAR10_CLASSES, SAMPLES, Sample, check_preprocessing,
+                         cifar10_arrays, find_cifar10, find_imagenet, find_imagenet_train,
+                         imagenet_missing, imagenet_train_missing, index_image_folder,
+                         index_imagenet, open_rgb, resize_crop, sample_path, to_uint8_chw)
+from .paths import data_root
+from . import torch_utils
+from .torch_utils import autocast, evaluating, model_device
+
+__all__ = ["load", "dataset", "loader", "to_float", "evaluate", "names", "resolve",
+           "class_names", "find_cifar10", "find_imagenet", "find_imagenet_train",
+           "ImageDataset", "ShardSampler", "Loaded", "Sample", "SAMPLES", "CIFAR10_CLASSES"]
 
 log = logging.getLogger(__name__)
-
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-                   "dog", "frog", "horse", "ship", "truck")
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-_IMAGENET_DIRS = ("imagenet-val-1300", "imagenet-val", "imagenet/val", "ILSVRC2012/val",
-                  "ILSVRC2012_img_val", "val")
 
 
 class Loaded(tuple):
@@ -70,413 +71,311 @@ class Loaded(tuple):
         return self[1]
 
 
-# ---------------------------------------------------------------------------- helpers
+# ---------------------------------------------------------------------------- data sets
 
-def _validate_split(split: str) -> None:
-    if split not in ("train", "test", "val"):
-        raise ValueError(f"split={split!r}; expected 'train' or 'test' ('val' = 'test')")
+class ImageDataset(torch.utils.data.Dataset):
+    """Images decoded on demand in one preprocessing setting: items ``(uint8 (3, H, W), label)``.
+
+    Holds only a listing: file paths as one NumPy byte array (shared by worker processes
+    without copying) or, for CIFAR-10, its uint8 array. Build it with :func:`dataset`.
+
+    Attributes:
+        source (str): the data set, e.g. ``"imagenet-val"``.
+        labels (Tensor | None): int64 ``(N,)`` labels of the items, ``None`` without labels
+            (items then carry label -1).
+        classes (list[str] | None): class names indexed by label.
+        size (int): side of the square images.
+    """
+
+    def __init__(self, source: str, keep: np.ndarray, labels: np.ndarray | None,
+                 size: int, resize: int | None, interpolation: str = "bilinear",
+                 files: np.ndarray | None = None, array: torch.Tensor | None = None,
+                 names: list[str] | None = None, classes: list[str] | None = None,
+                 transform: Callable | None = None):
+        self.source, self.keep, self._labels = source, np.asarray(keep, dtype=np.int64), labels
+        self.size, self.resize, self.interpolation = size, resize, interpolation
+        self.files, self.array, self._names = files, array, names
+        self.classes, self.transform = classes, transform
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    @property
+    def labels(self) -> torch.Tensor | None:
+        if self._labels is None:
+            return None
+        return torch.from_numpy(np.asarray(self._labels)[self.keep].astype(np.int64))
+
+    @property
+    def names(self) -> list[str]:
+        if self._names is not None:
+            return [self._names[j] for j in self.keep]
+        return [os.path.basename(os.fsdecode(self.files[j])) for j in self.keep]
+
+    def image(self, j: int) -> Image.Image | torch.Tensor:
+        """Item ``j`` of the whole set (not of the subset), undecoded or native."""
+        if self.array is not None:
+            return self.array[j]  # (3, h, w) uint8
+        return open_rgb(os.fsdecode(self.files[j]))
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} items")
+        j = int(self.keep[i])
+        im = self.image(j)
+        if self.transform is not None:
+            if isinstance(im, torch.Tensor):
+                im = Image.fromarray(im.permute(1, 2, 0).numpy())
+            x = self.transform(im)
+            x = to_uint8_chw(x) if isinstance(x, Image.Image) else x
+        elif isinstance(im, torch.Tensor) and tuple(im.shape[-2:]) == (self.size, self.size):
+            x = im.clone()
+        else:
+            if isinstance(im, torch.Tensor):
+                im = Image.fromarray(im.permute(1, 2, 0).numpy())
+            x = resize_crop(im, self.size, self.resize, self.interpolation)
+        label = -1 if self._labels is None else int(self._labels[j])
+        return x, label
 
 
-def _subset_indices(total: int, n: int | None, seed: int) -> torch.Tensor:
+def _subset(total: int, n: int | None, seed: int) -> np.ndarray:
     """Seeded random subset of ``range(total)`` in ascending order (all when n is None)."""
     if n is None:
-        return torch.arange(total)
+        return np.arange(total)
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n={n!r}; expected a positive int or None (all images)")
     if n > total:
         raise ValueError(f"n={n} but the set has only {total} images")
     g = torch.Generator().manual_seed(seed)
-    return torch.randperm(total, generator=g)[:n].sort().values
+    return torch.randperm(total, generator=g)[:n].sort().values.numpy()
 
 
-def _open_rgb(path: Path) -> Image.Image:
-    """Decode an image file to RGB; a file PIL cannot decode raises naming the file."""
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, ValueError, SyntaxError) as e:
-        raise ValueError(f"corrupt or unreadable image {path}: {e}") from e
+def _check_common(split: str, size, n, seed) -> str:
+    if split not in ("train", "test", "val"):
+        raise ValueError(f"split={split!r}; expected 'train' or 'test' ('val' = 'test')")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ValueError(f"size={size!r}; expected a positive int or None")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed={seed!r}; expected an int")
+    return "test" if split == "val" else split
 
 
-def _to_uint8_chw(im: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)  # (3, H, W)
-
-
-def _check_resize(size: int, resize: int | None, interpolation: str) -> int:
-    """Validate the resize-then-crop arguments; returns the short side to resize to."""
-    resize = resize or int(round(size / 0.875))
-    if resize < size:
-        raise ValueError(f"resize={resize} is smaller than the crop size={size}")
-    if interpolation not in ("bilinear", "bicubic"):
-        raise ValueError(f"interpolation={interpolation!r}; expected 'bilinear' or 'bicubic'")
-    return resize
-
-
-def resize_crop(img: torch.Tensor, size: int = 224, resize: int | None = None,
-                interpolation: str = "bilinear") -> torch.Tensor:
-    """Resize the short side to ``resize``, then centre-crop ``size`` x ``size``.
+def dataset(name: str, split: str = "test", n: int | None = None, seed: int = 0,
+            root: str | os.PathLike | None = None, size: int | None = None,
+            resize: int | None = None, interpolation: str = "bilinear",
+            download: bool = True, progress: bool = True,
+            transform: Callable | None = None) -> ImageDataset:
+    """A data set of :func:`names` whose items ``(uint8 (3, H, W), label)`` decode one at a time.
 
     Args:
-        img (Tensor): one image ``(3, H, W)`` or a batch ``(N, 3, H, W)``, uint8 or float.
-        size (int, optional): side of the centre crop. Default: 224.
-        resize (int, optional): short side after resizing. Default: ``round(size / 0.875)``
-            (256 for 224, the paper's preprocessing).
-        interpolation (str, optional): ``"bilinear"`` or ``"bicubic"`` (antialiased).
-            Default: ``"bilinear"``.
+        name, split, n, seed, root, size, resize, interpolation, download, progress: as
+            for :func:`load` (the same images in the same order and preprocessing).
+        transform (callable, optional): replaces the resize and centre crop: maps the
+            decoded RGB ``PIL.Image`` to a PIL image or a uint8 tensor ``(3, H, W)`` (e.g.
+            training augmentation). Default: None.
 
     Returns:
-        Tensor: float32 in [0, 1], ``(3, size, size)`` or ``(N, 3, size, size)``.
+        ImageDataset: label -1 for the unlabelled samples; ``.source`` names the set,
+        ``.labels`` holds all labels at once.
     """
-    resize = _check_resize(size, resize, interpolation)
-    single = img.dim() == 3
-    x = img.unsqueeze(0) if single else img
-    x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-    h, w = x.shape[-2:]
-    scale = resize / min(h, w)
-    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
-    if (new_h, new_w) != (h, w):
-        x = F.interpolate(x, size=(new_h, new_w), mode=interpolation, align_corners=False,
-                          antialias=True)
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    x = x[..., top:top + size, left:left + size].clamp(0, 1)  # (N, 3, size, size)
-    return x[0] if single else x
-
-
-def _load_resized(path: Path, size: int, resize: int | None, interpolation: str) -> torch.Tensor:
-    """Decode a file, resize its short side to ``resize`` and centre-crop ``size``.
-
-    PIL resizes (antialiased, as torchvision's ImageNet evaluation does) on uint8, which is
-    several times cheaper than a float resize; returns float32 ``(3, size, size)``.
-    """
-    resize = _check_resize(size, resize, interpolation)
-    modes = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
-    im = _open_rgb(path)
-    w, h = im.size
-    scale = resize / min(w, h)
-    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    if (new_w, new_h) != (w, h):
-        im = im.resize((new_w, new_h), modes[interpolation])
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    im = im.crop((left, top, left + size, top + size))
-    return _to_uint8_chw(im).float() / 255  # (3, size, size)
-
-
-# ---------------------------------------------------------------------------- CIFAR-10
-
-def _cifar_listing(folder: Path) -> tuple[list[str], list[int], str]:
-    """``<class>/<file>`` names, labels and a cache key of ``folder/<class name>/*.jpg``.
-
-    The key digests every name, size and modification time, so a changed copy gets a new
-    cache; one ``scandir`` pass keeps this cheap (50,000 files in about 0.2 s).
-    """
-    h = hashlib.sha256()
-    names, labels = [], []
-    for label, cls in enumerate(CIFAR10_CLASSES):
-        d = folder / cls
-        if not d.is_dir():
-            raise FileNotFoundError(f"CIFAR-10 folder copy {folder} lacks the class folder "
-                                    f"{cls!r}; expected {folder}/<class name>/*.jpg for "
-                                    f"the 10 classes {CIFAR10_CLASSES}")
-        entries = sorted((e for e in os.scandir(d)
-                          if os.path.splitext(e.name)[1].lower() in _IMAGE_SUFFIXES),
-                         key=lambda e: e.name)
-        for e in entries:
-            st = e.stat()
-            h.update(f"{cls}/{e.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-        names += [f"{cls}/{e.name}" for e in entries]
-        labels += [label] * len(entries)
-    return names, labels, h.hexdigest()[:16]
-
-
-def _cache_file(root: Path, name: str) -> Path:
-    # Decoded sets live under the data root (they are derived from it) unless
-    # $RANKCORE_CACHE says otherwise.
-    if os.environ.get("RANKCORE_CACHE"):
-        return cache_dir("data") / name
-    return root / "cache" / "data" / name
-
-
-def _decode_cifar_jpeg(folder: Path, root: Path, progress: bool) -> dict:
-    names, labels, key = _cifar_listing(folder)
-    if not names:
-        raise FileNotFoundError(f"no images under {folder}/<class name>/")
-    cache = _cache_file(root, f"cifar10-jpeg-{folder.name}-{key}.pt")
-    if cache.exists():
-        return torch.load(cache, weights_only=True, mmap=True)
-    from tqdm.auto import tqdm
-    images = torch.empty(len(names), 3, 32, 32, dtype=torch.uint8)  # (N, 3, 32, 32)
-    for i, name in enumerate(tqdm(names, desc=f"decoding CIFAR-10 {folder.name}",
-                                  disable=not progress)):
-        f = folder / name
-        im = _open_rgb(f)
-        if im.size != (32, 32):
-            raise ValueError(f"image {f} is {im.size[0]}x{im.size[1]}; CIFAR-10 images "
-                             "are 32x32")
-        images[i] = _to_uint8_chw(im)
-    blob = {"images": images, "labels": torch.tensor(labels, dtype=torch.int64),
-            "names": names}
-    try:
-        _io.torch_save(blob, cache)
-    except OSError as e:  # a read-only data root only costs the decoding time next time
-        log.warning("could not write the CIFAR-10 cache %s: %s", cache, e)
-    return blob
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles numpy arrays, lists and dicts only: a tampered file cannot run code.
-
-    ``_codecs.encode`` rebuilds bytes in protocol-2 pickles written by Python 3 (as
-    ``torch.load(weights_only=True)`` also allows).
-    """
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy", "ndarray"),
-                ("numpy._core.multiarray", "_reconstruct"), ("numpy", "dtype"),
-                ("_codecs", "encode")}
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR-10 batch")
-        return super().find_class(module, name)
-
-
-def _read_cifar_official(folder: Path, split: str) -> dict:
-    """torchvision's ``cifar-10-batches-py`` pickles, read with an allow-list unpickler."""
-    batches = ([f"data_batch_{i}" for i in range(1, 6)] if split == "train"
-               else ["test_batch"])
-    images, labels = [], []
-    for b in batches:
-        try:
-            with open(folder / b, "rb") as fh:
-                d = _ArrayUnpickler(fh, encoding="latin1").load()
-            images.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels += [int(v) for v in d["labels"]]
-        except (pickle.UnpicklingError, KeyError, TypeError, ValueError, EOFError) as e:
-            raise ValueError(f"corrupt or unexpected CIFAR-10 batch {folder / b}: {e}") from e
-    return {"images": torch.from_numpy(np.concatenate(images)),
-            "labels": torch.tensor(labels, dtype=torch.int64),
-            "names": [f"{split}/{i:05d}" for i in range(len(labels))]}
-
-
-def _online(host: str = "www.cs.toronto.edu", timeout: float = 2.0) -> bool:
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def find_cifar10(root: str | os.PathLike | None = None, split: str = "test") -> Path | None:
-    """The CIFAR-10 folder under the data root (official or JPEG copy), or ``None``."""
+    source = resolve(name, root)
+    split = _check_common(split, size, n, seed)
     base = data_root(root)
-    split = "test" if split == "val" else split
-    if (base / "cifar-10-batches-py" / "test_batch").exists():
-        return base / "cifar-10-batches-py"
-    return base / "cifar10-jpeg" / split if (base / "cifar10-jpeg" / split).is_dir() else None
-
-
-def _cifar10(split: str, root: Path, download: bool, progress: bool) -> dict:
-    split = "test" if split == "val" else split
-    official = root / "cifar-10-batches-py"
-    found = find_cifar10(root, split)
-    if found is None and download and _online():
-        import torchvision
-        torchvision.datasets.CIFAR10(str(root), train=split == "train", download=True)
-        found = official
-    if found == official:
-        return _read_cifar_official(official, split)
-    if found is not None:
-        return _decode_cifar_jpeg(found, root, progress)
-    jpeg = root / "cifar10-jpeg" / split
-    raise FileNotFoundError(
-        f"CIFAR-10 not found under the data root {root}: searched {official} (torchvision's "
-        f"official 'cifar-10-batches-py') and {jpeg} (a JPEG copy laid out as "
-        f"cifar10-jpeg/{{train,test}}/<class name>/*.jpg). Get it with "
-        f"torchvision.datasets.CIFAR10({str(root)!r}, download=True) when online, or point "
-        "$RANKCORE_DATA (or root=) at a folder holding either layout.")
-
-
-# ---------------------------------------------------------------------------- ImageNet
-
-@dataclass
-class _ImagenetIndex:
-    files: list[Path]
-    labels: list[int] | None
-    layout: str
-
-
-def _read_pairs(path: Path, base: Path, sep: str | None) -> tuple[list[Path], list[int]]:
-    files, labels = [], []
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = [p.strip() for p in line.rsplit(sep, 1)] if sep else line.split()
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise ValueError(f"{path}, line {line_no}: {line!r}; expected "
-                             f"'<file>{sep or ' '} <class index>'")
-        files.append(base / parts[0])
-        labels.append(int(parts[1]))
-    return files, labels
-
-
-def _synsets(folder: Path | None = None) -> list[str]:
-    """The 1000 ImageNet wnids in class-index order (synset file if present, else timm's)."""
-    if folder is not None and (folder / "synset_words.txt").exists():
-        return [l.split()[0] for l in (folder / "synset_words.txt").read_text().splitlines()
-                if l.strip()]
-    spec = importlib.util.find_spec("timm")
-    path = Path(spec.submodule_search_locations[0]) / "data" / "_info" / "imagenet_synsets.txt"
-    return path.read_text().split()
-
-
-def _devkit_labels(folder: Path, gt: Path) -> list[int]:
-    """ILSVRC2012 devkit ids (1-1000, not in wnid order) -> class indices via meta.mat."""
-    meta = next((p for p in (folder / "meta.mat", folder.parent / "meta.mat",
-                             gt.parent / "meta.mat") if p.exists()), None)
-    if meta is None:
-        raise FileNotFoundError(f"{gt} holds devkit ids; their mapping to class indices "
-                                f"needs the devkit's meta.mat beside it (searched {folder}, "
-                                f"{folder.parent}, {gt.parent})")
-    from scipy.io import loadmat
-    synsets = loadmat(str(meta), squeeze_me=True)["synsets"]
-    id_to_wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets
-                  if int(s["ILSVRC2012_ID"]) <= 1000}  # ids above 1000: WordNet parents
-    index = {w: i for i, w in enumerate(_synsets(folder))}
-    return [index[id_to_wnid[int(t)]] for t in gt.read_text().split()]
-
-
-def _index_imagenet(folder: Path) -> _ImagenetIndex | None:
-    """Find the validation images and labels in ``folder``, whatever its layout."""
-    if (folder / "labels.txt").exists():
-        files, labels = _read_pairs(folder / "labels.txt", folder, ",")
-        return _ImagenetIndex(files, labels, "labels.txt")
-    if (folder / "val.txt").exists():
-        base = folder / "images" if (folder / "images").is_dir() else folder
-        files, labels = _read_pairs(folder / "val.txt", base, None)
-        return _ImagenetIndex(files, labels, "val.txt")
-    # The devkit usually sits beside the val folder: look two levels down from both.
-    gt_name = "ILSVRC2012_validation_ground_truth.txt"
-    gt = next((p for base in (folder, folder.parent)
-               for pattern in (gt_name, f"*/{gt_name}", f"*/data/{gt_name}")
-               for p in sorted(base.glob(pattern))), None)
-    jpegs = sorted(f for f in folder.glob("ILSVRC2012_val_*")
-                   if f.suffix.lower() in _IMAGE_SUFFIXES)
-    if gt is not None and jpegs:
-        labels = _devkit_labels(folder, gt)
-        return _ImagenetIndex(jpegs, [labels[int(f.stem.split("_")[-1]) - 1] for f in jpegs],
-                              "ILSVRC2012 devkit")
-    wnid_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and d.name[:1] == "n"
-                       and d.name[1:].isdigit()) if folder.is_dir() else []
-    if wnid_dirs:
-        index = {w: i for i, w in enumerate(_synsets())}
-        files, labels = [], []
-        for d in wnid_dirs:
-            for f in sorted(d.iterdir()):
-                if f.suffix.lower() in _IMAGE_SUFFIXES:
-                    files.append(f)
-                    labels.append(index[d.name])
-        return _ImagenetIndex(files, labels, "ImageFolder")
-    return None
-
-
-def find_imagenet(root: str | os.PathLike | None = None) -> Path | None:
-    """The ImageNet validation folder under the data root, or ``None`` when absent."""
-    base = data_root(root)
-    for sub in _IMAGENET_DIRS:
-        folder = base / sub
-        if folder.is_dir() and _index_imagenet(folder) is not None:
-            return folder
-    return None
-
-
-def _imagenet_missing(base: Path) -> FileNotFoundError:
-    searched = ", ".join(str(base / s) for s in _IMAGENET_DIRS)
-    return FileNotFoundError(
-        f"ImageNet validation images not found; searched {searched}. Expected one of: "
-        "imagenet-val-1300/{images/*.JPEG, labels.txt with '<images/file>, <class index>' "
-        "lines}; a folder of JPEGs with a Caffe-style val.txt ('<file> <index>'); "
-        "ILSVRC2012_val_*.JPEG with the devkit's ILSVRC2012_validation_ground_truth.txt and "
-        "meta.mat; or an ImageFolder of synset folders (n01440764/...). ImageNet cannot be "
-        "downloaded automatically: get the validation set from https://image-net.org "
-        "(non-commercial research terms) and set $RANKCORE_DATA (or root=) to its parent. "
-        "The embedded offline default is load('samples').")
-
-
-def _imagenet(split: str, root: Path, n: int | None, seed: int, size: int,
-              resize: int | None, interpolation: str, progress: bool) -> Loaded:
+    if name == "imagenet-auto":
+        log.info("imagenet-auto: using %s", source)
+    if source == "cifar10":
+        size = size or 32
+        check_preprocessing(size, size, interpolation)
+        blob = cifar10_arrays(split, base, download, progress)
+        return ImageDataset("cifar10", _subset(len(blob["labels"]), n, seed),
+                            blob["labels"].numpy(), size, size, interpolation,
+                            array=blob["images"], names=blob["names"],
+                            classes=list(CIFAR10_CLASSES), transform=transform)
+    size = size or 224
+    if source == "samples":
+        if split == "train":
+            raise ValueError("split='train': the samples have only one split ('test')")
+        check_preprocessing(size, size, interpolation)
+        files = np.array([os.fsencode(str(sample_path(s))) for s in SAMPLES], dtype=bytes)
+        # Largest centred square, resized to size: a 256 -> 224 crop would cut the
+        # subjects of these small photos.
+        return ImageDataset("samples", _subset(len(SAMPLES), n, seed), None, size, size,
+                            interpolation, files=files, names=[s.name for s in SAMPLES],
+                            transform=transform)
+    check_preprocessing(size, resize, interpolation)
     if split == "train":
-        raise ValueError("split='train': only the ImageNet validation set is supported "
-                         "('test' or 'val')")
-    folder = find_imagenet(root)
-    if folder is None:
-        raise _imagenet_missing(root)
-    idx = _index_imagenet(folder)
-    keep = _subset_indices(len(idx.files), n, seed).tolist()
+        if source == "imagenet-val":
+            raise ValueError("split='train' of 'imagenet-val': the ImageNet training set is "
+                             "dataset('imagenet', split='train')")
+        folder = find_imagenet_train(base)
+        if folder is None:
+            raise imagenet_train_missing(base)
+        idx, source = index_image_folder(folder, "ImageFolder train"), "imagenet-train"
+    else:
+        folder = find_imagenet(base)
+        if folder is None:
+            raise imagenet_missing(base)
+        idx, source = index_imagenet(folder), "imagenet-val"
+    return ImageDataset(source, _subset(len(idx.files), n, seed), idx.labels, size, resize,
+                        interpolation, files=idx.files, classes=class_names("imagenet", root),
+                        transform=transform)
+
+
+# ---------------------------------------------------------------------------- loaders
+
+class ShardSampler(torch.utils.data.Sampler):
+    """Indices of one process's share: ``order[rank::world]``, ``order`` a seeded
+    permutation per epoch (``set_epoch``) or ``0..n-1``. With ``drop_last`` every process
+    gets the same count (DDP needs it); without, no index is duplicated (evaluation)."""
+
+    def __init__(self, n: int, shuffle: bool = False, seed: int = 0, rank: int = 0,
+                 world: int = 1, drop_last: bool = False):
+        self.n, self.shuffle, self.seed, self.rank, self.world = n, shuffle, seed, rank, world
+        self.drop_last, self.epoch = drop_last, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> torch.Tensor:
+        if not self.shuffle:
+            order = torch.arange(self.n)
+        else:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g)
+        if self.drop_last:
+            order = order[:self.n // self.world * self.world]
+        return order[self.rank::self.world]
+
+    def __iter__(self):
+        return iter(self._order().tolist())
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n // self.world * self.world if self.drop_last
+                         else self.n, self.world))
+
+
+def default_workers(n_items: int) -> int:
+    """Worker processes for a loader: none for fewer than 64 items (starting them costs
+    more than it saves), else the CPUs this process may use (shared among the torchrun
+    processes of this machine), at most 8."""
+    if n_items < 64:
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(8, (cpus or 1) // max(1, local)))
+
+
+def loader(data: torch.utils.data.Dataset, batch_size: int = 64, workers: int | None = None,
+           device: str | torch.device | None = None, shuffle: bool = False, seed: int = 0,
+           distributed: bool = False, drop_last: bool = False,
+           persistent: bool = False) -> torch.utils.data.DataLoader:
+    """Batches of a data set, decoded in worker processes.
+
+    Args:
+        data (Dataset): items ``(uint8 (3, H, W), label)``, e.g. from :func:`dataset`.
+        batch_size (int, optional): images per batch. Default: 64.
+        workers (int, optional): decoding processes; 0 decodes in this process. Default:
+            :func:`default_workers`.
+        device (str or torch.device, optional): where the batches will go; CUDA pins the
+            host memory for asynchronous copies. Default: None (no pinning).
+        shuffle (bool, optional): a seeded new order every epoch (call
+            ``loader.sampler.set_epoch(epoch)``). Default: False.
+        seed (int, optional): seed of the order and of the workers' random augmentation.
+            Default: 0.
+        distributed (bool, optional): under ``torchrun``, give this process only its share.
+            Default: False.
+        drop_last (bool, optional): drop the last partial batch (and equalise the shares).
+            Default: False.
+        persistent (bool, optional): keep the workers between epochs. Default: False.
+
+    Returns:
+        DataLoader yielding ``(uint8 (B, 3, H, W), int64 (B,))``.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}; expected a positive int")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 0):
+        raise ValueError(f"workers={workers!r}; expected an int >= 0 or None")
+    workers = default_workers(len(data)) if workers is None else workers
+    rank, world = torch_utils.distributed() if distributed else (0, 1)
+    sampler = ShardSampler(len(data), shuffle, seed, rank, world, drop_last)
+    pin = device is not None and torch.device(device).type == "cuda"
+    return torch.utils.data.DataLoader(
+        data, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin,
+        drop_last=drop_last, persistent_workers=persistent and workers > 0,
+        generator=torch.Generator().manual_seed(seed * 1009 + rank))
+
+
+def to_float(x: torch.Tensor, device: str | torch.device | None = None) -> torch.Tensor:
+    """A uint8 batch ``(B, 3, H, W)`` as float32 in [0, 1] on ``device``: the bytes travel,
+    the division runs there (channels-last on CUDA). Float input is only moved."""
+    device = torch.device(device) if device is not None else x.device
+    x = x.to(device, non_blocking=True)
+    x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+    if device.type == "cuda" and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data, batch_size: int = 64, workers: int | None = None,
+             topk: tuple[int, ...] = (1, 5), amp: bool | None = None,
+             progress: bool = True) -> dict:
+    """Top-k accuracy of ``model`` over a data set of any size in bounded memory.
+
+    Args:
+        model (nn.Module): a classifier of ``[0, 1]`` images; inputs follow its device; it
+            runs in eval mode and the caller's modes are restored.
+        data (Dataset or DataLoader): items ``(uint8 or float (3, H, W), label)``; a
+            Dataset is batched with :func:`loader` (each ``torchrun`` process scores its
+            share and the counts are summed).
+        batch_size, workers: for :func:`loader`. Defaults: 64, :func:`default_workers`.
+        topk (tuple of int, optional): the k of each rate. Default: ``(1, 5)``.
+        amp (bool, optional): bfloat16 autocast; default on CUDA only.
+        progress (bool, optional): a tqdm bar. Default: True.
+
+    Returns:
+        dict: ``{"top1": fraction, "top5": fraction, "n": images}``.
+    """
     from tqdm.auto import tqdm
-    images = torch.empty(len(keep), 3, size, size)  # (N, 3, size, size)
-    for j, i in enumerate(tqdm(keep, desc="decoding ImageNet", disable=not progress)):
-        images[j] = _load_resized(idx.files[i], size, resize, interpolation)
-    labels = torch.tensor([idx.labels[i] for i in keep], dtype=torch.int64)
-    return Loaded(images, labels, "imagenet-val", [idx.files[i].name for i in keep],
-                  class_names("imagenet", root))
-
-
-# ---------------------------------------------------------------------------- samples
-
-@dataclass(frozen=True)
-class Sample:
-    """A photograph shipped inside an installed package."""
-    name: str
-    package: str
-    path: str       # relative to the package folder
-    licence: str
-
-
-#: The embedded default: real photographs that ship with scikit-image, matplotlib and
-#: scikit-learn, so ``load("samples")`` works offline with no download.
-SAMPLES: tuple[Sample, ...] = (
-    Sample("astronaut", "skimage", "data/astronaut.png", "public domain (NASA)"),
-    Sample("chelsea", "skimage", "data/chelsea.png", "CC0 (Stefan van der Walt)"),
-    Sample("coffee", "skimage", "data/coffee.png", "CC0 (Rachel Michetti)"),
-    Sample("rocket", "skimage", "data/rocket.jpg", "public domain (SpaceX)"),
-    Sample("hubble_deep_field", "skimage", "data/hubble_deep_field.jpg",
-           "public domain (NASA/ESA)"),
-    Sample("camera", "skimage", "data/camera.png", "CC0 (Lav Varshney); grey, replicated"),
-    Sample("coins", "skimage", "data/coins.png",
-           "no known copyright restrictions (Brooklyn Museum); grey, replicated"),
-    Sample("grace_hopper", "matplotlib", "mpl-data/sample_data/grace_hopper.jpg",
-           "public domain (US Navy)"),
-    Sample("china", "sklearn", "datasets/images/china.jpg", "CC BY 2.0 (danielbuechele)"),
-    Sample("flower", "sklearn", "datasets/images/flower.jpg", "CC BY 2.0 (vultilion)"),
-)
-
-
-def _sample_path(s: Sample) -> Path:
-    # find_spec locates the package without importing it (skimage's import is slow).
-    spec = importlib.util.find_spec(s.package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"sample {s.name!r} ships with the package {s.package!r}, "
-                                f"which is not installed (pip install {s.package})")
-    return Path(spec.submodule_search_locations[0]) / s.path
-
-
-def _samples(n: int | None, seed: int, size: int, interpolation: str) -> Loaded:
-    keep = _subset_indices(len(SAMPLES), n, seed).tolist()
-    # Centre crop of the largest square, then resize to size (no further crop: the
-    # photos are small enough that a 256 -> 224 crop would lose their subjects' edges).
-    images = torch.stack([_load_resized(_sample_path(SAMPLES[i]), size, size, interpolation)
-                          for i in keep])
-    return Loaded(images, None, "samples", [SAMPLES[i].name for i in keep], None)
+    if not topk or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in topk):
+        raise ValueError(f"topk={topk!r}; expected a tuple of positive ints")
+    device = model_device(model)
+    batches = data if isinstance(data, torch.utils.data.DataLoader) else loader(
+        data, batch_size, workers, device=device, distributed=True)
+    correct, n = torch.zeros(len(topk), dtype=torch.float64), 0
+    with evaluating(model), autocast(device, amp):
+        for x, y in tqdm(batches, desc="evaluating", disable=not progress, leave=False):
+            logits = model(to_float(x, device)).float()  # (B, classes)
+            y = torch.as_tensor(y).to(device)
+            if (y < 0).any() or (y >= logits.shape[1]).any():
+                raise ValueError(f"data has labels outside 0..{logits.shape[1] - 1} (e.g. "
+                                 f"{int(y[(y < 0) | (y >= logits.shape[1])][0])}); unlabelled "
+                                 "data (samples, label -1) cannot be scored")
+            top = logits.topk(min(max(topk), logits.shape[1]), dim=1).indices  # (B, k)
+            hit = top == y[:, None]
+            correct += torch.stack([hit[:, :k].any(1).sum() for k in topk]).double().cpu()
+            n += len(y)
+    rank, world = torch_utils.distributed()
+    if world > 1 and not isinstance(data, torch.utils.data.DataLoader):
+        counts = torch.cat([correct, torch.tensor([float(n)], dtype=torch.float64)]).to(device)
+        torch.distributed.all_reduce(counts)
+        correct, n = counts[:-1].cpu(), int(counts[-1])
+    if n == 0:
+        raise ValueError("data holds no images")
+    return {**{f"top{k}": float(c) / n for k, c in zip(topk, correct)}, "n": n}
 
 
 # ---------------------------------------------------------------------------- public API
 
 def names() -> tuple[str, ...]:
-    """Names accepted by :func:`load`."""
-    return ("cifar10", "imagenet-val", "imagenet-auto", "samples")
+    """Names accepted by :func:`load` and :func:`dataset`."""
+    return ("cifar10", "imagenet-val", "imagenet", "imagenet-auto", "samples")
 
 
 def resolve(name: str, root: str | os.PathLike | None = None) -> str:
     """The set ``name`` stands for here: ``imagenet-auto`` -> ``imagenet-val`` or ``samples``."""
-    if name not in names():
+    if not isinstance(name, str) or name not in names():
         raise ValueError(f"unknown data set {name!r}; known: {', '.join(names())}")
     if name == "imagenet-auto":
         return "imagenet-val" if find_imagenet(root) is not None else "samples"
@@ -486,14 +385,14 @@ def resolve(name: str, root: str | os.PathLike | None = None) -> str:
 def load(name: str, split: str = "test", n: int | None = None, seed: int = 0,
          root: str | os.PathLike | None = None, size: int | None = None,
          resize: int | None = None, interpolation: str = "bilinear",
-         download: bool = True, progress: bool = True) -> Loaded:
-    """Load a data set as tensors.
+         download: bool = True, progress: bool = True, workers: int | None = None) -> Loaded:
+    """Load a data set as tensors (for sets that fit in memory; else :func:`dataset`).
 
     Args:
-        name (str): one of :func:`names`: ``"cifar10"``, ``"imagenet-val"``, ``"samples"``,
-            ``"imagenet-auto"`` (``imagenet-val`` if present, else ``samples``).
-        split (str, optional): ``"test"`` (= ``"val"``) or ``"train"`` (CIFAR-10 only).
-            Default: ``"test"``.
+        name (str): one of :func:`names`: ``"cifar10"``, ``"imagenet-val"``, ``"imagenet"``,
+            ``"samples"``, ``"imagenet-auto"`` (``imagenet-val`` if present, else ``samples``).
+        split (str, optional): ``"test"`` (= ``"val"``) or ``"train"`` (CIFAR-10 and
+            ``"imagenet"``). Default: ``"test"``.
         n (int, optional): draw a seeded random subset of ``n`` images (kept in data-set
             order). Default: ``None``, all images.
         seed (int, optional): seed of that subset. Default: 0.
@@ -506,6 +405,7 @@ def load(name: str, split: str = "test", n: int | None = None, seed: int = 0,
         download (bool, optional): let torchvision download CIFAR-10 when it is absent and
             the network is up. Default: ``True``.
         progress (bool, optional): show tqdm bars while decoding. Default: ``True``.
+        workers (int, optional): decoding processes (:func:`loader`). Default: automatic.
 
     Returns:
         Loaded: ``(images, labels)``; images float32 ``(N, 3, size, size)`` in [0, 1],
@@ -517,88 +417,18 @@ def load(name: str, split: str = "test", n: int | None = None, seed: int = 0,
         >>> x.shape, y.shape
         (torch.Size([100, 3, 32, 32]), torch.Size([100]))
     """
-    source = resolve(name, root)
-    _validate_split(split)
-    if size is not None and (not isinstance(size, int) or size < 1):
-        raise ValueError(f"size={size!r}; expected a positive int or None")
-    base = data_root(root)
-    if name == "imagenet-auto":
-        log.info("imagenet-auto: using %s", source)
-    if source == "cifar10":
-        blob = _cifar10(split, base, download, progress)
-        keep = _subset_indices(len(blob["labels"]), n, seed)
-        images = blob["images"][keep].float() / 255  # (N, 3, 32, 32)
-        if size is not None and size != 32:
-            images = F.interpolate(images, size=(size, size), mode=interpolation,
-                                   align_corners=False).clamp(0, 1)
-        return Loaded(images, blob["labels"][keep].clone(), "cifar10",
-                      [blob["names"][i] for i in keep.tolist()], list(CIFAR10_CLASSES))
-    if source == "imagenet-val":
-        return _imagenet(split, base, n, seed, size or 224, resize, interpolation, progress)
-    if split == "train":
-        raise ValueError("split='train': the samples have only one split ('test')")
-    return _samples(n, seed, size or 224, interpolation)
-
-
-class _ItemDataset(torch.utils.data.Dataset):
-    """Items ``(image (3, H, W) float in [0, 1], label)`` made on demand by ``get(i)``."""
-
-    def __init__(self, length: int, get: Callable[[int], tuple], source: str,
-                 transform: Callable | None):
-        self.length, self.get, self.source, self.transform = length, get, source, transform
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, i: int):
-        if not -self.length <= i < self.length:
-            raise IndexError(f"index {i} out of range for {self.length} items")
-        image, label = self.get(i % self.length)
-        return (self.transform(image) if self.transform else image), label
-
-
-def dataset(name: str, split: str = "test", root: str | os.PathLike | None = None,
-            transform: Callable | None = None, size: int | None = None,
-            resize: int | None = None, interpolation: str = "bilinear",
-            progress: bool = True) -> torch.utils.data.Dataset:
-    """The items of :func:`load` as a ``Dataset``, decoded one at a time.
-
-    For sets too large to hold as float tensors (CIFAR-10 train: 600 MB as float32).
-
-    Args:
-        name, split, root, size, resize, interpolation: as for :func:`load`.
-        transform (callable, optional): applied to each float image ``(3, H, W)``.
-
-    Returns:
-        Dataset of ``(image, label)``; label is -1 for the unlabelled samples. ``.source``
-        names the set.
-    """
-    source = resolve(name, root)
-    _validate_split(split)
-    base = data_root(root)
-    if source == "cifar10":
-        blob = _cifar10(split, base, True, progress)
-        images, labels = blob["images"], blob["labels"]
-
-        def get(i):
-            x = images[i].float() / 255  # (3, 32, 32)
-            if size is not None and size != 32:
-                x = F.interpolate(x[None], size=(size, size), mode=interpolation,
-                                  align_corners=False)[0].clamp(0, 1)
-            return x, int(labels[i])
-        return _ItemDataset(len(labels), get, source, transform)
-    if source == "imagenet-val":
-        if split == "train":
-            raise ValueError("split='train': only the ImageNet validation set is supported")
-        folder = find_imagenet(root)
-        if folder is None:
-            raise _imagenet_missing(base)
-        idx = _index_imagenet(folder)
-        return _ItemDataset(len(idx.files), lambda i: (
-            _load_resized(idx.files[i], size or 224, resize, interpolation), idx.labels[i]),
-            source, transform)
-    x, _ = load("samples", split=split, size=size, interpolation=interpolation)
-    return _ItemDataset(len(x), lambda i: (x[i], -1), source, transform)
+    ds = dataset(name, split, n, seed, root, size, resize, interpolation, download, progress)
+    if ds.array is not None and ds.array.shape[-1] == ds.size:
+        images = ds.array[torch.from_numpy(ds.keep)].float() / 255  # (N, 3, 32, 32)
+    else:
+        from tqdm.auto import tqdm
+        images = torch.empty(len(ds), 3, ds.size, ds.size)  # (N, 3, size, size)
+        i = 0
+        for x, _ in tqdm(loader(ds, 64, workers), desc=f"decoding {ds.source}",
+                         disable=not progress or len(ds) < 64, leave=False):
+            images[i:i + len(x)] = x.float() / 255
+            i += len(x)
+    return Loaded(images, ds.labels, ds.source, ds.names, ds.classes)
 
 
 def class_names(dataset: str, root: str | os.PathLike | None = None) -> list[str]:

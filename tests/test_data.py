@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rankcore import data
+from rankcore import data, data_files
 
 REAL = Path(os.environ["RANKCORE_DATA"]) if os.environ.get("RANKCORE_DATA") else None
 # CI unpacks ../shared/data into $RANKCORE_DATA; locally these skip when it is absent.
@@ -63,7 +63,7 @@ def test_samples_load_offline(offline):
 def test_samples_match_source_file():
     """The chelsea crop equals a float64 NumPy centre crop + PIL resize of the file."""
     x = data.load("samples", size=300).images[1]  # chelsea is 451x300: crop only
-    raw = np.asarray(Image.open(data._sample_path(data.SAMPLES[1])).convert("RGB"),
+    raw = np.asarray(Image.open(data_files.sample_path(data.SAMPLES[1])).convert("RGB"),
                      dtype=np.float64) / 255
     left = (raw.shape[1] - 300) // 2
     ref = raw[:, left:left + 300].transpose(2, 0, 1)
@@ -115,7 +115,9 @@ def test_cifar_dataset_matches_load(tmp_path):
     ds = data.dataset("cifar10", root=tmp_path)
     assert len(ds) == 20
     img, label = ds[7]
-    assert torch.equal(img, x[7]) and label == int(y[7])
+    assert img.dtype == torch.uint8 and img.shape == (3, 32, 32)
+    assert torch.equal(img.float() / 255, x[7]) and label == int(y[7])
+    assert torch.equal(ds.labels, y) and ds.names == data.load("cifar10", root=tmp_path).names
 
 
 def test_corrupt_image_named(tmp_path):
@@ -218,7 +220,7 @@ def test_imagenet_devkit_layout(tmp_path):
     folder = tmp_path / "ILSVRC2012" / "val"
     folder.mkdir(parents=True)
     _imagenet_images(folder, sizes=((64, 64), (64, 80)))
-    wnids = data._synsets()                       # class index order (sorted wnids)
+    wnids = data_files.synsets()                       # class index order (sorted wnids)
     order = np.random.default_rng(0).permutation(1000)
     synsets = np.zeros(1001, dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O")])
     synsets["ILSVRC2012_ID"] = list(range(1, 1002))  # id 1001: a WordNet parent node
