@@ -174,13 +174,22 @@ def summarise(times) -> "pandas.DataFrame":  # noqa: F821
     return pd.DataFrame(rows)
 
 
-def plot(times):
+def plot(times, rates: dict[str, float] | None = None):
     """Figure 12: seconds per rank-k image, per method and device, named in the title.
 
     Left: one point per image, its mean seconds per rank-k image (for the sweep, the whole
     sweep divided by its number of ranks), as a box per method and device (log scale).
     Right: the per-k SVD's median over images against k, with each device's sweep as a
-    flat line at its amortised time per rank. Returns the matplotlib figure.
+    flat line at its amortised time per rank.
+
+    Args:
+        times (DataFrame): :func:`rank_k_times` (one or more devices).
+        rates (dict, optional): device name -> images x ranks per second of the whole rank
+            spectrum (rank-k images plus the model's forward passes,
+            :func:`rankcore.spectrum.throughput`); each drawn on the right as a dotted line
+            at ``1 / rate`` seconds per rank-k image. Default: ``None``.
+
+    Returns the matplotlib figure.
     """
     import matplotlib.pyplot as plt
 
@@ -202,6 +211,9 @@ def plot(times):
             amortised = g.groupby("image")["seconds"].mean().median()
             right.axhline(amortised, ls="--", color="tab:orange",
                           label=f"{method} (per rank, amortised), {short}")
+    for device, rate in (rates or {}).items():
+        right.axhline(1.0 / rate, ls=":", color="tab:green",
+                      label=f"rank spectrum with model, {device.split(' (')[0][:24]}")
     right.set_xlabel("rank k (k = 0 and k = min(H, W) need no SVD)")
     right.set_ylabel("median seconds per rank-k image")
     right.legend(fontsize=7)
