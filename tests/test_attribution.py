@@ -66,17 +66,33 @@ def test_rig_stride_is_riemann_sum_and_batching_does_not_matter():
     net, x = small_cnn(), images()
     w, s = x.shape[-1], 3
     target = torch.tensor([0, 2, 4])
-    ours = rankcore.rig(net, x, target=target, ranks=s, internal_batch_size=2)
+    ours = rankcore.rig(net, x, target=target, ranks="3:max:3", internal_batch_size=2)
     ref = rig_reference(net, x, target, range(s, w, s), lambda k: (w - k) / w * s)
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
-    one = rankcore.rig(net, x, target=target, ranks=s, internal_batch_size=1)
+    # every form of parse_ranks: a range, a list, a tensor give the same sum
+    for spec in (range(3, w + 1, 3), [3, 6, 9, 12], torch.tensor([12, 9, 6, 3])):
+        torch.testing.assert_close(rankcore.rig(net, x, target=target, ranks=spec), ours,
+                                   atol=1e-10, rtol=0)
+    one = rankcore.rig(net, x, target=target, ranks="3:max:3", internal_batch_size=1)
     torch.testing.assert_close(one, ours, atol=1e-10, rtol=0)
+
+
+def test_rig_int_rank_is_one_rank():
+    """An int is one rank (rank.parse_ranks), never a stride: rank k stands for ranks 1..k."""
+    net, x = small_cnn(), images(n=2)
+    w, k = x.shape[-1], 4
+    target = torch.tensor([1, 3])
+    ref = rig_reference(net, x, target, [k], lambda j: (w - j) / w * k)
+    torch.testing.assert_close(rankcore.rig(net, x, target=target, ranks=k), ref,
+                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(rankcore.rig(net, x, target=target, ranks="4"), ref,
+                               atol=1e-6, rtol=0)
 
 
 def test_rig_terms_add_up_to_rig():
     net, x = small_cnn(), images(n=2)
     w = x.shape[-1]
-    ks, imgs, terms = A.rig_terms(net, x, range(1, w))
+    ks, imgs, terms = A.rig_terms(net, x, f"1:{w - 1}")
     assert imgs.shape == (w - 1, *x.shape) and terms.shape == (w - 1, 2, w, w)
     torch.testing.assert_close(imgs[3], rank_k_reference(x, 4), atol=1e-10, rtol=0)
     torch.testing.assert_close(terms.sum(0), rankcore.rig(net, x), atol=1e-10, rtol=0)
@@ -196,8 +212,8 @@ def test_deletion_insertion_closed_form(steps):
 
 def test_compare_methods_resumes_from_cache(tmp_path, monkeypatch):
     net, x = small_cnn(dtype=torch.float32), images(n=3, dtype=torch.float32)
-    methods = {"vanilla": {}, "rig": {"ranks": 4}}
-    cache = tmp_path / "auc.json"
+    methods = {"vanilla": {}, "rig": {"ranks": "4:max:4"}}
+    cache = tmp_path / "auc.pt"
     rows = A.compare_methods(net, x, methods, steps=4, batch=2, cache=cache, progress=False)
     assert len(rows) == 6 and {r["method"] for r in rows} == set(methods)
     # the shared curve ends give the same areas as deletion_insertion on its own
@@ -205,9 +221,18 @@ def test_compare_methods_resumes_from_cache(tmp_path, monkeypatch):
     got = [r for r in rows if r["method"] == "vanilla" and r["image"] < 2]
     assert [r["deletion_auc"] for r in got] == pytest.approx(direct.deletion_auc.tolist(), abs=1e-6)
     assert [r["insertion_auc"] for r in got] == pytest.approx(direct.insertion_auc.tolist(), abs=1e-6)
-    monkeypatch.setattr(A, "saliency_map", lambda *a, **k: pytest.fail("recomputed"))
-    again = A.compare_methods(net, x, methods, steps=4, batch=2, cache=cache, progress=False)
+    with monkeypatch.context() as m:
+        m.setattr(A.evaluation, "saliency_map", lambda *a, **k: pytest.fail("recomputed"))
+        again = A.compare_methods(net, x, methods, steps=4, batch=2, cache=cache, progress=False)
     assert again == rows
+    # a corrupt cache is named in a warning and rebuilt, never trusted
+    cache.write_bytes(b"not a torch file")
+    with pytest.warns(RuntimeWarning, match="auc.pt"):
+        rebuilt = A.compare_methods(net, x, methods, steps=4, batch=2, cache=cache,
+                                    progress=False)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]
+    assert strip(rebuilt) == strip(rows)
+    assert torch.load(cache, weights_only=True)["rows"]          # rewritten, readable safely
 
 
 # ----------------------------------------------------------------------------- bad inputs
@@ -232,10 +257,14 @@ def test_bad_inputs_raise_clear_errors(fn):
 
 def test_bad_ranks_and_saliency_raise():
     net, x = small_cnn(), images(n=2)
-    with pytest.raises(ValueError, match="subset of 1..12"):
+    with pytest.raises(ValueError, match=r"ranks=\[0, 3\]: RIG sums ranks 1..12"):
         rankcore.rig(net, x, ranks=[0, 3])
-    with pytest.raises(ValueError, match="stride must be >= 1"):
-        rankcore.rank_ig(net, x, ranks=0)
+    with pytest.raises(ValueError, match=r"ranks=13.*\[0, 12\]"):
+        rankcore.rank_ig(net, x, ranks=13)
+    with pytest.raises(TypeError, match="ranks"):
+        rankcore.rig(net, x, ranks=[3.7])
+    with pytest.raises(ValueError, match=r"ranks=\[12\]: each rank must lie in 1..11"):
+        A.rig_terms(net, x, [12])
     with pytest.raises(ValueError, match=r"saliency must have shape \(N, H, W\)"):
         A.deletion_insertion(net, x, torch.rand(2, 3, 12, 12))
     with pytest.raises(ValueError, match="method='gradcam'"):
@@ -261,10 +290,127 @@ def test_edge_alignment_is_spearman_with_sobel_edges():
     torch.testing.assert_close(A.edge_alignment(x, edges_as_map), torch.ones(3, dtype=torch.float64))
 
 
-def test_training_mode_model_warns():
-    net, x = small_cnn(), images(n=1)
-    with pytest.warns(UserWarning, match="training mode"):
-        A.vanilla_gradient(net.train(), x)
+def bn_net(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Tanh(),
+                         nn.Dropout(0.5), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 5)).double()
+
+
+@pytest.mark.parametrize("call", [
+    lambda m, x: rankcore.rig(m, x, ranks="2:max:4"),
+    lambda m, x: A.rig_terms(m, x, [2, 5]),
+    lambda m, x: rankcore.rank_ig(m, x, ranks="0:max:6"),
+    lambda m, x: A.vanilla_gradient(m, x),
+    lambda m, x: A.integrated_gradients(m, x, steps=3),
+    lambda m, x: A.smoothgrad(m, x, samples=2),
+    lambda m, x: A.blur_ig(m, x, steps=3),
+    lambda m, x: A.deletion_insertion(m, x, torch.rand(2, 12, 12, dtype=torch.float64), steps=4),
+    lambda m, x: A.compare_methods(m, x, {"vanilla": {}}, steps=4, progress=False),
+    lambda m, x: A.RankIntegratedGradients(m).attribute(x, ranks="2:max:4"),
+])
+def test_eval_mode_and_callers_mode_and_buffers_restored(call):
+    """Attribution runs the model in eval mode (batch norm statistics untouched, no dropout)
+    and gives the caller's train/eval flags back, module by module."""
+    net, x = bn_net(), images(n=2)
+    net.train()
+    net[3].eval()                                   # a mixed set of flags to give back
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    flags = [m.training for m in net.modules()]
+    a = call(net, x)
+    assert [m.training for m in net.modules()] == flags
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "buffers changed"
+    # and the answer is the eval-mode answer (deterministic despite dropout in train mode)
+    b = call(net.eval(), x)
+    first = a[0] if isinstance(a, tuple) else a
+    second = b[0] if isinstance(b, tuple) else b
+    if isinstance(first, torch.Tensor):
+        torch.testing.assert_close(first, second, atol=1e-12, rtol=0)
+
+
+class _Seen(Exception):
+    pass
+
+
+class DeviceProbe(nn.Module):
+    """A model whose weights live on the meta device; it records the device of its input."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(3, device="meta"))
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x.device)
+        raise _Seen
+
+
+@pytest.mark.parametrize("fn", [rankcore.rig, rankcore.rank_ig, A.vanilla_gradient,
+                                A.integrated_gradients, A.smoothgrad, A.blur_ig])
+def test_inputs_follow_the_models_device(fn):
+    """The README's ``rankcore.rig(model, x[:1])`` with the model on an accelerator and x on
+    the CPU: the images move to the model's device before the first forward pass."""
+    probe = DeviceProbe()
+    with pytest.raises(_Seen):
+        fn(probe, images(n=1, dtype=torch.float32))
+    assert probe.seen and probe.seen[0].type == "meta"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_rig_on_cuda_model_with_cpu_images():
+    net, x = small_cnn(), images(n=2)
+    ref = rankcore.rig(net, x, ranks="2:max:3")
+    got = rankcore.rig(net.cuda(), x, ranks="2:max:3")
+    assert got.device == x.device
+    torch.testing.assert_close(got, ref, atol=1e-8, rtol=0)
+
+
+# ----------------------------------------------------------------------------- captum class
+
+def test_rank_integrated_gradients_is_a_captum_attribution():
+    from captum.attr import GradientAttribution
+    net, x = small_cnn(), images()
+    target = torch.tensor([0, 2, 4])
+    rig = A.RankIntegratedGradients(net)
+    assert isinstance(rig, GradientAttribution)
+    attr = rig.attribute(x, target=target, ranks="3:max:3")
+    assert attr.shape == x.shape and attr.dtype == x.dtype
+    ref = rig_reference(net, x, target, range(3, 12, 3), lambda k: (12 - k) / 12 * 3)
+    for c in range(3):                               # the paper's map in every channel
+        torch.testing.assert_close(attr[:, c], ref, atol=1e-5, rtol=0)
+    per_channel = rig.attribute((x,), target=1, channel_reduce=None)
+    assert isinstance(per_channel, tuple) and per_channel[0].shape == x.shape
+
+
+def test_noise_tunnel_over_rank_integrated_gradients_matches_explicit_mean():
+    """captum's NoiseTunnel (SmoothGrad of RIG) against an independent computation: the
+    mean, over the noisy copies captum drew, of equation 3 by an explicit float64 loop."""
+    from captum.attr import NoiseTunnel
+    from captum.log import log_usage
+    net, x = small_cnn(), images(n=2)
+    target = torch.tensor([1, 3])
+    w = x.shape[-1]
+
+    class Recording(A.RankIntegratedGradients):
+        @log_usage()
+        def attribute(self, inputs, **kwargs):
+            seen.append(inputs.detach().clone())
+            return super().attribute(inputs, **kwargs)
+
+    seen = []
+    torch.manual_seed(0)
+    smooth = NoiseTunnel(Recording(net)).attribute(
+        x, nt_type="smoothgrad", nt_samples=3, nt_samples_batch_size=3, stdevs=0.05,
+        target=target, ranks="2:max:2")
+    assert smooth.shape == x.shape
+    noisy = torch.cat(seen).view(len(x), 3, *x.shape[1:])          # (N, samples, C, H, W)
+    assert (noisy - x[:, None]).abs().max() > 1e-3                  # noise was added
+    expected = torch.stack([
+        torch.stack([rig_reference(net, noisy[i, j:j + 1], target[i:i + 1], range(2, w, 2),
+                                   lambda k: (w - k) / w * 2)[0] for j in range(3)]).mean(0)
+        for i in range(len(x))])
+    torch.testing.assert_close(smooth[:, 0], expected, atol=1e-5, rtol=0)
 
 
 def test_spatial_coherence_matches_numpy():
