@@ -5,18 +5,22 @@ radius 4/255 (Section 5.3, Table 2) and reports, per model:
 
 - attack success rate: the adversarial image is classified as the attack's target;
 - recovery rate: the adversarial image is still classified as its true label
-  (success + recovery < 100%: the rest goes to other classes);
+  (success + recovery < 1: the rest goes to other classes);
 - top-1 accuracy on the clean, full-rank test images.
 
-:func:`pgd` makes the adversarial images; :func:`evaluate` computes those rates.
+:func:`pgd` makes the adversarial images; :func:`evaluate` computes those rates, as
+fractions in [0, 1] (the book shows them in percent). :func:`perturb` is the bare loop
+for training code that has checked its inputs.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .torch_utils import model_device
+from .torch_utils import evaluating, model_device, predict
 
 NORMS = ("linf", "l2")
 KEEP = ("best", "last")
@@ -31,14 +35,19 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
     Each step moves along the sign of the loss gradient (L-inf) or its per-image unit
     vector (L2), then projects onto the eps-ball around ``x`` and onto [0, 1]. Untargeted
     steps increase the cross-entropy of ``y``; targeted steps decrease that of ``target``.
+    The perturbation is computed in float32 (float64 for float64 images), so half-precision
+    images stay inside the ball after rounding.
 
     Args:
         model (nn.Module): classifier taking images in [0, 1] and returning logits
-            ``(N, classes)``. Put in eval mode for the attack and restored afterwards.
-        x (Tensor): clean images ``(N, C, H, W)`` in [0, 1]; dimension 0 indexes examples.
-        y (Tensor): true labels ``(N,)`` int64.
-        eps (float): radius of the ball (e.g. 4/255 for L-inf, 0.5 for L2).
-        steps (int, optional): gradient steps per restart. Default: 20.
+            ``(N, classes)``. Put in eval mode for the attack; the caller's modes are
+            restored afterwards.
+        x (Tensor): clean images ``(N, C, H, W)`` in [0, 1], finite; dimension 0 indexes
+            examples. Moved to the model's device for the attack.
+        y (Tensor): true labels ``(N,)``, integers in ``[0, classes)``.
+        eps (float): radius of the ball (e.g. 4/255 for L-inf, 0.5 for L2), ``>= 0``.
+        steps (int, optional): gradient steps per restart, ``>= 0``; 0 returns the start
+            (``x``, or its random start). Default: 20.
         step_size (float, optional): step length. Default: ``2.5 * eps / steps`` (the
             ``robustness`` library's choice, which lets a start on the sphere cross the ball).
         norm (str, optional): ``"linf"`` or ``"l2"``. Default: ``"linf"``.
@@ -47,7 +56,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
             target, a seeded random class different from ``y`` (see :func:`random_targets`).
         random_start (bool, optional): start at a uniform random point of the ball
             (L-inf) or a random point of it (L2). Default: True.
-        restarts (int, optional): independent random starts. Default: 1.
+        restarts (int, optional): independent random starts, ``>= 1``. Default: 1.
         seed (int, optional): seed of the random starts and targets. Default: 0.
         keep (str, optional): ``"best"`` keeps, per example, the best iterate over all
             steps and restarts (first successful ones, then by loss; the ``robustness``
@@ -55,8 +64,14 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
             restart (torchattacks' behaviour). Default: ``"best"``.
 
     Returns:
-        Tensor: adversarial images, shape and dtype of ``x``, in [0, 1] and within ``eps``
-        of ``x`` in the chosen norm.
+        Tensor: adversarial images, shape, dtype and device of ``x``, in [0, 1] and within
+        ``eps`` of ``x`` in the chosen norm.
+
+    Raises:
+        TypeError: ``x`` not a float tensor, ``y``/``target`` not integer, ``steps`` or
+            ``restarts`` not an int.
+        ValueError: images outside [0, 1] (e.g. 0-255) or not finite, labels outside the
+            model's classes (e.g. ``y=-100``), a bad ``eps``, ``norm`` or ``keep``.
 
     Examples::
 
@@ -65,22 +80,24 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
         >>> x_adv = rankcore.pgd(model, x, y, eps=4 / 255, steps=5)
     """
     _check_inputs(x, y, eps, steps, norm, restarts, keep)
-    step_size = 2.5 * eps / steps if step_size is None else float(step_size)
-    if not step_size >= 0:
+    step_size = 2.5 * eps / max(1, steps) if step_size is None else step_size
+    if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or not step_size >= 0:
         raise ValueError(f"step_size={step_size!r}; expected a non-negative number")
-    gen = torch.Generator(device=x.device).manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    try:
+    home, dtype = x.device, x.dtype
+    device = model_device(model)
+    x, y = x.detach().to(device), y.to(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with evaluating(model):
+        classes = _classes(model, x)
+        _check_labels("y", y, classes)
         if targeted:
-            target = _targets(model, x, y, target, seed)
-        return _pgd_core(model, x, y, eps=float(eps), steps=int(steps), step_size=step_size,
-                         norm=norm, targeted=targeted,
-                         target=target.to(x.device) if targeted else None,
-                         random_start=random_start, restarts=int(restarts), keep=keep,
-                         generator=gen)
-    finally:
-        model.train(was_training)
+            target = _targets(model, x, y, target, seed, classes)
+        work = torch.float64 if dtype == torch.float64 else torch.float32
+        adv = perturb(model, x.to(work), y, eps=float(eps), steps=steps,
+                      step_size=float(step_size), norm=norm, targeted=targeted,
+                      target=target if targeted else None, random_start=random_start,
+                      restarts=restarts, keep=keep, generator=gen)
+    return _cast_inside(adv, x, float(eps), norm).to(home)
 
 
 def random_targets(y: Tensor, classes: int, seed: int = 0) -> Tensor:
@@ -91,6 +108,8 @@ def random_targets(y: Tensor, classes: int, seed: int = 0) -> Tensor:
         classes (int): number of classes (>= 2).
         seed (int, optional): Default: 0.
     """
+    if isinstance(classes, bool) or not isinstance(classes, int):
+        raise TypeError(f"classes must be an int; got {type(classes).__name__} {classes!r}")
     if classes < 2:
         raise ValueError(f"classes={classes!r}; a target different from y needs >= 2")
     g = torch.Generator().manual_seed(seed)
@@ -98,35 +117,104 @@ def random_targets(y: Tensor, classes: int, seed: int = 0) -> Tensor:
     return (y + shift) % classes
 
 
-def _targets(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, seed: int) -> Tensor:
+def _classes(model: nn.Module, x: Tensor) -> int:
+    """The model's number of classes, from one forward pass on one image."""
+    with torch.no_grad():
+        logits = model(x[:1].to(_model_dtype(model, x.dtype)))
+    if logits.dim() != 2:
+        raise ValueError(f"model must return logits (N, classes); got shape {tuple(logits.shape)}")
+    return logits.shape[1]
+
+
+def _check_labels(name: str, labels: Tensor, classes: int) -> None:
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class indices; got dtype {labels.dtype}")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        raise ValueError(f"{name} must lie in [0, {classes - 1}] (the model has {classes} "
+                         f"classes); got values in [{int(labels.min())}, {int(labels.max())}]")
+
+
+def _targets(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, seed: int,
+             classes: int) -> Tensor:
     """``target`` checked, or seeded random wrong classes when it is None."""
     if target is None:
-        with torch.no_grad():
-            classes = model(x[:1]).shape[1]
         return random_targets(y, classes, seed=seed)
     if not torch.is_tensor(target) or target.shape != y.shape:
         raise ValueError(f"target must be a tensor of shape {tuple(y.shape)}; got "
                          f"{getattr(target, 'shape', type(target).__name__)}")
+    _check_labels("target", target, classes)
     return target.to(y.device)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _check_inputs(x, y, eps, steps, norm, restarts, keep) -> None:
     if not (torch.is_tensor(x) and x.ndim >= 2 and x.is_floating_point()):
-        raise ValueError(f"x must be a float tensor (N, ...); got "
-                         f"{getattr(x, 'shape', type(x).__name__)}")
+        raise TypeError(f"x must be a float tensor (N, C, H, W); got "
+                        f"{getattr(x, 'dtype', type(x).__name__)} of shape "
+                        f"{tuple(getattr(x, 'shape', ()))}")
+    if x.numel() == 0:
+        raise ValueError(f"x is empty: shape {tuple(x.shape)}")
+    lo, hi = float(x.detach().min()), float(x.detach().max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"x must be finite; got values in [{lo:.4g}, {hi:.4g}]")
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(f"x must hold images in [0, 1]; got values in [{lo:.4g}, {hi:.4g}] "
+                         "(divide 0-255 images by 255)")
     if not (torch.is_tensor(y) and y.shape == x.shape[:1]):
         raise ValueError(f"y must be a tensor of shape ({x.shape[0]},); got "
                          f"{getattr(y, 'shape', type(y).__name__)}")
-    if not eps >= 0:
-        raise ValueError(f"eps={eps!r}; expected a non-negative number")
-    if int(steps) < 0:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < math.inf:
+        raise ValueError(f"eps={eps!r}; expected a finite number >= 0")
+    if not _is_int(steps):
+        raise TypeError(f"steps must be an int; got {type(steps).__name__} {steps!r}")
+    if steps < 0:
         raise ValueError(f"steps={steps!r}; expected an integer >= 0")
     if norm not in NORMS:
         raise ValueError(f"norm={norm!r}; expected one of {NORMS}")
-    if int(restarts) < 1:
+    if not _is_int(restarts):
+        raise TypeError(f"restarts must be an int; got {type(restarts).__name__} {restarts!r}")
+    if restarts < 1:
         raise ValueError(f"restarts={restarts!r}; expected an integer >= 1")
     if keep not in KEEP:
         raise ValueError(f"keep={keep!r}; expected one of {KEEP}")
+
+
+def _model_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
+    """The dtype the model's weights expect (float16 models get float16 inputs)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return default
+
+
+def _cast_inside(adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
+    """``adv`` (float32) in ``x``'s dtype, still within eps of ``x`` after the rounding.
+
+    Rounding to float16 can carry a pixel past the ball (0.01587 for eps 0.01569); such
+    pixels move one representable value towards ``x`` (L-inf), or the perturbation
+    shrinks until its rounded norm fits (L2).
+    """
+    if adv.dtype == x.dtype:
+        return adv
+    out = adv.to(x.dtype)
+    for _ in range(8):
+        d = out.double() - x.double()
+        if norm == "linf":
+            over = d.abs() > eps
+            if not over.any():
+                break
+            out = torch.where(over, torch.nextafter(out, x), out)
+        else:
+            size = d.flatten(1).norm(dim=1)
+            over = size > eps
+            if not over.any():
+                break
+            shrink = torch.where(over, eps / size.clamp_min(1e-30) * (1 - 2e-3), 1.0)
+            out = (x.double() + d * shrink.view(-1, *[1] * (x.dim() - 1))).to(x.dtype)
+    return out
 
 
 def _per_image_norm(v: Tensor) -> Tensor:
@@ -164,11 +252,22 @@ def _objective(logits: Tensor, label: Tensor, targeted: bool) -> tuple[Tensor, T
     return loss, pred != label
 
 
-def _pgd_core(model, x, y, *, eps, steps, step_size, norm, targeted, target, random_start,
-              restarts, keep, generator) -> Tensor:
-    """PGD without validation or mode changes (the training loop calls it in train mode)."""
+def perturb(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int,
+            step_size: float, norm: str = "linf", targeted: bool = False,
+            target: Tensor | None = None, random_start: bool = True, restarts: int = 1,
+            keep: str = "best", generator: torch.Generator | None = None) -> Tensor:
+    """PGD without validation, device moves or mode changes: the loop of :func:`pgd`.
+
+    For training loops (adversarial training calls it with the model in train mode) and
+    callers that checked their inputs already; all tensors on the model's device, ``x``
+    in the dtype the arithmetic should use. Arguments as in :func:`pgd`.
+
+    Returns:
+        Tensor: adversarial images in ``x``'s dtype.
+    """
     label = target if targeted else y
     x = x.detach()
+    feed = _model_dtype(model, x.dtype)        # float16 weights get float16 inputs
     best = x.clone()
     best_loss = torch.full((len(x),), -float("inf"), device=x.device)
     best_ok = torch.zeros(len(x), dtype=torch.bool, device=x.device)
@@ -186,7 +285,7 @@ def _pgd_core(model, x, y, *, eps, steps, step_size, norm, targeted, target, ran
             # enable_grad: callers often evaluate under torch.no_grad().
             with torch.enable_grad():
                 delta.requires_grad_(True)
-                logits = model(x + delta)
+                logits = model((x + delta).to(feed))
                 loss, _ = _objective(logits, label, targeted)
                 grad, = torch.autograd.grad(loss.sum(), delta)
             if keep == "best":
@@ -198,13 +297,8 @@ def _pgd_core(model, x, y, *, eps, steps, step_size, norm, targeted, target, ran
             delta = _project(delta.detach() + step_size * step, x, eps, norm)
         if keep == "best":
             with torch.no_grad():
-                consider(x + delta, model(x + delta))
+                consider(x + delta, model((x + delta).to(feed)))
     return best if keep == "best" else (x + delta).detach()
-
-
-@torch.no_grad()
-def _predict(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
-    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, eps: float = 4 / 255, steps: int = 20,
@@ -214,9 +308,10 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, eps: float = 4 / 255, steps
     """Table 2's robustness numbers for one model (paper Section 5.3).
 
     Args:
-        model (nn.Module): classifier on [0, 1] images (eval mode during the call).
+        model (nn.Module): classifier on [0, 1] images (eval mode during the call, the
+            caller's modes restored).
         x (Tensor): clean test images ``(N, C, H, W)`` in [0, 1].
-        y (Tensor): labels ``(N,)``.
+        y (Tensor): labels ``(N,)``, integers in ``[0, classes)``.
         eps, steps, norm: the attack (Default: targeted 20-step L-inf 4/255, as Table 2).
         targeted (bool, optional): Default: True.
         target (Tensor, optional): targets ``(N,)``; default a seeded random wrong class.
@@ -226,22 +321,26 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, eps: float = 4 / 255, steps
         **pgd_kwargs: passed to :func:`pgd` (``step_size``, ``restarts``, ``keep``, ...).
 
     Returns:
-        dict, all rates in percent over the N images:
-        ``top1`` (clean accuracy), ``adv_top1`` (accuracy on adversarial images),
-        ``success`` (adversarial prediction == target; for an untargeted attack,
-        != label), ``recovery`` (adversarial prediction == true label), ``other``
-        (100 - success - recovery, targeted only), the same three restricted to the
-        images the model classified correctly before the attack
-        (``success_on_correct``, ``recovery_on_correct``), and ``n``, ``n_correct``.
+        dict, every rate a fraction in [0, 1] of the N images, each under one key:
+        ``top1`` (clean accuracy), ``success`` (adversarial prediction == target; for an
+        untargeted attack, != label), ``recovery`` (adversarial prediction == true label,
+        i.e. the accuracy under attack), ``other`` (1 - success - recovery, targeted only),
+        the two rates restricted to the images the model classified correctly before the
+        attack (``success_on_correct``, ``recovery_on_correct``), and the counts ``n``,
+        ``n_correct``.
     """
     _check_inputs(x, y, eps, steps, norm, pgd_kwargs.get("restarts", 1),
                   pgd_kwargs.get("keep", "best"))
-    was_training = model.training
-    model.eval()
-    try:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
+    device = model_device(model)
+    x, y = x.detach().to(device), y.to(device)
+    with evaluating(model):
+        classes = _classes(model, x)
+        _check_labels("y", y, classes)
         if targeted:
-            target = _targets(model, x, y, target, seed)
-        clean, adv = [], []
+            target = _targets(model, x, y, target, seed, classes)
+        adv = []
         batches = range(0, len(x), batch_size)
         if progress:
             from tqdm.auto import tqdm
@@ -250,25 +349,22 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, eps: float = 4 / 255, steps
             sl = slice(i, i + batch_size)
             xa = pgd(model, x[sl], y[sl], eps, steps=steps, norm=norm, targeted=targeted,
                      target=target[sl] if targeted else None, seed=seed + b, **pgd_kwargs)
-            clean.append(_predict(model, x[sl], batch_size))
-            adv.append(_predict(model, xa, batch_size))
-    finally:
-        model.train(was_training)
-    clean, adv = torch.cat(clean), torch.cat(adv)
-    y = y.to(clean.device)
-    ok = adv == target.to(adv.device) if targeted else adv != y
+            adv.append(predict(model, xa, batch_size, amp=False).argmax(1))
+        clean = predict(model, x, batch_size, amp=False).argmax(1)
+    adv = torch.cat(adv)
+    ok = adv == target if targeted else adv != y
     rec = adv == y
     correct = clean == y
 
-    def pct(mask: Tensor, among: Tensor | None = None) -> float:
+    def rate(mask: Tensor, among: Tensor | None = None) -> float:
         among = torch.ones_like(mask) if among is None else among
-        return 100.0 * (mask & among).sum().item() / max(1, among.sum().item())
+        return (mask & among).sum().item() / max(1, among.sum().item())
 
-    out = {"n": len(y), "n_correct": int(correct.sum()), "top1": pct(correct),
-           "adv_top1": pct(rec), "success": pct(ok), "recovery": pct(rec),
-           "success_on_correct": pct(ok, correct), "recovery_on_correct": pct(rec, correct)}
+    out = {"n": len(y), "n_correct": int(correct.sum()), "top1": rate(correct),
+           "success": rate(ok), "recovery": rate(rec),
+           "success_on_correct": rate(ok, correct), "recovery_on_correct": rate(rec, correct)}
     if targeted:
-        out["other"] = 100.0 - out["success"] - out["recovery"]
+        out["other"] = rate(~ok & ~rec)
     return out
 
 
@@ -284,8 +380,11 @@ def evaluate_models(models: dict, x: Tensor, y: Tensor, progress: bool = True,
         **kwargs: passed to :func:`evaluate` (``eps``, ``steps``, ``seed``, ...).
 
     Returns:
-        DataFrame, one row per model: ``run``, the rates of :func:`evaluate`, ``seconds``.
+        DataFrame, one row per model: ``run``, the keys of :func:`evaluate` (rates as
+        fractions), ``seconds``.
     """
+    if not isinstance(models, dict) or not models:
+        raise ValueError(f"models must be a non-empty dict name -> model; got {models!r}")
     import time
 
     import pandas as pd
@@ -295,8 +394,11 @@ def evaluate_models(models: dict, x: Tensor, y: Tensor, progress: bool = True,
         from tqdm.auto import tqdm
         items = tqdm(items, desc="attack", total=len(models), leave=False)
     for name, model in items:
-        device = model_device(model)
         t0 = time.perf_counter()
-        r = evaluate(model, x.to(device), y.to(device), **kwargs)
+        r = evaluate(model, x, y, **kwargs)         # inputs follow each model's device
         rows.append({"run": name, **r, "seconds": round(time.perf_counter() - t0, 1)})
     return pd.DataFrame(rows)
+
+
+#: Deprecated name of :func:`perturb`, kept until ``train.py`` calls the public name.
+_pgd_core = perturb

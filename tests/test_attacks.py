@@ -173,14 +173,20 @@ def test_evaluate_rates(trained):
         pred = model(x).argmax(1)
     # eps = 0 leaves the images unchanged, so recovery = clean top-1, success = pred == target.
     r0 = attacks.evaluate(model, x, y, eps=0.0, steps=3, target=target, batch_size=40)
-    assert r0["recovery"] == pytest.approx(100 * (pred == y).float().mean().item())
+    assert r0["recovery"] == pytest.approx((pred == y).float().mean().item())
     assert r0["top1"] == r0["recovery"]
-    assert r0["success"] == pytest.approx(100 * (pred == target).float().mean().item())
-    assert r0["recovery_on_correct"] == 100.0
+    assert r0["success"] == pytest.approx((pred == target).float().mean().item())
+    assert r0["recovery_on_correct"] == 1.0
     r = attacks.evaluate(model, x, y, eps=16 / 255, steps=10, target=target, batch_size=40)
-    assert r["success"] + r["recovery"] + r["other"] == pytest.approx(100)
-    assert r["success"] > r0["success"] + 20
+    assert r["success"] + r["recovery"] + r["other"] == pytest.approx(1)
+    assert r["success"] > r0["success"] + 0.2
     assert r["n"] == len(y) and r["n_correct"] == (pred == y).sum().item()
+    # each number under one key, every rate a fraction
+    assert set(r) == {"n", "n_correct", "top1", "success", "recovery", "other",
+                      "success_on_correct", "recovery_on_correct"}
+    assert all(0.0 <= v <= 1.0 for k, v in r.items() if not k.startswith("n"))
+    untargeted = attacks.evaluate(model, x, y, eps=16 / 255, steps=5, targeted=False)
+    assert "other" not in untargeted and untargeted["success"] == 1 - untargeted["recovery"]
 
 
 def test_errors_name_the_argument(trained):
