@@ -278,3 +278,201 @@ def test_real_imagenet_labels_match_synsets():
     assert loaded.images.shape == (4, 3, 224, 224)
     assert loaded.classes == data.class_names("imagenet") and len(loaded.classes) == 1000
     assert data.resolve("imagenet-auto") == "imagenet-val"
+
+
+# ---------------------------------------------------------------------------- streaming
+
+def _fake_imagenet(root: Path, n: int, distinct: int = 16, side=(400, 300)) -> Path:
+    """An ``imagenet-val-1300`` layout of ``n`` JPEGs (``distinct`` real files, the rest hard
+    links to them, so a large folder costs no disk) with labels ``i % 1000``."""
+    folder = root / "imagenet-val-1300"
+    (folder / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    sources = []
+    for i in range(distinct):
+        f = folder / "images" / f"src_{i:02d}.JPEG"
+        Image.fromarray(rng.integers(0, 256, (side[1], side[0], 3), dtype=np.uint8)).save(f)
+        sources.append(f)
+    lines = []
+    for i in range(n):
+        f = folder / "images" / f"ILSVRC2012_val_{i + 1:08d}.JPEG"
+        os.link(sources[i % distinct], f)
+        lines.append(f"images/{f.name}, {i % 1000}\n")
+    (folder / "labels.txt").write_text("".join(lines))
+    return folder
+
+
+def test_dataset_items_equal_load_and_loader_batches(tmp_path):
+    _fake_imagenet(tmp_path, 70, distinct=4, side=(120, 90))
+    x, y = data.load("imagenet-val", root=tmp_path, n=40, seed=3, size=64, workers=0,
+                     progress=False)
+    ds = data.dataset("imagenet-val", root=tmp_path, n=40, seed=3, size=64)
+    assert len(ds) == 40 and ds.source == "imagenet-val" and torch.equal(ds.labels, y)
+    item, label = ds[5]
+    assert item.dtype == torch.uint8 and item.shape == (3, 64, 64) and label == int(y[5])
+    assert torch.equal(item.float() / 255, x[5])
+    # two worker processes deliver the same batches, in order
+    batches = list(data.loader(ds, batch_size=16, workers=2))
+    assert [len(b[1]) for b in batches] == [16, 16, 8]
+    assert torch.equal(torch.cat([b[0] for b in batches]).float() / 255, x)
+    assert torch.equal(torch.cat([b[1] for b in batches]), y)
+    assert torch.equal(data.to_float(batches[0][0], "cpu"), x[:16])
+
+
+def test_shard_sampler_partitions_and_reshuffles():
+    shares = [list(data.ShardSampler(10, rank=r, world=3)) for r in range(3)]
+    assert sorted(sum(shares, [])) == list(range(10))            # evaluation: all, once
+    eq = [list(data.ShardSampler(10, True, seed=1, rank=r, world=3, drop_last=True))
+          for r in range(3)]
+    assert {len(s) for s in eq} == {3} and len(set(sum(eq, []))) == 9
+    s = data.ShardSampler(10, shuffle=True, seed=1)
+    first = list(s)
+    s.set_epoch(1)
+    assert sorted(first) == sorted(s) == list(range(10)) and first != list(s)
+    assert first == list(data.ShardSampler(10, shuffle=True, seed=1))  # seeded
+
+
+def test_evaluate_matches_accuracy_on_tensors(tmp_path):
+    """Streaming top-1/top-5 equal a float64 NumPy count on the whole tensor set."""
+    from rankcore.torch_utils import evaluating
+    _fake_imagenet(tmp_path, 96, distinct=8, side=(80, 60))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(),
+                                torch.nn.Linear(12, 1000))
+    model.train()
+    x, y = data.load("imagenet-val", root=tmp_path, size=32, progress=False)
+    with evaluating(model), torch.no_grad():
+        logits = model(x).double().numpy()
+    order = np.argsort(-logits, axis=1)
+    top1 = float(np.mean(order[:, 0] == y.numpy()))
+    top5 = float(np.mean((order[:, :5] == y.numpy()[:, None]).any(1)))
+    ds = data.dataset("imagenet-val", root=tmp_path, size=32)
+    r = data.evaluate(model, ds, batch_size=20, workers=1, progress=False)
+    assert r == {"top1": top1, "top5": top5, "n": 96}
+    assert model.training  # the caller's mode is restored
+    with pytest.raises(ValueError, match="labels outside 0..999"):
+        data.evaluate(model, data.dataset("samples", n=2, size=32), progress=False)
+
+
+_MEMORY_PROBE = r"""
+import json, resource, sys, torch
+from rankcore import data
+root, n = sys.argv[1], int(sys.argv[2])
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(),
+                            torch.nn.Linear(48, 1000))
+r = data.evaluate(model, data.dataset("imagenet-val", root=root, n=n), batch_size=32,
+                  workers=1, progress=False)
+self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"n": r["n"], "self_mb": self_kb / 1024, "child_mb": child_kb / 1024}))
+"""
+
+
+def test_evaluation_memory_does_not_grow_with_images(tmp_path):
+    """Issue 11: 1,300 ImageNet images at 224x224 cost no more memory than 130.
+
+    Held as float32 tensors, the 1,170 extra images alone would take 672 MiB; streamed
+    (uint8 batches decoded in a worker process), peak RSS of the process and of its
+    worker stay within 100 MiB of each other. Each count runs in a fresh interpreter.
+    """
+    import json
+    import subprocess
+    import sys
+    _fake_imagenet(tmp_path, 1300)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    peaks = {}
+    for n in (130, 1300):
+        out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(tmp_path), str(n)],
+                             capture_output=True, text=True, env=env, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        peaks[n] = json.loads(out.stdout.strip().splitlines()[-1])
+        assert peaks[n]["n"] == n
+    extra_float_mb = 1170 * 3 * 224 * 224 * 4 / 2**20
+    assert extra_float_mb > 650
+    print(peaks)
+    for key in ("self_mb", "child_mb"):
+        assert peaks[1300][key] - peaks[130][key] < 100, peaks
+
+
+# ---------------------------------------------------------------------------- caches, network
+
+def test_corrupt_cache_warns_naming_it_and_rebuilds(tmp_path):
+    _cifar_tree(tmp_path)
+    x = data.load("cifar10", root=tmp_path, progress=False).images
+    (cache,) = (tmp_path / "cache" / "data").glob("cifar10-jpeg-test-*.pt")
+    cache.write_bytes(cache.read_bytes()[:100])                  # truncated
+    with pytest.warns(RuntimeWarning, match=cache.name):
+        again = data.load("cifar10", root=tmp_path, progress=False).images
+    assert torch.equal(again, x)
+    assert torch.load(cache, weights_only=True)["images"].shape == (20, 3, 32, 32)
+
+
+class _Payload:
+    """Unpickling this runs ``open(path, 'w')``: a stand-in for arbitrary code."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_cache_with_pickled_code_never_runs_it(tmp_path):
+    _cifar_tree(tmp_path)
+    x = data.load("cifar10", root=tmp_path, progress=False).images
+    (cache,) = (tmp_path / "cache" / "data").glob("cifar10-jpeg-test-*.pt")
+    marker = tmp_path / "payload-ran"
+    blob = torch.load(cache, weights_only=True)
+    torch.save({**blob, "x": _Payload(marker)}, cache)
+    with pytest.warns(RuntimeWarning, match=cache.name):
+        again = data.load("cifar10", root=tmp_path, progress=False).images
+    assert not marker.exists() and torch.equal(again, x)
+
+
+def test_read_only_data_root_caches_in_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("RANKCORE_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    _cifar_tree(tmp_path / "root")
+    monkeypatch.setattr(os, "access", lambda path, mode: False)   # as a read-only mount
+    data.load("cifar10", root=tmp_path / "root", progress=False)
+    assert list((tmp_path / "home" / ".cache" / "rankcore" / "data").glob("cifar10-jpeg-*.pt"))
+    assert not (tmp_path / "root" / "cache").exists()
+
+
+def _fake_proxy(answer: bytes):
+    """A one-connection proxy on localhost answering ``answer``; returns (url, requests)."""
+    import threading
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    seen = []
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            seen.append(conn.recv(1024).decode())
+            conn.sendall(answer)
+        server.close()
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{server.getsockname()[1]}", seen
+
+
+@pytest.mark.parametrize("answer, expected", [
+    (b"HTTP/1.1 200 Connection established\r\n\r\n", True),
+    (b"HTTP/1.1 403 Forbidden\r\n\r\n", False)])
+def test_online_check_goes_through_https_proxy(monkeypatch, answer, expected):
+    from rankcore import data_files
+    for var in ("NO_PROXY", "no_proxy", "https_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    url, seen = _fake_proxy(answer)
+    monkeypatch.setenv("HTTPS_PROXY", url)
+    assert data_files.online("example.invalid", timeout=5) is expected
+    assert seen and seen[0].startswith("CONNECT example.invalid:443 ")
+
+
+def test_online_false_when_offline(offline, monkeypatch):
+    from rankcore import data_files
+    for var in ("HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    assert data_files.online() is False
