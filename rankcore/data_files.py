@@ -66,7 +66,8 @@ def check_preprocessing(size: int, resize: int | None, interpolation: str) -> in
     """Validate the resize-then-crop arguments; returns the short side to resize to."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size={size!r}; expected a positive int")
-    if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int)):
+    if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int)
+                               or resize < 1):
         raise ValueError(f"resize={resize!r}; expected a positive int or None")
     resize = resize or int(round(size / 0.875))
     if resize < size:
