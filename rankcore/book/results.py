@@ -1,17 +1,18 @@
 """Saving what a chapter computes: figures as PNG, tables as CSV, numbers as JSON.
 
-Every chapter writes under ``results/<profile>/<chapter>/`` together with ``meta.json``
-(parameters, profile, library version, time), so runs can be compared later.
+Every chapter writes under ``results/<profile>/<chapter>/``. Run by the book runner, a
+chapter writes into a fresh staging folder that replaces that folder only when the chapter
+succeeds, and the runner adds ``meta.json`` (the injected parameters, git commit, package
+versions, device, wall time); see :mod:`rankcore.book.runner`.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import io
 import os
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, _io
+from .. import _io
 from ..paths import results_root
 
 
@@ -25,19 +26,23 @@ class Results:
     Args:
         chapter (str): chapter name, e.g. ``"01_rank_images"``.
         profile (str): the profile that produced these results, e.g. ``"quick"``.
-        params (dict, optional): the chapter's parameters, recorded in ``meta.json``.
         root (path, optional): base folder. Default: ``$RANKCORE_RESULTS`` or ``results/``.
+            Under the book runner (no ``root``), the chapter's staging folder.
     """
 
-    def __init__(self, chapter: str, profile: str, params: dict[str, Any] | None = None,
-                 root: str | os.PathLike | None = None):
+    def __init__(self, chapter: str, profile: str, root: str | os.PathLike | None = None):
+        for name, value in (("chapter", chapter), ("profile", profile)):
+            if not isinstance(value, str) or not value or "/" in value or value.startswith("."):
+                raise ValueError(f"{name} must be a non-empty name without '/', got {value!r}")
         self.chapter, self.profile = chapter, profile
-        self.dir = Path(root or results_root()) / profile / chapter
+        staged = (os.environ.get("RANKCORE_STAGE_CHAPTER") == chapter
+                  and os.environ.get("RANKCORE_STAGE_PROFILE") == profile
+                  and os.environ.get("RANKCORE_STAGE_DIR"))
+        if root is None and staged:
+            self.dir = Path(staged)
+        else:
+            self.dir = Path(root or results_root()) / profile / chapter
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.meta = {"chapter": chapter, "profile": profile, "params": params or {},
-                     "rankcore": __version__,
-                     "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-        _io.write_json(self.dir / "meta.json", self.meta)
 
     def figure(self, fig, name: str, dpi: int = 110) -> Path:
         """Save a matplotlib figure as ``<name>.png``; returns the path."""

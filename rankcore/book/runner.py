@@ -5,19 +5,26 @@ Usage::
     python -m rankcore.book run   [--profile quick] [--only CHAPTER ...] [-p CHAPTER.key=value ...] [--force]
     python -m rankcore.book build [--profile quick]
     python -m rankcore.book list  [--profile quick]
+    python -m rankcore.book check [--profile paper]
 
 ``run`` executes the chapters of ``_toc.yml`` in order, with the parameters of the
 profile (``rankcore/book/profiles/<profile>.yml``) and the ``-p`` overrides, into
 ``_build/executed/<profile>/`` (each notebook written atomically, never one with an error
-cell). A chapter whose notebook, parameters and library source are unchanged since its
-last successful run is skipped (``--force`` re-runs it). ``build`` renders the executed
-notebooks into ``_build/html`` with ``jupyter-book build -W``.
+cell). Every parameter is checked against the type its parameters cell declares before
+anything runs. A chapter whose fingerprint (its code cells, parameters, the library's
+source, ``paper_values.yml``, the data sources' listings and the versions of torch,
+torchvision, timm and captum) is unchanged since its last success is skipped (``--force``
+re-runs it); a Markdown-only edit re-renders without re-executing. A chapter writes its
+results into a fresh folder that replaces ``results/<profile>/<chapter>/`` only when the
+chapter succeeds, with ``meta.json`` (parameters, commit, versions, device, wall time).
+``build`` renders the executed notebooks into ``_build/html`` with ``jupyter-book build -W``.
+``check`` lists what a profile needs (:mod:`rankcore.book.check`).
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
+import ast
+import logging
 import os
 import shutil
 import subprocess
@@ -29,13 +36,19 @@ from typing import Any
 
 import yaml
 
-from .. import __version__, _io
+from .. import _io
 from ..paths import REPO_ROOT
+from . import profiles
+from .provenance import (RunState, data_sources, device_info, fingerprint, git_state,
+                         library_digest, recover, results_dir, swap_in, versions)
 
-ROOT = REPO_ROOT or Path.cwd()
-PROFILES = Path(__file__).with_name("profiles")
+#: The book's folder (``_toc.yml``, ``book/``): ``$RANKCORE_BOOK_ROOT``, else the checkout.
+ROOT = Path(os.environ.get("RANKCORE_BOOK_ROOT") or REPO_ROOT or Path.cwd())
 # Chapters that read other chapters' results re-run whenever any earlier chapter does.
 READS_ALL_RESULTS = {"scorecard"}
+#: Environment variables through which the runner tells :class:`~rankcore.book.results.Results`
+#: to write a chapter into its staging folder.
+STAGE_ENV = ("RANKCORE_STAGE_CHAPTER", "RANKCORE_STAGE_PROFILE", "RANKCORE_STAGE_DIR")
 
 
 @dataclass(frozen=True)
@@ -49,7 +62,11 @@ class Chapter:
 
 
 class BookError(RuntimeError):
-    """A problem with the book's configuration or a chapter's execution."""
+    """A problem with the book's configuration or a chapter's execution (exit status 1)."""
+
+
+class UsageError(BookError, ValueError):
+    """A mistake in what was asked for: a parameter, profile or chapter (exit status 2)."""
 
 
 # ---------------------------------------------------------------------------- configuration
@@ -57,10 +74,8 @@ class BookError(RuntimeError):
 def chapters(root: Path | None = None, strict: bool = True) -> list[Chapter]:
     """The book's pages in ``_toc.yml`` order (``strict=False`` skips missing files)."""
     root = root or ROOT
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    files = [toc["root"]] + [entry["file"] for entry in _toc_entries(toc)]
     out = []
-    for f in files:
+    for f in toc_files(root):
         matches = [root / f"{f}{ext}" for ext in (".ipynb", ".md") if (root / f"{f}{ext}").exists()]
         if not matches:
             if not strict:
@@ -68,6 +83,11 @@ def chapters(root: Path | None = None, strict: bool = True) -> list[Chapter]:
             raise BookError(f"_toc.yml lists {f!r} but neither {f}.ipynb nor {f}.md exists")
         out.append(Chapter(Path(f).name, matches[0]))
     return out
+
+
+def toc_files(root: Path | None = None) -> list[str]:
+    toc = yaml.safe_load(((root or ROOT) / "_toc.yml").read_text())
+    return [toc["root"]] + [entry["file"] for entry in _toc_entries(toc)]
 
 
 def _toc_entries(node: dict) -> list[dict]:
@@ -83,11 +103,11 @@ def _toc_entries(node: dict) -> list[dict]:
 
 
 def load_profile(name: str) -> dict[str, dict[str, Any]]:
-    path = PROFILES / f"{name}.yml"
-    if not path.exists():
-        known = sorted(p.stem for p in PROFILES.glob("*.yml"))
-        raise BookError(f"unknown profile {name!r}; known profiles: {', '.join(known)}")
-    return {k: dict(v or {}) for k, v in (yaml.safe_load(path.read_text()) or {}).items()}
+    """Chapter -> parameters of profile ``name`` (see :mod:`rankcore.book.profiles`)."""
+    try:
+        return profiles.chapters(name)
+    except (profiles.ProfileError, TypeError) as err:
+        raise UsageError(str(err)) from None
 
 
 def notebook_parameters(chapter: Chapter) -> dict[str, dict]:
@@ -97,7 +117,7 @@ def notebook_parameters(chapter: Chapter) -> dict[str, dict]:
 
 
 def parse_overrides(items: list[str], names: list[str], only: list[str]) -> dict[str, dict[str, Any]]:
-    """``["02_rank_spectrum.n_images=500"]`` -> ``{"02_rank_spectrum": {"n_images": 500}}``.
+    """``["02_rank_spectrum.imagenet_n=500"]`` -> ``{"02_rank_spectrum": {"imagenet_n": 500}}``.
 
     Values are read as YAML (``500`` is an int, ``[1, 2]`` a list, ``true`` a bool). An
     unqualified ``key=value`` is allowed when exactly one chapter is selected with --only.
@@ -105,68 +125,79 @@ def parse_overrides(items: list[str], names: list[str], only: list[str]) -> dict
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         if "=" not in item:
-            raise BookError(f"-p {item!r}: expected CHAPTER.key=value")
+            raise UsageError(f"-p {item!r}: expected CHAPTER.key=value")
         key, value = item.split("=", 1)
         if "." in key and key.split(".", 1)[0] in names:
             chapter, param = key.split(".", 1)
         elif len(only) == 1:
             chapter, param = only[0], key
         else:
-            raise BookError(f"-p {item!r}: name the chapter, e.g. -p 02_rank_spectrum.{key}=...; "
-                            f"chapters: {', '.join(names)}")
-        out.setdefault(chapter, {})[param] = yaml.safe_load(value)
+            raise UsageError(f"-p {item!r}: name the chapter, e.g. -p 02_rank_spectrum.{key}=...; "
+                             f"chapters: {', '.join(names)}")
+        try:
+            out.setdefault(chapter, {})[param] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UsageError(f"-p {item!r}: the value is not valid YAML") from None
     return out
 
 
+_TYPES = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,),
+          "list": (list, tuple), "tuple": (list, tuple), "dict": (dict,), "None": (type(None),),
+          "NoneType": (type(None),)}
+
+
+def _accepted(type_name: str) -> tuple[type, ...] | None:
+    """The Python types a declared annotation accepts; ``None`` when any value goes."""
+    name = type_name.replace(" ", "")
+    if name.startswith("Optional[") and name.endswith("]"):
+        name = name[len("Optional["):-1] + "|None"
+    out: tuple[type, ...] = ()
+    for part in name.split("|"):
+        part = part.split("[", 1)[0]   # list[int] -> list
+        if part not in _TYPES:
+            return None
+        out += _TYPES[part]
+    return out or None
+
+
+def check_type(chapter: str, name: str, value: Any, type_name: str) -> None:
+    """Raise :class:`UsageError` when ``value`` does not fit the declared ``type_name``."""
+    accepted = _accepted(type_name)
+    if accepted is None:
+        return
+    if isinstance(value, bool) and bool not in accepted:
+        ok = False  # True is an int to Python, not to a parameters cell
+    else:
+        ok = isinstance(value, accepted)
+    if not ok:
+        raise UsageError(f"{chapter}.{name}={value!r}: expected {type_name} (the chapter's "
+                         f"parameters cell), got {type(value).__name__}")
+
+
 def resolve_parameters(chapter: Chapter, profile: str, values: dict[str, Any]) -> dict[str, Any]:
-    """Check ``values`` against the chapter's parameters cell; add ``profile``."""
+    """Check ``values`` against the chapter's parameters cell (names and types); add ``profile``."""
     declared = notebook_parameters(chapter)
     unknown = sorted(set(values) - set(declared))
     if unknown:
-        raise BookError(f"{chapter.name}: unknown parameter(s) {unknown}; "
-                        f"known: {sorted(declared) or 'none'}")
+        raise UsageError(f"{chapter.name}: unknown parameter(s) {unknown}; "
+                         f"known: {sorted(declared) or 'none'}")
+    for name, value in values.items():
+        check_type(chapter.name, name, value, declared[name].get("inferred_type_name", "None"))
     params = dict(values)
     if "profile" in declared:
         params["profile"] = profile
     return params
 
 
-# ---------------------------------------------------------------------------- caching
-
-def _library_digest() -> str:
-    """Hash of the rankcore sources: a library change re-runs the chapters."""
-    h = hashlib.sha256(__version__.encode())
-    for path in sorted(Path(__file__).parents[1].rglob("*.py")):
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
-
-
-def fingerprint(chapter: Chapter, params: dict[str, Any], library: str, upstream: str = "") -> str:
-    h = hashlib.sha256()
-    h.update(chapter.source.read_bytes())
-    h.update(json.dumps(params, sort_keys=True, default=str).encode())
-    h.update(library.encode())
-    # Where data comes from changes what a chapter computes.
-    h.update(os.environ.get("RANKCORE_DATA", "").encode())
-    h.update(upstream.encode())
-    return h.hexdigest()
-
-
-class RunState:
-    """``state.json`` beside the executed notebooks: the fingerprint of each chapter's last success."""
-
-    def __init__(self, folder: Path):
-        self.path = folder / "state.json"
-        self.data = json.loads(self.path.read_text()) if self.path.exists() else {}
-
-    def unchanged(self, name: str, fp: str, output: Path) -> bool:
-        return output.exists() and self.data.get(name, {}).get("fingerprint") == fp
-
-    def record(self, name: str, fp: str, seconds: float) -> None:
-        self.data[name] = {"fingerprint": fp, "seconds": round(seconds, 1),
-                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        _io.write_json(self.path, self.data)
+def effective_parameters(chapter: Chapter, injected: dict[str, Any]) -> dict[str, Any]:
+    """The notebook's defaults (where they are literals) overlaid with ``injected``."""
+    out: dict[str, Any] = {}
+    for name, info in notebook_parameters(chapter).items():
+        try:
+            out[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError, TypeError):
+            out[name] = info["default"]   # an expression, recorded as written
+    return {**out, **injected}
 
 
 # ---------------------------------------------------------------------------- running
@@ -175,14 +206,17 @@ def executed_dir(profile: str, out: Path | None = None) -> Path:
     return Path(out) if out else ROOT / "_build" / "executed" / profile
 
 
-def _execute(chapter: Chapter, params: dict[str, Any], output: Path, progress: bool) -> None:
+def _execute(chapter: Chapter, params: dict[str, Any], output: Path, progress: bool,
+             log_output: bool, stage: Path, profile: str) -> None:
     import papermill
     tmp = output.with_name(f".{output.name}.running.ipynb")
     output.parent.mkdir(parents=True, exist_ok=True)
+    saved = {k: os.environ.get(k) for k in STAGE_ENV}
+    os.environ.update(dict(zip(STAGE_ENV, (chapter.name, profile, str(stage)))))
     try:
         papermill.execute_notebook(str(chapter.source), str(tmp), parameters=params,
                                    kernel_name="python3", cwd=str(ROOT),
-                                   progress_bar=progress, log_output=False)
+                                   progress_bar=progress, log_output=log_output)
     except papermill.PapermillExecutionError as err:
         failed = output.with_name(f"{output.stem}.failed.ipynb")
         os.replace(tmp, failed)
@@ -191,67 +225,88 @@ def _execute(chapter: Chapter, params: dict[str, Any], output: Path, progress: b
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     os.replace(tmp, output)
 
 
+def check_device(profile: str, allow_cpu: bool) -> None:
+    """Refuse a profile that needs CUDA on a machine without it (unless ``allow_cpu``)."""
+    if not profiles.settings(profile).get("needs_cuda") or allow_cpu:
+        return
+    import torch
+    if not torch.cuda.is_available():
+        raise UsageError(f"profile {profile!r} needs a CUDA GPU and torch {torch.__version__} sees "
+                         f"none (it would train ResNets on the CPU for days); pass --allow-cpu to "
+                         f"run it anyway, or use --profile quick")
+
+
 def run(profile: str = "quick", only: list[str] | None = None, overrides: list[str] | None = None,
-        force: bool = False, out: Path | None = None, progress: bool | None = None) -> Path:
+        force: bool = False, out: Path | None = None, progress: bool | None = None,
+        log_output: bool = False, allow_cpu: bool = False) -> Path:
     """Execute the book's chapters; returns the folder of executed notebooks.
 
     Args:
-        profile (str): ``smoke``, ``quick`` or ``paper`` (``book/profiles/<name>.yml``).
+        profile (str): ``smoke``, ``quick``, ``gpu`` or ``paper`` (:mod:`rankcore.book.profiles`).
         only (list[str], optional): run just these chapters (by name, e.g. ``02_rank_spectrum``).
         overrides (list[str], optional): ``CHAPTER.key=value`` parameter overrides.
         force (bool): re-run chapters even when nothing changed.
         out (path, optional): where executed notebooks go. Default: ``_build/executed/<profile>``.
         progress (bool, optional): papermill's per-cell progress bar. Default: on a terminal.
+        log_output (bool): stream each chapter's own output (its progress bars) to the terminal.
+        allow_cpu (bool): run a profile that needs CUDA without it.
+
+    Raises:
+        UsageError: an unknown chapter, profile or parameter, a value of the wrong type, or a
+            CUDA profile without CUDA; nothing has run.
+        BookError: a chapter failed; earlier chapters' results stand, its own are untouched.
     """
-    pages = chapters(strict=not only)
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    names = [Path(f).name for f in [toc["root"]] + [e["file"] for e in _toc_entries(toc)]]
-    only = list(only or [])
-    missing = [o for o in only if o not in names]
-    if missing:
-        raise BookError(f"--only {missing}: no such chapter; chapters: {', '.join(names)}")
-    profile_values = load_profile(profile)
-    stray = sorted(set(profile_values) - set(names))
-    if stray:
-        raise BookError(f"profile {profile!r} names unknown chapter(s) {stray}; chapters: {', '.join(names)}")
-    extra = parse_overrides(overrides or [], names, only)
+    todo = validate(profile, only, overrides)
+    check_device(profile, allow_cpu)
     folder = executed_dir(profile, out)
     state = RunState(folder)
-    library = _library_digest()
+    library = library_digest()
+    environment = {"versions": versions(), "data": data_sources()}
+    commit = git_state()
     progress = sys.stderr.isatty() if progress is None else progress
-    notebooks = [c for c in pages if c.is_notebook]
-    # Validate every selected chapter's parameters before running anything.
-    plan = []
-    for chapter in notebooks:
-        if only and chapter.name not in only:
-            continue
-        values = {**profile_values.get(chapter.name, {}), **extra.get(chapter.name, {})}
-        plan.append((chapter, resolve_parameters(chapter, profile, values)))
-    if not plan:
-        raise BookError("nothing to run")
     upstream = ""
-    for i, (chapter, params) in enumerate(plan, 1):
+    for i, (chapter, params) in enumerate(todo, 1):
         output = folder / chapter.source.relative_to(ROOT)
         dependency = upstream if chapter.name in READS_ALL_RESULTS else ""
-        fp = fingerprint(chapter, params, library, dependency)
-        label = f"[{i}/{len(plan)}] {chapter.name}"
+        fp = fingerprint(chapter.source, params, library, dependency, environment)
+        label = f"[{i}/{len(todo)}] {chapter.name}"
+        final = results_dir(profile, chapter.name)
+        recover(final)
         if not force and state.unchanged(chapter.name, fp, output):
-            print(f"{label}: unchanged since its last run (parameters, notebook, library); "
-                  "skipped (--force re-runs)", flush=True)
+            print(f"{label}: unchanged since its last run (code, parameters, library, data, "
+                  "versions); skipped (--force re-runs)", flush=True)
             upstream += fp
             continue
         shown = {k: v for k, v in params.items() if k != "profile"}
         print(f"{label}: running with profile={profile} {shown}", flush=True)
+        stage = final.with_name(f".{final.name}.staging-{os.getpid()}")
+        stage.mkdir(parents=True)
         start = time.time()
-        _execute(chapter, params, output, progress)
+        try:
+            _execute(chapter, params, output, progress, log_output, stage, profile)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
         seconds = time.time() - start
+        _io.write_json(stage / "meta.json", {
+            "chapter": chapter.name, "profile": profile, "injected": params,
+            "params": effective_parameters(chapter, params), "fingerprint": fp,
+            "git": commit, **environment, "device": device_info(), "wall_s": round(seconds, 1),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        swap_in(stage, final)
         state.record(chapter.name, fp, seconds)
         upstream += fp
-        print(f"{label}: done in {seconds:.0f} s -> {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}",
-              flush=True)
+        shown_out = output.relative_to(ROOT) if output.is_relative_to(ROOT) else output
+        print(f"{label}: done in {seconds:.0f} s -> {shown_out}", flush=True)
     return folder
 
 
@@ -294,46 +349,124 @@ def build(profile: str = "quick", out: Path | None = None, html_root: Path | Non
 
 # ---------------------------------------------------------------------------- command line
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rankcore.book", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``run|build|list|check`` subcommands, on ``python -m rankcore.book`` or ``rankcore book``."""
+    sub = parser.add_subparsers(dest="book_command", required=True, metavar="{run,build,list,check}")
+    known = ", ".join(profiles.names())
     p_run = sub.add_parser("run", help="execute the chapters with papermill")
-    p_run.add_argument("--profile", default="quick", help="smoke, quick (default) or paper")
+    p_run.add_argument("--profile", default="quick", help=f"{known} (default: quick)")
     p_run.add_argument("--only", action="append", default=[], metavar="CHAPTER",
                        help="run only this chapter (repeatable)")
     p_run.add_argument("-p", "--param", action="append", default=[], metavar="CHAPTER.KEY=VALUE",
-                       help="override a chapter parameter (value read as YAML)")
+                       help="override a chapter parameter (value read as YAML, checked against its type)")
     p_run.add_argument("--force", action="store_true", help="re-run unchanged chapters too")
     p_run.add_argument("--out", type=Path, help="folder for executed notebooks")
     p_run.add_argument("--build", action="store_true", help="render the HTML afterwards")
+    p_run.add_argument("--log-output", action="store_true",
+                       help="stream each chapter's own output (its progress bars) to the terminal")
+    p_run.add_argument("--allow-cpu", action="store_true",
+                       help="run a profile that needs CUDA (paper, gpu) on a machine without it")
+    p_run.add_argument("--dry-run", action="store_true",
+                       help="check chapters, profile and parameters, print the plan, run nothing")
     p_build = sub.add_parser("build", help="render executed chapters to _build/html")
     p_build.add_argument("--profile", default="quick")
     p_build.add_argument("--out", type=Path, help="folder of executed notebooks")
     p_build.add_argument("--html-root", type=Path, help="write <DIR>/_build/html (default: repository)")
     p_list = sub.add_parser("list", help="list chapters and their parameters")
     p_list.add_argument("--profile", default="quick")
+    p_check = sub.add_parser("check", help="what a profile needs: data, checkpoints, trainings")
+    p_check.add_argument("--profile", default="paper")
+    p_check.add_argument("--offline", action="store_true", help="do not probe the network")
+    parser.set_defaults(run=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the parsed ``run|build|list|check`` command; returns the exit status."""
+    if args.book_command == "run":
+        if args.log_output:
+            logging.basicConfig(level=logging.INFO, format="%(message)s")
+        if args.dry_run:
+            plan(args.profile, args.only, args.param, args.allow_cpu)
+            return 0
+        run(args.profile, args.only, args.param, args.force, args.out,
+            log_output=args.log_output, allow_cpu=args.allow_cpu)
+        if args.build:
+            build(args.profile, args.out)
+    elif args.book_command == "build":
+        build(args.profile, args.out, args.html_root)
+    elif args.book_command == "check":
+        from . import check
+        return check.main(args.profile, offline=args.offline)
+    else:
+        values = load_profile(args.profile)
+        for chapter in chapters():
+            if chapter.is_notebook:
+                declared = {k: v["default"] for k, v in notebook_parameters(chapter).items()}
+                print(f"{chapter.name}: defaults {declared}; profile {args.profile}: "
+                      f"{values.get(chapter.name, {})}")
+            else:
+                print(f"{chapter.name}: (text page)")
+    return 0
+
+
+def validate(profile: str, only: list[str] | None = None,
+             overrides: list[str] | None = None) -> list[tuple[Chapter, dict[str, Any]]]:
+    """Check chapters, profile and parameters (names and types); the run's plan, or UsageError."""
+    names = [Path(f).name for f in toc_files()]
+    only = list(only or [])
+    missing = [o for o in only if o not in names]
+    if missing:
+        raise UsageError(f"--only {missing}: no such chapter; chapters: {', '.join(names)}")
+    values = load_profile(profile)
+    stray = sorted(set(values) - set(names))
+    if stray:
+        raise UsageError(f"profile {profile!r} names unknown chapter(s) {stray}; chapters: {', '.join(names)}")
+    extra = parse_overrides(overrides or [], names, only)
+    out = []
+    for chapter in chapters(strict=not only):
+        if chapter.is_notebook and (not only or chapter.name in only):
+            out.append((chapter, resolve_parameters(chapter, profile, {**values.get(chapter.name, {}),
+                                                                       **extra.get(chapter.name, {})})))
+    if not out:
+        raise UsageError("nothing to run")
+    return out
+
+
+def plan(profile: str, only: list[str] | None = None, overrides: list[str] | None = None,
+         allow_cpu: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """Validate a ``run`` without executing it; prints and returns ``[(chapter, params)]``."""
+    out = [(c.name, p) for c, p in validate(profile, only, overrides)]
+    check_device(profile, allow_cpu)
+    for name, params in out:
+        print(f"would run {name} with {params}")
+    return out
+
+
+def register_cli(subparsers) -> None:
+    """Entry point (group ``rankcore.cli``): adds ``rankcore book run|build|list|check``."""
+    p = subparsers.add_parser("book", help="run, build, list or check the companion book",
+                              description=__doc__.split("\n")[0])
+    add_arguments(p)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rankcore.book", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        if args.command == "run":
-            run(args.profile, args.only, args.param, args.force, args.out)
-            if args.build:
-                build(args.profile, args.out)
-        elif args.command == "build":
-            build(args.profile, args.out, args.html_root)
-        else:
-            values = load_profile(args.profile)
-            for chapter in chapters():
-                if chapter.is_notebook:
-                    declared = {k: v["default"] for k, v in notebook_parameters(chapter).items()}
-                    print(f"{chapter.name}: defaults {declared}; profile {args.profile}: "
-                          f"{values.get(chapter.name, {})}")
-                else:
-                    print(f"{chapter.name}: (text page)")
+        return run_command(args)
+    except UsageError as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except BookError as err:
+        if args.debug:
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

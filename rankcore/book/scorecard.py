@@ -41,7 +41,7 @@ def load_records(root: str | os.PathLike | None = None) -> dict[tuple[str, str],
     """
     root = Path(root or results_root())
     records = {}
-    for path in sorted(root.glob("*/*/scorecard.json")):
+    for path in _published(root, "scorecard.json"):
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
@@ -55,9 +55,17 @@ def load_records(root: str | os.PathLike | None = None) -> dict[tuple[str, str],
 
 
 def chapters_run(root: str | os.PathLike | None = None) -> set[tuple[str, str]]:
-    """``(profile, chapter)`` pairs that have run (they left a ``meta.json``)."""
+    """``(profile, chapter)`` pairs that have run (they left a results folder: the runner
+    publishes one only when its chapter succeeded)."""
     root = Path(root or results_root())
-    return {(p.parent.parent.name, p.parent.name) for p in root.glob("*/*/meta.json")}
+    return {(p.parent.name, p.name) for p in sorted(root.glob("*/*"))
+            if p.is_dir() and not p.name.startswith(".") and not p.parent.name.startswith(".")}
+
+
+def _published(root: Path, name: str) -> list[Path]:
+    """``<profile>/<chapter>/<name>`` files, leaving out the runner's hidden staging folders."""
+    return [p for p in sorted(root.glob(f"*/*/{name}"))
+            if not p.parent.name.startswith(".") and not p.parent.parent.name.startswith(".")]
 
 
 def _profile_preference(profile: str, fallback: Iterable[str]) -> list[str]:

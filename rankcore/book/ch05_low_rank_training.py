@@ -1,0 +1,133 @@
+"""Chapter 05, training on low-rank images (Section 5.2, appendix 9.6: Figures 15, 16 and
+Table 2's top-1 column).
+
+The training block and the accuracy-per-epoch figure are chapter 04's
+(:func:`rankcore.book.ch04_high_rank_training.train_runs`, ``accuracy_figure``); the paper's
+Table 2 comes from :func:`rankcore.book.paper.table2_row`. Tables hold percent, as the
+paper's do. The verdict rules are fixed below and tested in
+``tests/test_ch05_low_rank_training.py``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from . import paper
+from .ch04_high_rank_training import FALL_NOISE, TrainedRuns
+
+__all__ = ["CHAPTER", "TOP1_CLOSE", "GAP_SLACK", "SHRINK_NOISE", "run_names", "rank_label",
+           "table2_top1", "gap_shrinks", "table2_top1_verdict", "table2_top1_verdicts",
+           "fig16_verdict", "FIG15_NEEDS", "fig15_claim", "summary_markdown"]
+
+CHAPTER = "05_low_rank_training"
+#: Ours within this many points of the paper's top-1 -> "reproduced".
+TOP1_CLOSE = 2.0
+#: A rank-K model's gap to full rank counts as small when at most the paper's gap plus this.
+GAP_SLACK = 3.0
+#: The gap "shrinks as K grows" when no larger K has a gap more than this many points wider.
+SHRINK_NOISE = FALL_NOISE
+#: Why Figure 15 is not run where the data are absent.
+FIG15_NEEDS = ("needs the ImageNet training set (1.28M images) and GPU days; "
+               "not run on this profile")
+
+
+def run_names(ranks: Sequence[int]) -> list[str]:
+    """The runs of this chapter: one per training rank, then the full-rank model."""
+    return [f"low_rank:{k}" for k in ranks] + ["natural"]
+
+
+def rank_label(name: str) -> str:
+    """Legend label: ``"low_rank:5"`` -> ``"rank 5"``, ``"natural"`` -> ``"full rank"``."""
+    return "full rank" if name == "natural" else f"rank {name.split(':')[1]}"
+
+
+def table2_top1(top1: dict[str, float], ranks: Sequence[int]) -> "pandas.DataFrame":  # noqa: F821
+    """Table 2's top-1 column beside ours, with the gap to full-rank training (percent).
+
+    Args:
+        top1 (dict): run name -> full-rank test top-1 in percent
+            (:meth:`~rankcore.book.ch04_high_rank_training.TrainedRuns.top1`); must hold
+            ``"natural"`` and ``"low_rank:K"`` for every ``K`` in ``ranks``.
+        ranks (sequence of int): training ranks.
+
+    Returns:
+        DataFrame, rows ``"full"`` then the ranks from high to low: ``trained_on``,
+        ``paper_top1``, ``ours_top1``, ``paper_gap``, ``ours_gap`` (full minus this row;
+        ``None`` where the paper has no row, e.g. rank 3).
+    """
+    import pandas as pd
+    p_full = paper.table2_row("natural")["top1"]
+    rows = []
+    for k in ["full"] + sorted(ranks, reverse=True):
+        run = "natural" if k == "full" else f"low_rank:{k}"
+        p = paper.table2_row(run).get("top1")
+        rows.append({"trained_on": k, "paper_top1": p, "ours_top1": top1[run],
+                     "paper_gap": None if p is None else round(p_full - p, 2),
+                     "ours_gap": top1["natural"] - top1[run]})
+    return pd.DataFrame(rows)
+
+
+def gap_shrinks(gaps: dict[int, float], noise: float = SHRINK_NOISE) -> bool:
+    """True when the gap to full rank does not widen by more than ``noise`` as K grows."""
+    ks = sorted(gaps)
+    return all(gaps[a] >= gaps[b] - noise for a, b in zip(ks, ks[1:]))
+
+
+def table2_top1_verdict(trained_on, ours: float, paper_top1: float, ours_gap: float,
+                        paper_gap: float, shrinks: bool) -> str:
+    """One row: reproduced within :data:`TOP1_CLOSE` points of the paper; else the same trend
+    when the gap shrinks with K and this row's gap is at most the paper's plus
+    :data:`GAP_SLACK` (the full-rank row needs only the shrinking gap); else differs."""
+    if abs(ours - paper_top1) <= TOP1_CLOSE:
+        return "reproduced"
+    small = trained_on == "full" or ours_gap <= paper_gap + GAP_SLACK
+    return "same trend" if shrinks and small else "differs"
+
+
+def table2_top1_verdicts(t2) -> tuple[dict, bool]:
+    """Verdicts of the rows of :func:`table2_top1` that the paper has, and ``shrinks``."""
+    gaps = {int(r.trained_on): r.ours_gap for r in t2.itertuples() if r.trained_on != "full"}
+    shrinks = gap_shrinks(gaps)
+    out = {}
+    for r in t2.itertuples():
+        if r.paper_top1 is None or r.paper_top1 != r.paper_top1:   # no paper row (NaN/None)
+            continue
+        out[r.trained_on] = table2_top1_verdict(r.trained_on, r.ours_top1, r.paper_top1,
+                                                r.ours_gap, r.paper_gap, shrinks)
+    return out, shrinks
+
+
+def fig16_verdict(shrinks: bool) -> str:
+    """Figure 16: the same trend when the gap to full rank shrinks as the rank grows."""
+    return "same trend" if shrinks else "differs"
+
+
+def fig15_claim() -> str:
+    """Figure 15's point in the paper's numbers: the rank-100 ImageNet model's gap to full rank."""
+    full = paper.table2_row("natural", "imagenet")["top1"]
+    r100 = paper.table2_row("low_rank:100", "imagenet")["top1"]
+    return f"rank 100: {full - r100:.1f} points below full rank ({r100}% vs {full}%)"
+
+
+def summary_markdown(t2, verdicts: dict, shrinks: bool, trained: TrainedRuns, profile: str,
+                     fig15: str) -> str:
+    """The chapter's summary from this run's Table 2 top-1 column.
+
+    Args:
+        fig15 (str): one sentence on Figure 15 (ImageNet) from this run.
+    """
+    cfg = trained.configs["natural"]
+    full = t2.loc[t2.trained_on == "full", "ours_top1"].iloc[0]
+    rows = "; ".join(
+        f"rank {r.trained_on}: {r.ours_top1:.1f}%, gap {r.ours_gap:.1f} points"
+        + ("" if r.paper_gap is None or r.paper_gap != r.paper_gap
+           else f" (paper {r.paper_gap:.2f})")
+        for r in t2.itertuples() if r.trained_on != "full")
+    verdict_text = ", ".join(f"{k}: {v}" for k, v in verdicts.items())
+    return "\n".join([
+        f"- **Figure 16 / Table 2 top-1** ({profile} profile, {cfg.arch}, {cfg.epochs} epochs): "
+        f"the full-rank model reaches {full:.1f}% on full-rank test images (paper "
+        f"{paper.table2_row('natural')['top1']}%); {rows}.",
+        f"- The gap {'shrinks' if shrinks else 'does not shrink'} as the training rank grows "
+        f"(rule: no widening above {SHRINK_NOISE:g} points); verdicts {verdict_text}.",
+        f"- **Figure 15 (ImageNet)**: {fig15}",
+    ])
