@@ -46,25 +46,30 @@ class TrainedRuns:
     models: dict
     table: "pandas.DataFrame"  # noqa: F821  (rankcore.book.runs.summary, top-1 as fractions)
     wall_minutes: float
+    family: str = "airbench"
 
     def top1(self) -> dict[str, float]:
         """Final full-rank test top-1 of every run, percent."""
         return {r: 100.0 * float(v) for r, v in zip(self.table["run"], self.table["test_top1"])}
 
 
-def train_runs(names: Sequence[str], profile: str, progress: bool = False) -> TrainedRuns:
+def train_runs(names: Sequence[str], profile: str, family: str = "airbench",
+               progress: bool = False) -> TrainedRuns:
     """Train (or load from the cache) the named runs of a profile (chapters 04, 05, 06).
 
     Args:
         names (sequence of str): run names of :func:`rankcore.book.runs.preset`, e.g.
             ``["high_rank:3", "natural"]``.
         profile (str): the book profile, which is the training scale.
+        family (str, optional): architecture family of :func:`rankcore.book.runs.preset`
+            (``"airbench"`` or ``"resnet"``). Default: ``"airbench"``.
         progress (bool, optional): progress bars while training. Default: ``False``.
     """
-    configs = {name: runs.preset(name, profile) for name in names}
+    configs = {name: runs.preset(name, profile, family=family) for name in names}
     t0 = time.perf_counter()
     models = {name: runs.cached(cfg, progress=progress) for name, cfg in configs.items()}
-    return TrainedRuns(configs, models, runs.summary(models), (time.perf_counter() - t0) / 60)
+    return TrainedRuns(configs, models, runs.summary(models), (time.perf_counter() - t0) / 60,
+                       family)
 
 
 def training_markdown(trained: TrainedRuns) -> str:

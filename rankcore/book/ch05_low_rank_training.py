@@ -124,7 +124,8 @@ def summary_markdown(t2, verdicts: dict, shrinks: bool, trained: TrainedRuns, pr
         for r in t2.itertuples() if r.trained_on != "full")
     verdict_text = ", ".join(f"{k}: {v}" for k, v in verdicts.items())
     return "\n".join([
-        f"- **Figure 16 / Table 2 top-1** ({profile} profile, {cfg.arch}, {cfg.epochs} epochs): "
+        f"- **Figure 16 / Table 2 top-1** ({profile} profile, `{trained.family}` family: "
+        f"{cfg.arch}, {cfg.epochs} epochs): "
         f"the full-rank model reaches {full:.1f}% on full-rank test images (paper "
         f"{paper.table2_row('natural')['top1']}%); {rows}.",
         f"- The gap {'shrinks' if shrinks else 'does not shrink'} as the training rank grows "

@@ -107,18 +107,27 @@ def adv_verdict(adv_success: float, weakest_low_rank_success: float) -> str:
     return "same trend" if adv_success <= weakest_low_rank_success - ADV_MARGIN else "differs"
 
 
-def architecture_markdown(configs: dict) -> str:
-    """Which architecture the comparison rests on, from this run's configurations."""
-    archs = sorted({c.arch for c in configs.values()})
-    return (f"Every model attacked here is a `{'`, `'.join(archs)}` "
-            f"({', '.join(f'{n}: {c.epochs} epochs' for n, c in configs.items())}). "
-            "The paper attacks CIFAR-10 ResNet-50s: Table 2 is about *steering* a model into "
-            "a chosen class, and how easily that works depends on the architecture, so the "
-            "comparison with the paper rests on the architecture named here.")
+def architecture_markdown(trained, families: Sequence[str] = ()) -> str:
+    """Which architecture the comparison rests on, from this run's configurations.
+
+    Args:
+        trained (TrainedRuns): :func:`rankcore.book.ch04_high_rank_training.train_runs`.
+        families (sequence of str, optional): the families this profile trains
+            (:func:`rankcore.book.runs.families`), to say which were left out.
+    """
+    archs = sorted({c.arch for c in trained.configs.values()})
+    others = [f for f in families if f != trained.family]
+    return (f"Every model attacked here is of the `{trained.family}` family "
+            f"(`{'`, `'.join(archs)}`). The paper attacks CIFAR-10 ResNet-50s: Table 2 is about "
+            "*steering* a model into a chosen class, and how easily that works depends on the "
+            "architecture, so the comparison with the paper rests on this architecture"
+            + (f"; this profile also trains the `{'`, `'.join(others)}` family." if others else
+               "; this profile trains no other family."))
 
 
 def summary_markdown(t2, verdicts: dict, untargeted: dict, adv: str | None, n: int,
-                     eps: float, steps: int, configs: dict, profile: str) -> str:
+                     eps: float, steps: int, trained, profile: str,
+                     families: Sequence[str] = ()) -> str:
     """The chapter's summary from this run's Table 2.
 
     Args:
@@ -128,6 +137,7 @@ def summary_markdown(t2, verdicts: dict, untargeted: dict, adv: str | None, n: i
             untargeted, rates as fractions.
         adv (str or None): the adversarial-training verdict, ``None`` when not attacked.
         n (int): test images attacked.
+        trained (TrainedRuns), families (sequence of str): see :func:`architecture_markdown`.
     """
     low = t2[t2.run != "adv"]
     rows = "; ".join(f"{r.trained_on}: success {r.ours_success:.1f}% (paper "
@@ -151,5 +161,5 @@ def summary_markdown(t2, verdicts: dict, untargeted: dict, adv: str | None, n: i
         a = t2.set_index("run").loc["adv"]
         lines.append(f"- **Adversarial training** ({adv}): success {a.ours_success:.1f}% "
                      f"against at least {low.ours_success.min():.1f}% for the others.")
-    lines.append(f"- {architecture_markdown(configs)}")
+    lines.append(f"- {architecture_markdown(trained, families)}")
     return "\n".join(lines)

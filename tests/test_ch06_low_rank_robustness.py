@@ -1,0 +1,103 @@
+"""Chapter 06's Table 2 rules at their boundaries; the attack table in percent; the summary."""
+import dataclasses
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from rankcore.book import ch06_low_rank_robustness as ch06
+from rankcore.book import paper
+
+
+def _paper_cifar():
+    return yaml.safe_load(paper.values_path().read_text())["table2"]["cifar10"]
+
+
+def test_run_names_and_labels():
+    assert ch06.run_names([5, 20, 10]) == ["natural", "low_rank:20", "low_rank:10", "low_rank:5", "adv"]
+    assert ch06.run_names([5], include_adv=False) == ["natural", "low_rank:5"]
+    assert [ch06.run_label(n) for n in ("natural", "adv", "low_rank:5")] == [
+        "full rank", "full rank, adversarial", "rank 5"]
+
+
+@pytest.mark.parametrize("what, ours, paper_value, verdict", [
+    ("success", 99.93 - ch06.RATE_CLOSE, 99.93, "reproduced"),
+    ("success", ch06.SUCCESS_TREND, 99.93, "same trend"),
+    ("success", ch06.SUCCESS_TREND - 0.01, 99.93, "differs"),
+    ("recovery", 0.03 + ch06.RATE_CLOSE, 0.03, "reproduced"),
+    ("recovery", ch06.RECOVERY_TREND, 0.03, "same trend"),
+    ("recovery", ch06.RECOVERY_TREND + 0.01, 0.03, "differs"),
+])
+def test_rate_verdict_boundaries(what, ours, paper_value, verdict):
+    assert ch06.rate_verdict(what, ours, paper_value) == verdict
+
+
+def test_rate_verdict_rejects_other_rates():
+    with pytest.raises(ValueError, match="what='top1'"):
+        ch06.rate_verdict("top1", 1.0, 1.0)
+
+
+def test_adv_verdict_boundary():
+    assert ch06.adv_verdict(50.0, 50.0 + ch06.ADV_MARGIN) == "same trend"
+    assert ch06.adv_verdict(50.01, 50.0 + ch06.ADV_MARGIN) == "differs"
+
+
+class _Const(nn.Module):
+    """Predicts class ``c`` everywhere: no attack can move it."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c, self.w = c, nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        out = torch.zeros(x.shape[0], 10) + 0 * self.w
+        out[:, self.c] = 1.0
+        return out + 0 * x.sum(dim=(1, 2, 3), keepdim=False)[:, None]
+
+
+def test_attack_table_in_percent_against_a_model_nothing_can_move():
+    x = torch.rand(8, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.zeros(8, dtype=torch.long)
+    ours = ch06.attack({"natural": _Const(0), "low_rank:5": _Const(1)}, x, y, eps=4 / 255,
+                       steps=2, restarts=1, seed=0)
+    row = ours.set_index("run")
+    # constant predictions: every label is 0, every target another class, so the class-0
+    # model keeps all images (top-1 = recovery = 100%, success 0%), the class-1 model none
+    assert row.loc["natural", ["top1", "recovery", "success"]].tolist() == [100.0, 100.0, 0.0]
+    assert row.loc["low_rank:5", ["top1", "recovery"]].tolist() == [0.0, 0.0]
+    t2 = ch06.table2(ours)
+    ref = _paper_cifar()
+    assert t2["paper_success"].tolist() == [ref["full"]["success"], ref[5]["success"]]
+    assert t2["trained_on"].tolist() == ["full rank", "rank 5"]
+    v = ch06.table2_verdicts(t2)
+    assert v[("natural", "success")] == "differs" and v[("natural", "recovery")] == "differs"
+
+
+@dataclasses.dataclass
+class _Config:
+    arch: str = "toynet"
+    epochs: int = 2
+
+
+@dataclasses.dataclass
+class _Trained:
+    configs: dict
+    family: str
+
+
+def test_summary_and_architecture_note_from_the_run():
+    ours = pd.DataFrame({"run": ["natural", "low_rank:5", "adv"], "success": [99.0, 98.0, 20.0],
+                         "recovery": [0.5, 1.0, 60.0], "top1": [90.0, 88.0, 70.0]})
+    t2 = ch06.table2(ours)
+    v = ch06.table2_verdicts(t2)
+    assert set(v) == {("natural", "success"), ("natural", "recovery"),
+                      ("low_rank:5", "success"), ("low_rank:5", "recovery")}
+    trained = _Trained({"natural": _Config(), "low_rank:5": _Config()}, "resnet")
+    md = ch06.summary_markdown(t2, v, {"top1": 0.9, "recovery": 0.05}, "same trend", 100, 4 / 255,
+                               20, trained, "smoke", families=["airbench", "resnet"])
+    assert "4 of 4 rates follow the paper" in md and "90.0% -> 5.0%" in md
+    assert "success 20.0% against at least 98.0%" in md and "`toynet`" in md
+    assert "`resnet` family" in md and "also trains the `airbench` family" in md
+    assert "trains no other family" in ch06.architecture_markdown(trained, ["resnet"])
