@@ -1,0 +1,232 @@
+"""The wall between the library (``rankcore/``) and the book (``rankcore/book/``).
+
+The library is what ``pip install rankcore`` is for: it never imports the book, never
+names the development machines' folders, and no module reaches into another module's
+private names. These tests parse the source, so they fail on the line that breaks a rule.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PKG = REPO / "rankcore"
+BOOK = PKG / "book"
+MAX_LINES = 500
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PKG.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _library_modules() -> list[Path]:
+    return [p for p in _modules() if BOOK not in p.parents]
+
+
+def _dotted(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _absolute(module: str, node: ast.ImportFrom) -> str:
+    """The absolute module an ``ImportFrom`` names, resolving relative levels."""
+    if not node.level:
+        return node.module or ""
+    package = module.split(".")
+    # a package's __init__ is its own package; a plain module's package is its parent
+    base = package if (PKG / Path(*package[1:]) / "__init__.py").exists() and package != ["rankcore"] \
+        else package[:-1]
+    if module == "rankcore":
+        base = ["rankcore"]
+    base = base[:len(base) - (node.level - 1)] if node.level > 1 else base
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """``(line, absolute name)`` of every module or name a file imports."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    module = _dotted(path)
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = _absolute(module, node)
+            out += [(node.lineno, f"{base}.{a.name}") for a in node.names]
+        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)
+              and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("import_module", "__import__")):
+            out.append((node.lineno, node.args[0].value))
+    return out
+
+
+def test_library_never_imports_the_book():
+    bad = [f"{p.relative_to(REPO)}:{line} imports {name}"
+           for p in _library_modules() for line, name in _imports(p)
+           if name == "rankcore.book" or name.startswith("rankcore.book.")]
+    assert not bad, "the library imports the book:\n" + "\n".join(bad)
+
+
+def test_library_never_names_the_development_folders():
+    pattern = re.compile(r"\.\./shared|/work/shared|shared/(data|models)")
+    bad = [f"{p.relative_to(REPO)}:{i}: {line.strip()}"
+           for p in _library_modules()
+           for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not bad, "the library names a development machine's folder:\n" + "\n".join(bad)
+
+
+def test_no_module_imports_another_modules_private_name():
+    bad = []
+    for p in _modules():
+        for line, name in _imports(p):
+            if not name.startswith("rankcore."):
+                continue
+            *owner, last = name.split(".")
+            private = last.startswith("_") and not last.startswith("__")
+            # a private *module* of the package (rankcore._io) is the package's own helper
+            is_module = (REPO / Path(*owner, last + ".py")).exists() or (REPO / Path(*owner, last)).is_dir()
+            if private and not is_module:
+                bad.append(f"{p.relative_to(REPO)}:{line} imports {name}")
+    assert not bad, "private names imported across modules:\n" + "\n".join(bad)
+
+
+def test_no_private_attribute_of_another_rankcore_module():
+    """``rank._check_images`` from outside ``rank.py`` is the same breach as importing it."""
+    bad = []
+    for p in _modules():
+        tree = ast.parse(p.read_text())
+        aliases = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                base = _absolute(_dotted(p), node)
+                for a in node.names:
+                    full = f"{base}.{a.name}"
+                    if full.startswith("rankcore") and (REPO / Path(*full.split("."))).with_suffix(".py").exists():
+                        aliases[a.asname or a.name] = full
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.startswith("rankcore"):
+                        aliases[(a.asname or a.name).split(".")[0]] = a.name
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id in aliases and node.attr.startswith("_")
+                    and not node.attr.startswith("__")):
+                bad.append(f"{p.relative_to(REPO)}:{node.lineno} uses {node.value.id}.{node.attr}")
+    assert not bad, "private attributes used across modules:\n" + "\n".join(bad)
+
+
+def test_library_modules_are_small():
+    sizes = {str(p.relative_to(REPO)): len(p.read_text().splitlines()) for p in _library_modules()}
+    big = {k: v for k, v in sizes.items() if v >= MAX_LINES}
+    assert not big, f"library modules of {MAX_LINES} lines or more: {big}"
+
+
+def _public_library_submodules() -> list[str]:
+    out = []
+    for p in _library_modules():
+        rel = p.relative_to(PKG)
+        if len(rel.parts) == 1 and rel.name != "__init__.py":
+            name = rel.stem
+        elif len(rel.parts) == 2 and rel.name == "__init__.py":
+            name = rel.parts[0]
+        else:
+            continue
+        if not name.startswith("_"):
+            out.append(name)
+    return sorted(out)
+
+
+def test_every_public_submodule_is_an_attribute_after_import_rankcore():
+    names = _public_library_submodules()
+    code = ("import json, rankcore; print(json.dumps([n for n in %r if not hasattr(rankcore, n)]))"
+            % names)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [], "not reachable after `import rankcore`"
+    # and the package is not a lazy facade
+    assert "__getattr__" not in (PKG / "__init__.py").read_text()
+
+
+def _notebook_code_cells(path: Path):
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code" and "parameters" not in cell.get("metadata", {}).get("tags", []):
+            yield "".join(cell["source"])
+
+
+def _markdown_cells(path: Path):
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "markdown":
+            yield "".join(cell["source"])
+
+
+NOTEBOOKS = sorted((REPO / "book").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_verdict_threshold_in_a_notebook_cell(notebook):
+    """Comparisons with numbers (verdict rules) and typed-in verdicts live in the chapter module."""
+    bad = []
+    for src in _notebook_code_cells(notebook):
+        try:
+            tree = ast.parse(src)
+        except SyntaxError:  # IPython magics: check the rest of the book instead
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare):
+                nums = [c for c in [node.left, *node.comparators]
+                        if isinstance(c, ast.Constant) and isinstance(c.value, (int, float))
+                        and not isinstance(c.value, bool) and c.value not in (0, 1)]
+                if nums:
+                    bad.append(ast.unparse(node))
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                    and node.value in ("reproduced", "same trend", "differs")):
+                bad.append(f"verdict literal {node.value!r}")
+    assert not bad, f"{notebook.name}: verdict rules typed in cells: {bad}"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_measured_number_typed_in_markdown(notebook):
+    """Results quoted in prose come from the run (generated Markdown), never typed in."""
+    pattern = re.compile(r"\b(on|in) (the|our) (quick|smoke|paper) (profile|run)s?\b.*\d", re.I)
+    bad = [line for src in _markdown_cells(notebook) for line in src.splitlines()
+           if pattern.search(line)]
+    assert not bad, f"{notebook.name}: numbers from a run typed into Markdown: {bad}"
+
+
+@pytest.mark.slow
+def test_wheel_installs_and_loads_a_model_with_its_published_accuracy(tmp_path):
+    """``pip wheel .`` then the wheel alone (outside the checkout) loads a zoo model."""
+    wheels = tmp_path / "wheels"
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                           "-q", "-w", str(wheels), str(REPO)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (wheel,) = wheels.glob("rankcore-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "rankcore/book/paper_values.yml" in names, "paper values must ship as package data"
+    target = tmp_path / "site"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q",
+                           "--target", str(target), str(wheel)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    code = ("import rankcore, rankcore.models as m; "
+            "net = m.load('efficientnet_lite0'); "
+            "print(rankcore.__file__); print(m.get_cfg('efficientnet_lite0').published_top1)")
+    env = {**os.environ, "PYTHONPATH": str(target), "RANKCORE_CACHE": str(tmp_path / "cache")}
+    env.pop("RANKCORE_DATA", None)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    where, top1 = proc.stdout.split()[-2:]
+    assert Path(where).is_relative_to(target), f"imported {where}, not the installed wheel"
+    assert 0.70 < float(top1) < 0.80  # EfficientNet-Lite0: 75.1% published top-1, as a fraction
