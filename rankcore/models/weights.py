@@ -1,0 +1,408 @@
+"""Weight files: safe reading, digests, where they are looked for, downloads.
+
+A ``.pt``/``.pth``/``.th`` file is a pickle, and unpickling an untrusted pickle can run
+arbitrary code. :func:`load_file` never does unless ``trust=True``:
+
+1. the file must start like a checkpoint (zip or pickle magic), else it is not one
+   (:class:`CorruptCheckpointError`, e.g. an HTML page saved as ``.pt``);
+2. ``torch.load(weights_only=True)`` rebuilds tensors, containers and a few plain types;
+3. when the file also holds pickled code (the ``robustness`` checkpoints carry dill-pickled
+   functions from ``__main__``), an inert unpickler reads it again: every global outside
+   an allow-list becomes a placeholder that is never called, the objects built from it are
+   dropped with a warning naming them, and the tensors are kept.
+
+Errors share one base class, :class:`WeightsError`, so callers can turn any per-model
+failure into a "skipped: why" line.
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import pickle
+import types
+import urllib.error
+import urllib.request
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import safetensors.torch
+import torch
+from torch import nn
+
+
+class WeightsError(Exception):
+    """Base class: a model's weights are missing, mismatched, unsafe or corrupt."""
+
+
+class WeightsMissingError(WeightsError, FileNotFoundError):
+    """No weight file here and none could be downloaded (the message says how to get it)."""
+
+
+class WeightsMismatchError(WeightsError, ValueError):
+    """A checkpoint's keys or shapes do not match the architecture."""
+
+
+class UnsafeCheckpointError(WeightsError, pickle.UnpicklingError):
+    """The weights themselves are pickled code; only ``trust=True`` can load them."""
+
+
+class CorruptCheckpointError(WeightsError, ValueError):
+    """The file is not a checkpoint (HTML, text, truncated) or its SHA-256 is wrong."""
+
+
+CheckpointMismatchError = WeightsMismatchError  # the name before the split
+
+
+class DroppedObjectsWarning(UserWarning):
+    """Parts of a checkpoint were pickled code and were dropped unread (never run)."""
+
+
+# ============================================================================ digests, magic
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file (remembered per path, size and modification time)."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(chunk), b""):
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def check_sha256(path: str | os.PathLike, expected: str | None, origin: str = "") -> None:
+    """Raise :class:`CorruptCheckpointError` when the file's SHA-256 does not start with
+    ``expected`` (a full digest, or the prefix a file name carries); no-op for ``None``."""
+    if not expected:
+        return
+    got = sha256(path)
+    if not got.startswith(expected.lower()):
+        raise CorruptCheckpointError(
+            f"checkpoint {path} has SHA-256 {got[:16]}..., but {origin or 'its source'} "
+            f"publishes {expected[:16]}...: the file is damaged or a different file. "
+            "Delete it and download it again.")
+
+
+def _magic_problem(head: bytes) -> str | None:
+    """Why ``head`` (a file's first bytes) is not a torch checkpoint, or ``None`` if it is."""
+    if head.startswith(b"PK\x03\x04"):           # torch >= 1.6 zip
+        return None
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:  # legacy pickle
+        return None
+    if len(head) > 262 and head[257:262] == b"ustar":               # torch < 0.4 tar
+        return None
+    if not head:
+        return "it is empty"
+    text = head.lstrip()[:15].lower()
+    if text.startswith((b"<!doctype", b"<html", b"<?xml", b"<head")):
+        return "it is an HTML/XML page (a download that returned a web page?)"
+    printable = sum(32 <= b < 127 or b in (9, 10, 13) for b in head[:256])
+    if printable > 0.95 * min(len(head), 256):
+        return f"it is a text file starting with {head[:40].decode('ascii', 'replace')!r}"
+    return f"it starts with bytes {head[:8].hex()}, neither zip nor pickle"
+
+
+def check_magic(path: str | os.PathLike, origin: str = "") -> None:
+    """Raise :class:`CorruptCheckpointError` when ``path`` does not start like a checkpoint."""
+    with open(path, "rb") as f:
+        problem = _magic_problem(f.read(512))
+    if problem:
+        raise CorruptCheckpointError(f"{path} is not a checkpoint: {problem}"
+                                     + (f" (from {origin})" if origin else ""))
+
+
+# ============================================================================ inert unpickler
+
+class _Dropped:
+    """Stands for an object the unpickler refused to build. It is never called."""
+    __slots__ = ("what",)
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def __repr__(self) -> str:
+        return f"<dropped {self.what}>"
+
+    def __reduce__(self):  # pragma: no cover - never pickled back
+        raise TypeError("a dropped checkpoint object cannot be pickled")
+
+
+#: Globals whose rebuilding runs no code from the file: tensors, storages, containers.
+_ALLOWED = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+    ("torch", "Size"): torch.Size,
+    ("torch", "device"): torch.device,
+    ("builtins", "set"): set, ("builtins", "frozenset"): frozenset,
+    ("builtins", "slice"): slice, ("builtins", "complex"): complex,
+}
+for _dt in ("float16", "bfloat16", "float32", "float64", "int8", "uint8", "int16", "int32",
+            "int64", "bool"):
+    _ALLOWED[("torch", _dt)] = getattr(torch, _dt)
+
+
+class _InertUnpickler(pickle._Unpickler):
+    """Pure-Python unpickler that builds placeholders instead of calling unknown globals.
+
+    ``find_class`` returns the real object only for :data:`_ALLOWED`; anything else
+    becomes a :class:`_Dropped`. The opcodes that would call an object (REDUCE, NEWOBJ,
+    NEWOBJ_EX, OBJ, INST) or set its state (BUILD) skip placeholders, so no code named
+    by the file ever runs.
+    """
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, file, **kwargs):
+        super().__init__(file, **kwargs)
+        self.refused: set[str] = set()
+
+    def find_class(self, module: str, name: str):
+        real = _ALLOWED.get((module, name))
+        if real is not None:
+            return real
+        self.refused.add(f"{module}.{name}")
+        return _Dropped(f"{module}.{name}")
+
+    def _load_reduce(self):
+        args = self.stack.pop()
+        func = self.stack[-1]
+        self.stack[-1] = (_Dropped(func.what) if isinstance(func, _Dropped) else func(*args))
+    dispatch[pickle.REDUCE[0]] = _load_reduce
+
+    def _load_newobj(self):
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        self.append(_Dropped(getattr(cls, "what", "object")) if isinstance(cls, _Dropped)
+                    else cls.__new__(cls, *args))
+    dispatch[pickle.NEWOBJ[0]] = _load_newobj
+
+    def _load_newobj_ex(self):
+        kwargs = self.stack.pop()
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        self.append(_Dropped(cls.what) if isinstance(cls, _Dropped)
+                    else cls.__new__(cls, *args, **kwargs))
+    dispatch[pickle.NEWOBJ_EX[0]] = _load_newobj_ex
+
+    def _instantiate(self, klass, args):
+        if isinstance(klass, _Dropped):
+            self.append(_Dropped(klass.what))
+        else:
+            super()._instantiate(klass, args)
+
+    def _load_build(self):
+        if isinstance(self.stack[-2], _Dropped) or isinstance(self.stack[-1], _Dropped):
+            self.stack.pop()  # the state of a placeholder (or a placeholder as state)
+            return
+        pickle._Unpickler.load_build(self)
+    dispatch[pickle.BUILD[0]] = _load_build
+
+
+#: The ``pickle_module`` handed to ``torch.load`` (it needs ``Unpickler`` and ``load``).
+inert_pickle = types.SimpleNamespace(
+    __name__="rankcore.models.weights.inert_pickle", Unpickler=_InertUnpickler,
+    load=lambda f, **kw: _InertUnpickler(f, **kw).load())
+
+
+def _prune(obj: Any, where: str, dropped: list[str]) -> Any:
+    """``obj`` without the placeholders inside dicts/lists (their paths go to ``dropped``)."""
+    if isinstance(obj, _Dropped):
+        dropped.append(f"{where or '<file>'} ({obj.what})")
+        return obj
+    if isinstance(obj, dict):
+        out = type(obj)() if isinstance(obj, collections.OrderedDict) else {}
+        for k, v in obj.items():
+            v = _prune(v, f"{where}.{k}" if where else str(k), dropped)
+            if not isinstance(v, _Dropped):
+                out[k] = v
+        return out
+    if isinstance(obj, (list, tuple)):
+        items = [_prune(v, f"{where}[{i}]", dropped) for i, v in enumerate(obj)]
+        if any(isinstance(v, _Dropped) for v in items):
+            return _Dropped(f"a {type(obj).__name__} holding pickled code")
+        return type(obj)(items) if isinstance(obj, list) else tuple(items)
+    return obj
+
+
+def _read_inert(path: Path, map_location: Any) -> Any:
+    """Read ``path`` with the inert unpickler; drop (and name) what was pickled code."""
+    blob = torch.load(path, map_location=map_location, weights_only=False,
+                      pickle_module=inert_pickle)
+    dropped: list[str] = []
+    blob = _prune(blob, "", dropped)
+    if isinstance(blob, _Dropped):
+        raise UnsafeCheckpointError(
+            f"checkpoint {path} is a pickled {blob.what} object, not tensors: reading it "
+            "means running code from the file. It was NOT loaded; if you trust where it "
+            "comes from, pass trust=True.")
+    if dropped:
+        warnings.warn(f"checkpoint {path}: dropped {len(dropped)} pickled object(s) that "
+                      f"would need code to rebuild, without running them: "
+                      f"{', '.join(dropped[:8])}" + (" ..." if len(dropped) > 8 else ""),
+                      DroppedObjectsWarning, stacklevel=3)
+    return blob
+
+
+def load_file(path: str | os.PathLike, trust: bool = False, map_location: Any = "cpu") -> Any:
+    """Read a checkpoint file without running code from it (unless ``trust=True``).
+
+    Args:
+        path (path): the checkpoint.
+        trust (bool, optional): full unpickling, which can run code from the file. Only
+            for files whose origin you trust. Default: ``False``.
+        map_location (optional): passed to ``torch.load``. Default: ``"cpu"``.
+
+    Returns:
+        What the file holds (usually a dict of tensors), minus any pickled code objects
+        (dropped with a :class:`DroppedObjectsWarning` naming them).
+
+    Raises:
+        WeightsMissingError: no such file. CorruptCheckpointError: not a checkpoint, or
+        unreadable. UnsafeCheckpointError: the weights themselves are pickled objects.
+    """
+    if not isinstance(trust, bool):
+        raise TypeError(f"trust={trust!r}; expected True or False")
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsMissingError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":  # a tensor-only format: nothing to unpickle
+        try:
+            return safetensors.torch.load_file(str(path), device=str(map_location))
+        except Exception as e:
+            raise CorruptCheckpointError(f"checkpoint {path} is unreadable ({e})") from e
+    check_magic(path)
+    if trust:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        pass  # pickled objects beyond tensors: read again, inertly
+    except Exception as e:  # truncated zip, bad pickle stream, ...
+        raise CorruptCheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: "
+                                     f"{str(e).strip()[:200]})") from e
+    try:
+        return _read_inert(path, map_location)
+    except WeightsError:
+        raise
+    except Exception as e:
+        raise CorruptCheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: "
+                                     f"{str(e).strip()[:200]})") from e
+
+
+# ============================================================================ state dicts
+
+def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Remove ``prefix`` from every key, after checking that every key has it."""
+    missing = [k for k in state if not k.startswith(prefix)]
+    if missing:
+        raise WeightsMismatchError(f"expected every key to start with {prefix!r}; "
+                                   f"{len(missing)} do not, e.g. {missing[:3]}")
+    return {k[len(prefix):]: v for k, v in state.items()}
+
+
+def load_state(net: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """``net.load_state_dict(state)``, failing with every missing/unexpected key listed.
+
+    Args:
+        net (nn.Module): the architecture. state (dict): the weights.
+        source (str): where they came from (a file name), quoted in errors.
+
+    Raises:
+        WeightsMismatchError: keys or shapes differ (all listed, up to 12 of each).
+    """
+    expected = net.state_dict()
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    # Checkpoints from before PyTorch 0.4.1 lack BatchNorm's step counter; it does not
+    # affect eval-mode outputs and load_state_dict fills it in.
+    missing = sorted(k for k in set(expected) - set(state)
+                     if not k.endswith("num_batches_tracked"))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if k not in bad
+                   and tuple(expected[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong or bad:
+        def show(keys):
+            return ", ".join(keys[:12]) + (f", ... ({len(keys)} in all)" if len(keys) > 12 else "")
+        parts = [f"the checkpoint {source} does not match {type(net).__name__}"]
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {show(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {show(unexpected)}")
+        if wrong:
+            parts.append("shape mismatches: " + show(
+                [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in wrong]))
+        if bad:
+            parts.append(f"not tensors: {show(sorted(bad))}")
+        raise WeightsMismatchError("; ".join(parts))
+    net.load_state_dict(state, strict=True)
+
+
+# ============================================================================ where, download
+
+def models_dir() -> Path:
+    """The download folder: ``$RANKCORE_MODELS``, else ``~/.cache/rankcore/models``."""
+    env = os.environ.get("RANKCORE_MODELS")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "rankcore" / "models"
+
+
+def search(file: str, dirs: Iterable[Path]) -> Path | None:
+    """The first ``dir/file`` or ``dir/<subfolder>/file`` that exists, else ``None``."""
+    for d in dirs:
+        if not d.is_dir():
+            continue
+        for candidate in [d / file, *(s / file for s in sorted(d.iterdir()) if s.is_dir())]:
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def download(url: str, target: str | os.PathLike, sha: str | None = None,
+             progress: bool = True, timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``target`` through ``target.part``, renamed only when complete.
+
+    The request goes through ``urllib``, which honours ``HTTPS_PROXY``/``HTTP_PROXY``/
+    ``NO_PROXY``. The file must start like a checkpoint and match ``sha`` (when given).
+
+    Raises:
+        WeightsMissingError: the server could not be reached or refused (names the URL).
+        CorruptCheckpointError: it sent something else (e.g. an HTML page) or a file with
+            the wrong SHA-256; nothing is left at ``target``.
+    """
+    from tqdm.auto import tqdm
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    request = urllib.request.Request(url, headers={"User-Agent": "rankcore"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r, open(part, "wb") as f:
+            total = int(r.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=target.name,
+                      disable=not progress) as bar:
+                for block in iter(lambda: r.read(1 << 20), b""):
+                    f.write(block)
+                    bar.update(len(block))
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        part.unlink(missing_ok=True)
+        raise WeightsMissingError(f"could not download {url} to {target} ({e})") from e
+    try:
+        with open(part, "rb") as f:
+            problem = _magic_problem(f.read(512))
+        if problem:
+            raise CorruptCheckpointError(
+                f"{url} did not send a checkpoint: {problem}. {target} was not written; "
+                "download the file in a browser and pass weights=PATH.")
+        check_sha256(part, sha, url)
+    except CorruptCheckpointError:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, target)
+    return target
