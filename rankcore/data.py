@@ -41,7 +41,7 @@ from .paths import data_root
 from . import torch_utils
 from .torch_utils import autocast, evaluating, model_device
 
-__all__ = ["load", "dataset", "loader", "to_float", "evaluate", "names", "resolve",
+__all__ = ["load", "dataset", "loader", "to_float", "evaluate", "default_workers", "names", "resolve",
            "class_names", "find_cifar10", "find_imagenet", "find_imagenet_train",
            "ImageDataset", "ShardSampler", "Loaded", "Sample", "SAMPLES", "CIFAR10_CLASSES"]
 
@@ -96,6 +96,9 @@ class ImageDataset(torch.utils.data.Dataset):
         self.size, self.resize, self.interpolation = size, resize, interpolation
         self.files, self.array, self._names = files, array, names
         self.classes, self.transform = classes, transform
+        #: With a seed, a random ``transform`` draws from ``(item_seed, item)`` alone, so an
+        #: item's augmentation does not depend on workers, batches or processes.
+        self.item_seed: int | None = None
 
     def __len__(self) -> int:
         return len(self.keep)
@@ -126,7 +129,12 @@ class ImageDataset(torch.utils.data.Dataset):
         if self.transform is not None:
             if isinstance(im, torch.Tensor):
                 im = Image.fromarray(im.permute(1, 2, 0).numpy())
-            x = self.transform(im)
+            if self.item_seed is None:
+                x = self.transform(im)
+            else:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed((self.item_seed * 1_000_003 + j) % 2**63)
+                    x = self.transform(im)
             x = to_uint8_chw(x) if isinstance(x, Image.Image) else x
         elif isinstance(im, torch.Tensor) and tuple(im.shape[-2:]) == (self.size, self.size):
             x = im.clone()
