@@ -1,69 +1,164 @@
 """The ``rankcore`` command line: ``rankcore <command> ...`` or ``python -m rankcore <command>``.
 
-Commands live in :data:`COMMANDS`, name -> ``(help, add_arguments, run)``. To add one,
-write its two functions and add an entry; :func:`main` builds the parser from the table.
-
-    python -m rankcore spectrum --model efficientnet_lite0 --data imagenet-auto --n 100 \\
+    rankcore --version
+    rankcore models                      # every model: source, input size, weights here?
+    rankcore data                        # every data set: where it is found here
+    rankcore spectrum --model efficientnet_lite0 --data imagenet-auto --n 100 \\
         --ranks 0:20:2,30:max:10,max --out lite0.csv
-    torchrun --nproc_per_node 4 -m rankcore spectrum --model resnet50 --weights R50.pth \\
-        --data imagenet-val --n 1000 --out r50.csv
+    rankcore spectrum --model timm:convnext_tiny --weights convnext.pth --data imagenet-val ...
+    torchrun --nproc_per_node 4 -m rankcore spectrum --model resnet50 --data imagenet-val \\
+        --n 1000 --out r50.csv
+
+The library's commands live in :data:`COMMANDS` (name -> ``(help, add_arguments, run)``).
+More commands (the book's ``book`` and ``train``) are found through the entry-point group
+``rankcore.cli``: each entry is a function ``register(subparsers)`` that adds its parser
+and sets ``run``; the library never imports them. A user mistake (``ValueError``,
+``TypeError``, a missing file or checkpoint) prints one line naming the argument and exits
+with status 2; ``--debug`` shows the traceback instead.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+from importlib import metadata
 from typing import Callable
 
 import torch
 
+from . import __version__
+
+#: Entry-point group through which other packages (the book) add commands.
+ENTRY_POINT_GROUP = "rankcore.cli"
+
+#: Which classes a data set's labels index: data name -> label space.
+LABEL_SPACE = {"cifar10": "cifar10", "imagenet-val": "imagenet", "imagenet": "imagenet",
+               "imagenet-auto": "imagenet", "samples": "imagenet"}
+
+
+class UsageError(ValueError):
+    """A mistake in the command's arguments (exit status 2)."""
+
+
+def add_device_argument(p: argparse.ArgumentParser) -> None:
+    """``--device`` (cpu, cuda, cuda:N, mps, auto); ``args.device`` becomes a ``torch.device``."""
+    from .torch_utils import resolve_device
+
+    def device(text: str) -> torch.device:
+        try:
+            return resolve_device(text, name="--device")
+        except (TypeError, ValueError) as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    p.add_argument("--device", type=device, default=None, metavar="DEVICE",
+                   help="cpu, cuda, cuda:N, mps or auto (default: auto = cuda:LOCAL_RANK if "
+                        "CUDA, else cpu)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {value}")
+    return value
+
+
 # ---------------------------------------------------------------------------- spectrum
 
-
 def _spectrum_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="a name of rankcore.models, e.g. efficientnet_lite0")
-    p.add_argument("--weights", default=None, help="checkpoint file for models that need one")
-    p.add_argument("--data", required=True,
-                   help="cifar10, imagenet-val, imagenet-auto or samples (rankcore.data)")
+    p.add_argument("--model", required=True,
+                   help="a name of `rankcore models`, or timm:NAME / torchvision:NAME")
+    p.add_argument("--weights", default=None, help="checkpoint file (or folder) for the model")
+    p.add_argument("--data", required=True, choices=sorted(LABEL_SPACE),
+                   help="data set (rankcore.data; see `rankcore data`)")
     p.add_argument("--split", default="test", help="data split (default: test)")
     p.add_argument("--root", default=None, help="data root (default: $RANKCORE_DATA or data/)")
-    p.add_argument("--n", type=int, default=None, help="random subset of N images (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subset (default: 0)")
+    p.add_argument("--n", type=_positive, default=None, help="random subset of N images (default: all)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the subset (default: 0)")
     p.add_argument("--ranks", default="all",
                    help="'all', 'start:stop[:step]' (inclusive; 'max' = min(H, W)) or "
                         "'10,20,50', combinable with commas (default: all)")
-    p.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default: 128)")
-    p.add_argument("--block", type=int, default=None,
-                   help="images per checkpointed block (default: min(16, batch size))")
-    p.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK if CUDA, else cpu")
+    p.add_argument("--batch-size", type=_positive, default=None,
+                   help="images per forward pass (default: by image size and device)")
+    p.add_argument("--block", type=_positive, default=None,
+                   help="images per checkpointed block (default: automatic)")
+    add_device_argument(p)
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"],
                    help="autocast dtype (default: auto = bf16 on CUDA, float32 on CPU)")
     p.add_argument("--checkpoint", default=None,
                    help="resume file; a re-run after a kill continues (default: none)")
+    p.add_argument("--agreement-only", action="store_true",
+                   help="score agreement with the full-rank prediction only, no labels: lets a "
+                        "model meet a data set of other classes")
+    p.add_argument("--no-download", action="store_true", help="never download weights or data")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the arguments (model, data, ranks, device), run nothing")
     p.add_argument("--out", required=True, help="CSV file for the table (one row per rank)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def _default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
+def check_classes(model_name: str, data_name: str, agreement_only: bool) -> None:
+    """A model scored on labels of other classes is an error unless only agreement is asked."""
+    from . import models
+    cfg = models.get_cfg(model_name)
+    space = LABEL_SPACE[data_name]
+    if agreement_only or cfg.dataset == space:
+        return
+    raise UsageError(f"--model {model_name} predicts {cfg.dataset} classes ({cfg.num_classes}) but "
+                     f"--data {data_name} has {space} labels: its top-1 would be meaningless; "
+                     f"pass --agreement-only to compare predictions across ranks only")
+
+
+class _Unlabelled(torch.utils.data.Dataset):
+    """A data set's images with label -1 (unlabelled): only agreement is scored."""
+
+    def __init__(self, data):
+        self.data, self.source = data, getattr(data, "source", "data")
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        return self.data[i][0], -1
 
 
 def _spectrum_run(args: argparse.Namespace) -> int:
     from . import _io, data, models
+    from .rank import parse_ranks
     from .spectrum import rank_spectrum, summary
+    from .torch_utils import resolve_device
 
-    device = torch.device(args.device) if args.device else _default_device()
+    check_classes(args.model, args.data, args.agreement_only)
+    cfg = models.get_cfg(args.model)
+    parse_ranks(args.ranks, min(cfg.input_size[-2:]), name="--ranks")
+    device = args.device or resolve_device(None)
+    if args.dry_run:
+        print(f"would run the rank spectrum of {args.model} ({cfg.dataset}, input "
+              f"{'x'.join(map(str, cfg.input_size))}) on {data.resolve(args.data, args.root)} "
+              f"(n={args.n or 'all'}, ranks {args.ranks}) on {device} -> {args.out}")
+        return 0
     if device.type == "cuda":
         torch.cuda.set_device(device)  # nccl's collectives use the current device
-    model = models.load(args.model, weights=args.weights, device=device)
+    model = models.load(args.model, weights=args.weights, device=device,
+                        download=not args.no_download)
     # The model's own preprocessing (size, resize before the crop, interpolation).
     config = getattr(model, "data_config", {"size": tuple(model.input_size)[-1]})
-    loaded = data.load(args.data, split=args.split, n=args.n, seed=args.seed, root=args.root,
-                       progress=not args.no_progress, **config)
-    df = rank_spectrum(model, loaded, ranks=args.ranks, batch_size=args.batch_size,
-                       device=device, progress=not args.no_progress, checkpoint=args.checkpoint,
+    loaded = data.dataset(args.data, split=args.split, n=args.n, seed=args.seed, root=args.root,
+                          download=not args.no_download, progress=not args.no_progress, **config)
+    images = _Unlabelled(loaded) if args.agreement_only else loaded
+    df = rank_spectrum(model, images, ranks=args.ranks, batch_size=args.batch_size, device=device,
+                       progress=not args.no_progress, checkpoint=args.checkpoint,
                        block=args.block, amp=None if args.amp == "none" else args.amp)
     import torch.distributed as dist
 
@@ -81,6 +176,65 @@ def _spectrum_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- models, data
+
+def _models_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=["imagenet", "cifar10"], default=None,
+                   help="only the models of this data set")
+    p.add_argument("--all-columns", action="store_true",
+                   help="also file, URL, SHA-256, licence and published accuracy")
+
+
+def _models_run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from . import models
+    table = models.registry_table()
+    if args.dataset:
+        table = table[table["dataset"] == args.dataset]
+    table = table.assign(here=table["here"].map({True: "yes", False: "no"}))
+    columns = list(table.columns) if args.all_columns else \
+        ["model", "dataset", "input", "source", "here", "in paper"]
+    with pd.option_context("display.max_rows", None, "display.max_columns", None,
+                           "display.width", 200, "display.max_colwidth", 60):
+        print(table[columns].to_string(index=False))
+    print(f"{len(table)} models; also any timm:NAME or torchvision:NAME architecture "
+          "(--weights FILE, or their download when online)")
+    return 0
+
+
+def _data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", default=None, help="data root (default: $RANKCORE_DATA or data/)")
+
+
+def _data_run(args: argparse.Namespace) -> int:
+    from . import data
+    from .paths import cache_dir, data_root
+    root = data_root(args.root)
+    print(f"data root: {root}{'' if root.is_dir() else ' (missing)'}")
+    for name in data.names():
+        try:
+            resolved = data.resolve(name, args.root)
+        except (OSError, ValueError) as err:
+            print(f"  {name:14s} error: {err}")
+            continue
+        if resolved == "cifar10":
+            where = data.find_cifar10(args.root)
+            state = str(where) if where else "missing (downloaded by torchvision when online)"
+        elif resolved == "imagenet-val":
+            where = data.find_imagenet(args.root)
+            state = str(where) if where else "missing (put the validation images under the root)"
+        elif resolved == "imagenet":
+            where = data.find_imagenet_train(args.root)
+            state = str(where) if where else "missing (ImageFolder training set under the root)"
+        else:
+            state = "embedded photos (offline)"
+        alias = f" -> {resolved}" if resolved != name else ""
+        print(f"  {name + alias:26s} {state}")
+    print(f"caches: {cache_dir()}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- table
 
 #: name -> (help, add_arguments(parser), run(args) -> exit status)
@@ -88,23 +242,77 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
                           Callable[[argparse.Namespace], int]]] = {
     "spectrum": ("accuracy and agreement against input rank (Algorithm 1) -> CSV",
                  _spectrum_arguments, _spectrum_run),
+    "models": ("list every model: data set, input size, weight source, weights here",
+               _models_arguments, _models_run),
+    "data": ("list every data set and where it is found here", _data_arguments, _data_run),
 }
 
 
+def plugins() -> list[metadata.EntryPoint]:
+    """The entry points of group :data:`ENTRY_POINT_GROUP` (e.g. ``book``, ``train``)."""
+    return sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake reported on one line (and exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rankcore", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="rankcore", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"rankcore {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add_arguments, run) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_arguments(p)
         p.set_defaults(run=run)
+    for entry in plugins():
+        if entry.name in COMMANDS:
+            continue
+        try:
+            register = entry.load()
+        except (ImportError, AttributeError) as err:  # a broken plugin never breaks the rest
+            print(f"rankcore: command {entry.name!r} unavailable ({entry.value}: {err})",
+                  file=sys.stderr)
+            continue
+        register(sub)
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    errors: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotFoundError,
+                                               KeyError)
+    try:
+        from .models import WeightsError
+        errors += (WeightsError,)
+    except ImportError:
+        pass
+    return errors
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` (default: ``sys.argv[1:]``) and run the command; returns its status."""
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+    """Parse ``argv`` (default: ``sys.argv[1:]``) and run the command; returns its status.
+
+    User mistakes print ``rankcore <command>: error: ...`` (one line) and return 2, unless
+    ``--debug`` is given.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except _user_errors() as err:
+        if args.debug:
+            raise
+        message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        print(f"rankcore {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rankcore {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
