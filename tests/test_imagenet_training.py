@@ -187,7 +187,7 @@ def test_resources_for_the_preflight(root, tmp_path):
     train, val = r["data"]
     assert train["present"] and train["path"] == str(root / "imagenet" / "train")
     assert val["present"] and train["images"] == 1_281_167 and train["gb"] == 147.0
-    assert r["gpu_hours"] == pytest.approx(90 * 1_281_167 / 3000 / 3600, abs=0.1)
+    assert r["gpu_hours"] == pytest.approx(90 * 1_281_167 / it.IMAGES_PER_GPU_S / 3600, abs=0.1)
     missing = it.resources(it.ImageNetTrainConfig(epochs=9), tmp_path)
     assert not any(d["present"] for d in missing["data"])
     assert all("image-net.org" in d["how"] for d in missing["data"])
@@ -200,3 +200,24 @@ def test_command_line_runs_one_epoch(root, tmp_path):
                      "--n-val", "8", "--transform", "high_rank:4", "--workers", "0"])
     assert len(model.train_history) == 1
     assert it.load_checkpoint(tmp_path / "cli" / "checkpoint.pt")["config"]["transform"] == "high_rank:4"
+
+
+def test_two_process_ddp_on_cpu(root, tmp_path):
+    """``torchrun --nproc_per_node=2`` (gloo on the CPU): each process trains on its share,
+    the validation counts of both are summed, process 0 writes the checkpoint."""
+    import subprocess
+    import sys
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--rdzv-endpoint=127.0.0.1:0", "--rdzv-backend=c10d",
+           "-m", "rankcore.imagenet_training", "--out", str(tmp_path / "ddp"),
+           "--root", str(root), "--device", "cpu", "--arch", "torchvision:resnet18",
+           "--epochs", "1", "--batch-size", "8", "--crop", "32", "--val-size", "32",
+           "--val-resize", "36", "--n-train", "16", "--n-val", "10", "--transform", "low_rank:4",
+           "--workers", "0"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    ckpt = it.load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")
+    (row,) = ckpt["history"]
+    assert row["val_images"] == 10 and row["train_images"] == 16
+    assert not any(k.startswith("module.") for k in ckpt["model"])
