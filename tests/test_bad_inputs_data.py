@@ -173,3 +173,62 @@ def test_any_preprocessing_works_or_names_the_argument(imagenet, size, resize, i
     x, label = ds[0]
     s = size or 224
     assert x.dtype == torch.uint8 and x.shape == (3, s, s) and label == 0
+
+
+# ---------------------------------------------------------------------------- ImageNet training
+
+def _config(**kw):
+    from rankcore.imagenet_training import ImageNetTrainConfig
+    return ImageNetTrainConfig(**kw)
+
+
+CONFIG_ROWS = [
+    (dict(transform="low_rank"), "transform='low_rank'"),
+    (dict(transform="mid_rank:5"), "transform='mid_rank:5'"),
+    (dict(transform="low_rank:-1"), "transform='low_rank:-1'"),
+    (dict(transform="low_rank:2.5"), "transform='low_rank:2.5'"),
+    (dict(transform=5), "transform=5"),
+    (dict(schedule="linear"), "schedule='linear'"),
+    (dict(epochs=0), "epochs=0"),
+    (dict(epochs=1.5), "epochs=1.5"),
+    (dict(epochs=True), "epochs=True"),
+    (dict(batch_size=0), "batch_size=0"),
+    (dict(crop=0), "crop=0"),
+    (dict(n_train=0), "n_train=0"),
+    (dict(n_val=2.0), "n_val=2.0"),
+    (dict(lr=0), "lr=0"),
+    (dict(lr=-0.1), "lr=-0.1"),
+    (dict(lr=float("nan")), "lr=nan"),
+    (dict(lr=True), "lr=True"),
+    (dict(momentum=-0.1), "momentum=-0.1"),
+    (dict(weight_decay=float("nan")), "weight_decay=nan"),
+    (dict(val_resize=200), "val_resize=200"),
+]
+
+
+@pytest.mark.parametrize("fields, text", CONFIG_ROWS, ids=[r[1] for r in CONFIG_ROWS])
+def test_bad_training_config(fields, text):
+    with pytest.raises(ValueError) as e:
+        _config(**fields)
+    assert text in str(e.value)
+
+
+def test_bad_training_arguments(tmp_path):
+    from rankcore import imagenet_training as it
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 1000))
+    items = [(torch.zeros(3, 8, 8, dtype=torch.uint8), 0)] * 4
+    rows = [
+        (lambda: it.train(model, "config", items), TypeError, "config must be"),
+        (lambda: it.train("model", _config(), items), TypeError, "model must be"),
+        (lambda: it.train(model, _config(batch_size=2), items, stop_after=0), ValueError,
+         "stop_after=0"),
+        (lambda: it.train(model, _config(batch_size=8), items), ValueError, "batch_size=8"),
+        (lambda: it.load_checkpoint(tmp_path / "absent.pt"), ValueError, "absent.pt"),
+    ]
+    for call, error, text in rows:
+        with pytest.raises(error) as e:
+            call()
+        assert text in str(e.value)
+    with pytest.raises(SystemExit) as e:
+        it.main(["--out", str(tmp_path), "--epochs", "many"])
+    assert e.value.code == 2
