@@ -16,6 +16,7 @@ failure into a "skipped: why" line.
 """
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import hashlib
 import os
@@ -166,6 +167,10 @@ class _InertUnpickler(pickle._Unpickler):
         self.refused: set[str] = set()
 
     def find_class(self, module: str, name: str):
+        if self.proto < 3 and self.fix_imports:  # Python 2 names (__builtin__.exec)
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         real = _ALLOWED.get((module, name))
         if real is not None:
             return real
@@ -233,6 +238,10 @@ def _prune(obj: Any, where: str, dropped: list[str]) -> Any:
     return obj
 
 
+#: Top-level keys that hold the network's weights: dropping one of them is not an option.
+_WEIGHT_KEYS = ("model", "state_dict", "net", "module", "weights")
+
+
 def _read_inert(path: Path, map_location: Any) -> Any:
     """Read ``path`` with the inert unpickler; drop (and name) what was pickled code."""
     blob = torch.load(path, map_location=map_location, weights_only=False,
@@ -244,6 +253,13 @@ def _read_inert(path: Path, map_location: Any) -> Any:
             f"checkpoint {path} is a pickled {blob.what} object, not tensors: reading it "
             "means running code from the file. It was NOT loaded; if you trust where it "
             "comes from, pass trust=True.")
+    needed = [d for d in dropped if d.split(" ")[0] in _WEIGHT_KEYS]
+    if needed or (dropped and not blob):
+        raise UnsafeCheckpointError(
+            f"checkpoint {path}: the weights themselves are pickled objects "
+            f"({', '.join(needed or dropped)}), not tensors; reading them means running code "
+            "from the file. It was NOT loaded; if you trust where it comes from, pass "
+            "trust=True.")
     if dropped:
         warnings.warn(f"checkpoint {path}: dropped {len(dropped)} pickled object(s) that "
                       f"would need code to rebuild, without running them: "
@@ -383,7 +399,9 @@ def download(url: str, target: str | os.PathLike, sha: str | None = None,
     part = target.with_name(target.name + ".part")
     request = urllib.request.Request(url, headers={"User-Agent": "rankcore"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as r, open(part, "wb") as f:
+        # a fresh opener reads HTTPS_PROXY/HTTP_PROXY/NO_PROXY now (urlopen's is cached)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler())
+        with opener.open(request, timeout=timeout) as r, open(part, "wb") as f:
             total = int(r.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=target.name,
                       disable=not progress) as bar:
