@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+
+# Tests find the data where the library does: $RANKCORE_DATA, else the checkout's data/
+# (where `make data` unpacks it). Setting the variable here, before any test module is
+# imported, lets every "needs real data" test see the same folder the library reads.
+if not os.environ.get("RANKCORE_DATA"):
+    from rankcore.paths import data_root
+
+    if data_root().is_dir():
+        os.environ["RANKCORE_DATA"] = str(data_root())
 
 
 @pytest.fixture(scope="session")

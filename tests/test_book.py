@@ -10,6 +10,7 @@ import nbformat
 import pytest
 import yaml
 
+from rankcore.book import profiles
 from rankcore.book import runner as book
 
 
@@ -20,15 +21,21 @@ def test_overrides_are_read_as_yaml():
     assert got == {"a": {"n": 500, "xs": [1, 2], "flag": True, "name": "resnet50"}}
 
 
-def test_every_profile_names_only_real_chapters_and_parameters(repo):
-    """The real profiles must match the real notebooks' parameters cells."""
+def test_every_profile_names_only_real_chapters_parameters_and_types(repo):
+    """The real profiles must match the real notebooks' parameters cells (names and types)."""
     pages = {c.name: c for c in book.chapters(repo) if c.is_notebook}
-    for path in sorted(book.PROFILES.glob("*.yml")):
-        for chapter, values in (yaml.safe_load(path.read_text()) or {}).items():
-            assert chapter in pages, f"{path.name}: {chapter} is not in _toc.yml"
+    assert set(profiles.names()) >= {"smoke", "quick", "gpu", "paper"}
+    for name in profiles.names():
+        for chapter, values in profiles.chapters(name).items():
+            assert chapter in pages, f"{name}.yml: {chapter} is not in _toc.yml"
             declared = book.notebook_parameters(pages[chapter])
             assert "profile" in declared, f"{chapter} has no `profile` parameter"
-            assert set(values or {}) <= set(declared), f"{path.name}: {chapter}: {set(values) - set(declared)}"
+            book.resolve_parameters(pages[chapter], name, values)  # names and types
+
+
+def test_gpu_and_paper_profiles_need_cuda():
+    assert profiles.settings("paper")["needs_cuda"] is True
+    assert profiles.settings("gpu") == {"needs_cuda": True, "offline": True}
 
 
 def test_committed_notebooks_have_no_outputs(repo):

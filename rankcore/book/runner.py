@@ -186,6 +186,9 @@ def resolve_parameters(chapter: Chapter, profile: str, values: dict[str, Any]) -
     params = dict(values)
     if "profile" in declared:
         params["profile"] = profile
+    if "download" in declared and "download" not in values and \
+            profiles.settings(profile).get("offline"):
+        params["download"] = False  # an offline profile never downloads
     return params
 
 
