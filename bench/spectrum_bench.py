@@ -1,163 +1,238 @@
-"""How fast is the rank spectrum? Three ways to classify N images at R ranks, in one run.
+"""How fast is the rank spectrum? rank_spectrum against the bare model and a naive loop.
 
-    (a) Algorithm 1 as written in the paper: for every rank, a fresh SVD of every image
-        and channel, one image at a time, then the model on the N rank-k images.
-    (b) The model alone: the same N x R forward passes on inputs computed beforehand,
-        in batches of --batch-size. No method can beat this by much.
-    (c) rankcore.rank_spectrum: one SVD per image and channel, ranks of several images
-        batched into each forward pass.
+Three ways to classify the same N images at the same R ranks, each in a fresh process
+(so one method's memory does not stay with the next), timed in one run:
 
-Target (issue 4): (c) within 10% of (b), and at least 5x faster than (a), on CPU with
-EfficientNet-Lite0 at 224x224. Prints images x ranks per second and the ratios.
+    bare       the model alone on N x R inputs (the N images, R times), in batches of
+               --batch-size: the floor. No method can beat it by much.
+    spectrum   rankcore.rank_spectrum on the same images and ranks.
+    naive      the 30-line script: per batch of images one torch.linalg.svd, each
+               rank-k image rebuilt from it, the model on each.
 
-    python bench/spectrum_bench.py --algorithm1-ranks 8             # CPU, EfficientNet-Lite0
-    python bench/spectrum_bench.py --model resnet50 --random-init --n 256 --ranks 0:224:8 \\
-        --batch-size 256 --amp bf16 --skip-algorithm1               # a GPU
+For each: wall, user and system CPU time, and peak memory (the process's peak resident
+set while the method ran, and above what it held before). Then the ratios to the floor.
+Issue 15's acceptance: rank_spectrum / bare <= 1.10 at ImageNet and CIFAR sizes, and the
+peak memory of a streamed data set independent of its length (--memory).
 
-Timings on a shared machine are inflated by contention; compare the ratios.
+    python bench/spectrum_bench.py --size imagenet --n 100                # EfficientNet-Lite0
+    python bench/spectrum_bench.py --size cifar --n 2000 --ranks all      # CIFAR-10 ResNet-20
+    python bench/spectrum_bench.py --size imagenet --batch-sizes 4,8,16,32,64  # the floor per batch
+    python bench/spectrum_bench.py --size imagenet --memory 100,1000 --ranks 5,max
+    python bench/spectrum_bench.py --model resnet50 --random-init --n 1000 --ranks all \\
+        --device cuda --amp bf16                                         # the paper's GPU workload
+
+Timings on a shared machine are inflated by the other processes: the bench prints the
+load average before and after; compare ratios taken in one run.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
 
 import torch
-import torch.utils.benchmark as benchmark
 
-import rankcore
-from rankcore.rank import low_rank, rank_blocks
-from rankcore.rank import parse_ranks
-from rankcore.spectrum import load_data_for, rank_spectrum
-
-_AMP = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
+SIZES = {"imagenet": ("efficientnet_lite0", "imagenet-val", "5,10,20,30,50,100,224"),
+         "cifar": ("cifar_resnet20", "cifar10", "all")}
 
 
-def load_model(name: str, random_init: bool, device: torch.device) -> torch.nn.Module:
-    """A model from the zoo; ``random_init`` builds the architecture without weights
-    (speed does not depend on the weights, and a GPU box may lack them)."""
-    if random_init:
-        return rankcore.models.create(name).to(device).eval()
-    return rankcore.models.load(name, device=device)
+# ---------------------------------------------------------------------------- worker side
+
+def _rss_reset() -> None:
+    """Reset the kernel's peak-RSS counter (VmHWM) so it measures from here on."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
-def forward(model, xb, amp, channels_last):
+def _status(key: str) -> float:
+    """``VmRSS`` / ``VmHWM`` of this process in MB (NaN where /proc is missing)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _model(args, device):
+    import rankcore
+
+    if args.random_init:
+        return rankcore.models.create(args.model).to(device).eval()
+    try:
+        return rankcore.models.load(args.model, device=device)
+    except Exception as e:  # noqa: BLE001 - weights absent: time the architecture
+        print(f"({args.model}: {type(e).__name__}; timing random weights)", file=sys.stderr)
+        return rankcore.models.create(args.model).to(device).eval()
+
+
+def _images(args, model, n, stream: bool):
+    from rankcore import data
+
+    config = dict(getattr(model, "data_config", None) or {"size": tuple(model.input_size)[-1]})
+    if stream:
+        return data.dataset(args.data, n=n, seed=args.seed, progress=False, **config), None
+    loaded = data.load(args.data, n=n, seed=args.seed, progress=False, **config)
+    return loaded[0], loaded[1]
+
+
+def _forward(model, xb, amp, channels_last):
     if channels_last:
         xb = xb.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device_type=xb.device.type, dtype=amp, enabled=amp is not None):
-        return model(xb).float().argmax(-1)
+    with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=amp):
+        return model(xb).float().softmax(-1).argmax(-1)
 
 
-def algorithm1_images(x, k):
-    """Algorithm 1's rank-k images: a fresh SVD per image and channel."""
-    xk = torch.zeros_like(x)
-    for i in range(x.shape[0]):
-        for c in range(x.shape[1]):
-            u, s, vh = torch.linalg.svd(x[i, c], full_matrices=False)
-            s = s.clone()
-            s[k:] = 0
-            xk[i, c] = (u * s) @ vh
-    return xk.clamp_(0, 1)
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
-def algorithm1(model, x, ks, amp, channels_last, classify=True):
-    """The paper's loop over ranks (the full-rank forward pass before it is timed apart)."""
-    for k in ks:
-        xk = algorithm1_images(x, k)
-        if classify:
-            forward(model, xk, amp, channels_last)
+def worker(args) -> dict:
+    """Run one method once and return its times and memory."""
+    from rankcore.rank import parse_ranks
+    from rankcore.spectrum import default_batch_size, rank_spectrum
+
+    device = torch.device(args.device)
+    model = _model(args, device)
+    x, y = _images(args, model, args.n, args.method == "stream")
+    shape = tuple(model.input_size)
+    ks = parse_ranks(args.ranks, min(shape[-2:]))
+    bs = args.batch_size or default_batch_size(shape, device)
+    amp, cl = args.amp == "bf16", device.type == "cuda"
+    if isinstance(x, torch.Tensor):
+        x = x.to(device)
+    import pandas  # noqa: F401  one-time imports of rank_spectrum, not timed
+    import tqdm.auto  # noqa: F401
+    with torch.inference_mode():  # warm-up: one batch
+        _forward(model, torch.rand(bs, *shape, device=device), amp, cl)
+    _sync(device)
+    _rss_reset()
+    rss0, r0, t0 = _status("VmRSS"), resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    passes = len(x) * (len(ks) + (ks[-1] != min(shape[-2:])))
+    if args.method in ("spectrum", "stream"):
+        rank_spectrum(model, x, y, ranks=ks, batch_size=bs, progress=False,
+                      amp="bf16" if amp else None, channels_last=cl)
+    else:
+        with torch.inference_mode():
+            for start in range(0, len(x), bs):
+                xb = x[start:start + bs]
+                if args.method == "bare":  # the same number of inputs, nothing else
+                    for _ in range(passes // len(x)):
+                        _forward(model, xb, amp, cl)
+                else:  # naive: one SVD per batch, every rank-k image rebuilt from it
+                    u, s, vh = torch.linalg.svd(xb, full_matrices=False)
+                    if ks[-1] != min(shape[-2:]):
+                        _forward(model, xb, amp, cl)
+                    for k in ks:
+                        xk = ((u[..., :k] * s[..., None, :k]) @ vh[..., :k, :]).clamp(0, 1)
+                        _forward(model, xk, amp, cl)
+    _sync(device)
+    wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+    return {"method": args.method, "wall": wall, "user": r1.ru_utime - r0.ru_utime,
+            "sys": r1.ru_stime - r0.ru_stime, "peak_mb": _status("VmHWM"),
+            "above_mb": _status("VmHWM") - rss0, "passes": passes, "batch_size": bs,
+            "n": len(x), "ranks": len(ks), "threads": torch.get_num_threads()}
 
 
-def sweep_images(x, ks, chunk):
-    """rankcore's rank-k images: one SVD per image and channel."""
-    for _, block in rank_blocks(x, ks, chunk=chunk, clamp=True):
-        block.sum()  # read what a consumer would read
+# ---------------------------------------------------------------------------- parent side
+
+def run(args, method: str, n: int | None = None) -> dict:
+    """One method in a fresh process."""
+    cmd = [sys.executable, __file__, "--worker", method, "--n", str(n or args.n)]
+    for name in ("model", "data", "ranks", "device", "amp", "seed"):
+        cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    cmd += ["--batch-size", str(args.batch_size or 0)]
+    if args.random_init:
+        cmd.append("--random-init")
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    if out.returncode or not lines:
+        raise SystemExit(f"{method} failed:\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
 
 
-def model_alone(model, inputs, batch_size, amp, channels_last):
-    """Only the forward passes, on precomputed rank-k images ``(N * R, C, H, W)``."""
-    for start in range(0, inputs.shape[0], batch_size):
-        forward(model, inputs[start:start + batch_size], amp, channels_last)
-
-
-def timed(fn, repeat: int) -> float:
-    """Best of ``repeat`` runs, in seconds (torch's Timer synchronises CUDA)."""
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn})
-    return min(timer.timeit(1).mean for _ in range(repeat))
+def _row(r: dict, floor: dict | None = None) -> str:
+    ratio = f"{r['wall'] / floor['wall']:6.2f}x" if floor else "      "
+    return (f"{r['method']:9s} n={r['n']:5d} {r['wall']:8.1f} s wall {r['user']:8.1f} s user "
+            f"{r['sys']:7.1f} s sys  peak {r['peak_mb']:6.0f} MB (+{r['above_mb']:5.0f})  "
+            f"{r['passes'] / r['wall']:8.1f} passes/s  {ratio}")
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="efficientnet_lite0")
+    p.add_argument("--size", choices=sorted(SIZES), default="imagenet",
+                   help="imagenet: EfficientNet-Lite0 on ImageNet validation images; "
+                        "cifar: ResNet-20 on CIFAR-10 test images (default: imagenet)")
+    p.add_argument("--model", default=None, help="a rankcore.models name (default: per --size)")
     p.add_argument("--random-init", action="store_true", help="architecture only, no weights")
-    p.add_argument("--data", default="imagenet-auto")
-    p.add_argument("--n", type=int, default=8, help="images (default: 8)")
-    p.add_argument("--ranks", default="0:max:4,max",
-                   help="ranks (default: 0:max:4,max, 58 ranks at 224x224)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--amp", default="none", choices=sorted(_AMP))
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--repeat", type=int, default=2, help="best of this many runs (default: 2)")
-    p.add_argument("--algorithm1-ranks", type=int, default=None,
-                   help="time (a) on this many evenly spaced ranks only and report its rate "
-                        "(its cost is linear in the number of ranks); default: all of --ranks")
-    p.add_argument("--skip-algorithm1", action="store_true")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's; 1 is steadier on a busy machine)")
+    p.add_argument("--data", default=None, help="a rankcore.data name (default: per --size)")
+    p.add_argument("--n", type=int, default=100, help="images (default: 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ranks", default=None, help="default: 5,10,20,30,50,100,224 / all")
+    p.add_argument("--batch-size", type=int, default=0,
+                   help="images per forward pass (default 0: rank_spectrum's default)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", choices=["none", "bf16"], default="none")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="alternate bare and spectrum this many times, keep the fastest")
+    p.add_argument("--methods", default="bare,spectrum,naive")
+    p.add_argument("--batch-sizes", default=None,
+                   help="instead: time the floor at each of these batch sizes")
+    p.add_argument("--memory", default=None,
+                   help="instead: peak memory of rank_spectrum on a streamed data set of "
+                        "each of these lengths, e.g. 100,1000")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    model, data, ranks = SIZES[args.size]
+    args.model, args.data, args.ranks = args.model or model, args.data or data, args.ranks or ranks
+    if args.worker:
+        args.method, args.batch_size = args.worker, args.batch_size or None
+        print("RESULT " + json.dumps(worker(args)), flush=True)
+        return
 
-    device = torch.device(args.device)
-    amp, channels_last = _AMP[args.amp], device.type == "cuda"
-    model = load_model(args.model, args.random_init, device)
-    side = tuple(model.input_size)[-1]
-    x, y = load_data_for(model, args.data, n=args.n)
-    x = x.to(device)
-    ks = parse_ranks(args.ranks, side)
-    work = len(ks) * x.shape[0]
-    print(f"{args.model} on {device} ({torch.get_num_threads()} CPU threads), {x.shape[0]} images "
-          f"{tuple(x.shape[1:])} x {len(ks)} ranks = {work} forward passes, batch "
-          f"{args.batch_size}, amp {args.amp}")
-
-    with torch.inference_mode():
-        forward(model, x[: min(8, len(x))], amp, channels_last)  # warm-up
-        inputs = torch.cat([low_rank(x, k, clamp=True) for k in ks])  # (R * N, C, H, W)
-        run_b = lambda: model_alone(model, inputs, args.batch_size, amp, channels_last)  # noqa: E731
-        run_c = lambda: rank_spectrum(  # noqa: E731
-            model, x, y, ranks=ks, batch_size=args.batch_size, progress=False,
-            amp=None if args.amp == "none" else args.amp, channels_last=channels_last)
-        # (b) and (c) alternate, best of each, so that a busy machine's drift hits both.
-        t_b = t_c = float("inf")
-        for _ in range(args.repeat):
-            t_b, t_c = min(t_b, timed(run_b, 1)), min(t_c, timed(run_c, 1))
-        del inputs
-        ks_a = ks
-        if args.algorithm1_ranks and args.algorithm1_ranks < len(ks):
-            ks_a = [ks[round(i * (len(ks) - 1) / max(1, args.algorithm1_ranks - 1))]
-                    for i in range(args.algorithm1_ranks)]
-        # (a) = full-rank predictions + the loop, scaled to all R ranks: each rank costs
-        # the same N x C SVDs and one forward pass of N images.
-        t_a = float("nan")
-        if not args.skip_algorithm1:
-            t_full = timed(lambda: forward(model, x, amp, channels_last), 1)
-            t_loop = timed(lambda: algorithm1(model, x, ks_a, amp, channels_last), 1)
-            t_a = t_full + t_loop * len(ks) / len(ks_a)
-            # The rank-k images alone, without the model: where the two methods differ.
-            t_img_a = timed(lambda: [algorithm1_images(x, k) for k in ks_a], 1) * len(ks) / len(ks_a)
-            chunk = max(1, args.batch_size // min(16, args.batch_size, len(x)))
-            t_img_c = timed(lambda: sweep_images(x, ks, chunk), args.repeat)
-
-    if not args.skip_algorithm1 and len(ks_a) < len(ks):
-        print(f"(a) timed on {len(ks_a)} of the {len(ks)} ranks and scaled by {len(ks) / len(ks_a):.1f}")
-    for name, t in (("(a) Algorithm 1 as written", t_a), ("(b) model alone", t_b),
-                    ("(c) rank_spectrum", t_c)):
-        print(f"{name:28s} {t:8.2f} s  {work / t:9.1f} images x ranks / s")
-    print(f"rank_spectrum overhead over the model alone: {100 * (t_c / t_b - 1):+.1f}% "
-          f"(target <= 10%)")
-    print(f"rank_spectrum speed-up over Algorithm 1:     {t_a / t_c:.1f}x (target >= 5x)")
-    if not args.skip_algorithm1:
-        print(f"rank-k images alone: per-rank SVD {t_img_a:.2f} s, one SVD {t_img_c:.2f} s "
-              f"({t_img_a / t_img_c:.1f}x); at best (a) / (c) = (images + model) / model = "
-              f"{(t_img_a + t_b) / t_b:.1f}x")
+    print(f"{args.model} on {args.data}, {args.n} images, ranks {args.ranks}, device "
+          f"{args.device}, amp {args.amp}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    if args.batch_sizes:
+        base = args.batch_size
+        for bs in [int(b) for b in args.batch_sizes.split(",")]:
+            args.batch_size = bs
+            print(f"batch {bs:4d}: " + _row(run(args, "bare")), flush=True)
+        args.batch_size = base
+    elif args.memory:
+        rows = [run(args, "stream", int(n)) for n in args.memory.split(",")]
+        for r in rows:
+            print(_row(r), flush=True)
+        print(f"peak memory, {rows[-1]['n']} vs {rows[0]['n']} images: "
+              f"{rows[-1]['peak_mb'] / rows[0]['peak_mb']:.3f}x (target <= 1.20)")
+    else:
+        best: dict[str, dict] = {}
+        methods = args.methods.split(",")
+        for i in range(args.repeat):
+            for m in methods if i == 0 else [m for m in methods if m != "naive"]:
+                r = run(args, m)
+                print(_row(r), flush=True)
+                if m not in best or r["wall"] < best[m]["wall"]:
+                    best[m] = r
+        floor = best.get("bare")
+        if floor:
+            print("fastest of each, against the bare model:")
+            for m, r in best.items():
+                print(_row(r, floor))
+            if "spectrum" in best:
+                print(f"rank_spectrum / bare model = {best['spectrum']['wall'] / floor['wall']:.3f} "
+                      f"(target <= 1.10); batch {best['spectrum']['batch_size']}")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["low_rank", "high_rank", "rank_sweep", "rank_blocks", "singular_values", "max_rank",
-           "parse_ranks", "check_images"]
+           "parse_ranks", "check_images", "svd_factors"]
 
 #: Accepted forms of a set of ranks.
 Ranks = Union[int, Sequence[int], range, Tensor, str, None]
@@ -270,8 +270,29 @@ def high_rank(x: Tensor, k: int | Tensor, clamp: bool = False) -> Tensor:
     return _finish(work - low_rank(work, k), x, clamp)
 
 
+def svd_factors(x: Tensor) -> tuple[Tensor, Tensor]:
+    """The factors :func:`rank_blocks` builds rank-k images from: ``(U S, Vh)``.
+
+    Computing them apart lets a caller overlap the SVD of the next images with other
+    work (e.g. on a CPU thread while a GPU runs the model).
+
+    Args:
+        x (Tensor): images ``(..., C, H, W)``, float, any device.
+
+    Returns:
+        (Tensor, Tensor): ``U S`` of shape ``(M, H, r)`` and ``Vh`` ``(M, r, W)`` with
+        ``M`` the number of matrices in ``x`` and ``r = min(H, W)``, in float32 (float64
+        for float64 input), on ``x``'s device.
+    """
+    check_images(x)
+    h, wd = x.shape[-2:]
+    U, S, Vh = _svd(x.reshape(-1, h, wd))
+    return U * S[:, None, :], Vh
+
+
 def rank_blocks(x: Tensor, ranks: Ranks = None, chunk: int = 16,
-                clamp: bool = False) -> Iterator[tuple[list[int], Tensor]]:
+                clamp: bool = False,
+                factors: tuple[Tensor, Tensor] | None = None) -> Iterator[tuple[list[int], Tensor]]:
     """Rank-k images for many k from one SVD, a block of ranks at a time.
 
     Each requested rank is built from the previous one by adding the rank-one terms
@@ -287,6 +308,8 @@ def rank_blocks(x: Tensor, ranks: Ranks = None, chunk: int = 16,
         chunk (int, optional): ranks per block, ``>= 1``. A block of a 224x224x3 float32
             image takes ``chunk * 0.6`` MB per image. Default: 16.
         clamp (bool, optional): clamp every reconstruction to ``[0, 1]``. Default: ``False``.
+        factors (tuple, optional): ``svd_factors(x)`` computed beforehand (on any device;
+            moved to ``x``'s). Default: computed here.
 
     Yields:
         (list[int], Tensor): the block's ranks and their images,
@@ -299,9 +322,14 @@ def rank_blocks(x: Tensor, ranks: Ranks = None, chunk: int = 16,
     w = max_rank(x)
     ks = parse_ranks(ranks, w)
     batch_shape, (h, wd) = x.shape[:-2], x.shape[-2:]
-    U, S, Vh = _svd(x.reshape(-1, h, wd))         # (B, h, r), (B, r), (B, r, wd)
-    US = U * S[:, None, :]                         # (B, h, r)
-    acc = torch.zeros_like(U[:, :, :1] @ Vh[:, :1, :])  # (B, h, wd), running rank-k image
+    if factors is None:
+        US, Vh = svd_factors(x)                    # (B, h, r), (B, r, wd)
+    else:
+        US, Vh = (f.to(x.device, non_blocking=True) for f in factors)
+        if US.shape != (x[..., 0, 0].numel(), h, w) or Vh.shape != (US.shape[0], w, wd):
+            raise ValueError(f"factors have shapes {tuple(US.shape)}, {tuple(Vh.shape)}; "
+                             f"expected svd_factors(x) of x with shape {tuple(x.shape)}")
+    acc = torch.zeros((US.shape[0], h, wd), dtype=US.dtype, device=x.device)  # running rank-k image
     done = 0                                       # rank of acc
     for start in range(0, len(ks), chunk):
         block_ks = ks[start:start + chunk]

@@ -17,7 +17,8 @@ from torch import nn
 
 from rankcore.rank import low_rank
 from rankcore.rank import parse_ranks
-from rankcore.spectrum import rank_spectrum, summary, top_predictions
+import rankcore.spectrum as spectrum
+from rankcore.spectrum import rank_spectrum, summary
 
 SIDE, N, CLASSES = 12, 21, 7
 
@@ -107,17 +108,15 @@ def test_float32_model_agrees_with_reference_on_predictions():
     assert df["agreement"].iloc[-1] == 1.0
 
 
-def test_top_predictions_matches_softmax():
-    model, (x, _) = toy_model(), toy_data()
-    probs, idx = top_predictions(model, x[:3], k=5)
-    p = model(x[:3]).softmax(-1).detach()
-    np.testing.assert_allclose(probs, p.sort(-1, descending=True).values[:, :5], rtol=1e-12)
-    assert (p.gather(1, idx) == probs).all()
-
-
 # ---------------------------------------------------------------------------- resume
 
-def test_resume_after_interruption_gives_the_same_table(tmp_path):
+@pytest.fixture
+def save_every_block(monkeypatch):
+    """Checkpoint after every block (the default writes at most every 30 s)."""
+    monkeypatch.setattr(spectrum, "_SAVE_SECONDS", 0.0)
+
+
+def test_resume_after_interruption_gives_the_same_table(tmp_path, save_every_block):
     model, (x, y) = toy_model(), toy_data()
     kwargs = dict(ranks="0:12:2", batch_size=8, block=4, progress=False)
     calls = {"n": 0}
@@ -316,8 +315,177 @@ def test_gap_saturation_and_summary_table():
         gap(robust[robust["rank"] == 0], natural[natural["rank"] == 5])
 
 
-def test_load_model_rejects_an_empty_spec():
-    from rankcore.spectrum import load_model
+# ---------------------------------------------------------------------------- issue 14: nothing stale
 
-    with pytest.raises(ValueError, match="spec="):
-        load_model("  ")
+def test_edited_labels_are_recomputed_not_resumed(tmp_path, save_every_block):
+    model, (x, y) = toy_model(), toy_data()
+    ckpt = tmp_path / "s.pt"
+    kwargs = dict(ranks=[0, 3, SIDE], block=4, progress=False)
+    rank_spectrum(model, x, y, checkpoint=ckpt, **kwargs)
+    y2 = y.clone()
+    y2[5] = (y2[5] + 1) % CLASSES                   # one label edited: one block changes
+    with pytest.warns(RuntimeWarning, match="1 finished block"):
+        resumed = rank_spectrum(model, x, y2, checkpoint=ckpt, **kwargs)
+    assert_same(resumed, reference(model, x, y2, [0, 3, SIDE]))
+    x2 = x.clone()
+    x2[-1] = x2[-1].flip(-1)                        # an image edited
+    with pytest.warns(RuntimeWarning, match="changed"):
+        resumed = rank_spectrum(model, x2, y2, checkpoint=ckpt, **kwargs)
+    assert_same(resumed, reference(model, x2, y2, [0, 3, SIDE]))
+
+
+def test_checkpoint_key_covers_weights_and_settings(tmp_path):
+    model, (x, y) = toy_model(), toy_data()
+    ckpt = tmp_path / "s.pt"
+    rank_spectrum(model, x, y, ranks=[0, 6], checkpoint=ckpt, progress=False)
+    with torch.no_grad():                           # the same parameter sums, other weights
+        w = model[0].weight
+        w.copy_(w.flip(0))
+    with pytest.raises(ValueError, match="different run.*model"):
+        rank_spectrum(model, x, y, ranks=[0, 6], checkpoint=ckpt, progress=False)
+    with pytest.raises(ValueError, match="different run.*batch_size"):
+        rank_spectrum(toy_model(), x, y, ranks=[0, 6], batch_size=5, checkpoint=ckpt,
+                      progress=False)
+
+
+@pytest.mark.parametrize("point", ["inside a block", "between blocks", "while writing"])
+def test_killed_run_never_reports_a_wrong_table(tmp_path, save_every_block, monkeypatch, point):
+    """A kill at three points; the next run resumes and gives the uninterrupted table."""
+    from rankcore import _io
+
+    model, (x, y) = toy_model(), toy_data()
+    kwargs = dict(ranks="0:12:3", batch_size=8, block=4, progress=False)
+    whole = rank_spectrum(model, x, y, **kwargs)
+    ckpt = tmp_path / "k.pt"
+    state = {"calls": 0, "saves": 0}
+
+    def on_forward(module, inputs, output):
+        state["calls"] += 1
+        if point == "inside a block" and state["calls"] == 7:
+            raise KeyboardInterrupt
+
+    real_save = _io.torch_save
+
+    def save(obj, path):
+        state["saves"] += 1
+        if point == "between blocks" and state["saves"] == 3:
+            real_save(obj, path)
+            raise KeyboardInterrupt
+        if point == "while writing" and state["saves"] == 3:
+            Path(path).write_bytes(b"PK\x03\x04 truncated")   # a torn write, no atomic rename
+            raise KeyboardInterrupt
+        return real_save(obj, path)
+
+    hook = model.register_forward_hook(on_forward)
+    monkeypatch.setattr(_io, "torch_save", save)
+    with pytest.raises(KeyboardInterrupt):
+        rank_spectrum(model, x, y, checkpoint=ckpt, **kwargs)
+    hook.remove()
+    monkeypatch.setattr(_io, "torch_save", real_save)
+    if point == "while writing":
+        with pytest.warns(RuntimeWarning, match="unreadable"):
+            resumed = rank_spectrum(model, x, y, checkpoint=ckpt, **kwargs)
+    else:
+        resumed = rank_spectrum(model, x, y, checkpoint=ckpt, **kwargs)
+    assert_same(resumed, whole, exact_prob=True)
+    assert_same(rank_spectrum(model, x, y, checkpoint=ckpt, **kwargs), whole, exact_prob=True)
+
+
+def test_checkpoint_with_code_is_never_run(tmp_path):
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    ckpt = tmp_path / "p.pt"
+    torch.save({"fingerprint": {}, "blocks": {0: Payload()}}, ckpt, pickle_module=pickle)
+    model, (x, y) = toy_model(), toy_data()
+    with pytest.warns(RuntimeWarning, match="unreadable"):
+        df = rank_spectrum(model, x, y, ranks=[0, SIDE], checkpoint=ckpt, progress=False)
+    assert not marker.exists()
+    assert_same(df, reference(model, x, y, [0, SIDE]))
+
+
+# ---------------------------------------------------------------------------- issue 14: modes, inputs
+
+def test_training_mode_model_is_evaluated_in_eval_mode_and_restored():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * (SIDE - 2) ** 2, CLASSES)).double()
+    x, y = toy_data()
+    with torch.no_grad():                           # non-trivial running statistics
+        model.train()(x)
+    model[1].eval()                                 # the caller's mixed modes
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = [m.training for m in model.modules()]
+    df = rank_spectrum(model, x, y, ranks=[0, 4, SIDE], batch_size=3, progress=False)
+    assert [m.training for m in model.modules()] == modes
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert_same(df, reference(model.eval(), x, y, [0, 4, SIDE]))
+
+
+def test_uint8_inputs_data_sets_loaders_and_grad_inputs_agree():
+    model, (x, y) = toy_model().float(), toy_data()
+    x8 = (x * 255).round().to(torch.uint8)
+    xf = x8.float() / 255
+    ranks = [0, 5, SIDE]
+    ref = rank_spectrum(model, xf, y, ranks=ranks, progress=False)
+    items = [(x8[i], int(y[i])) for i in range(N)]
+    loader = torch.utils.data.DataLoader(items, batch_size=5, num_workers=0)
+    for images in (x8, items, loader, xf.clone().requires_grad_(True)):
+        labels = None if isinstance(images, (list, torch.utils.data.DataLoader)) else y
+        assert_same(rank_spectrum(model, images, labels, ranks=ranks, progress=False), ref,
+                    exact_prob=True)
+
+
+def test_overlapped_svd_gives_the_same_table():
+    model, (x, y) = toy_model(), toy_data()
+    a = rank_spectrum(model, x, y, ranks="0:12:2", block=4, progress=False, overlap=True)
+    b = rank_spectrum(model, x, y, ranks="0:12:2", block=4, progress=False, overlap=False)
+    assert_same(a, b, exact_prob=True)
+
+
+def test_default_batch_size_and_throughput():
+    assert spectrum.default_batch_size((3, 224, 224)) == 8
+    assert spectrum.default_batch_size((3, 32, 32)) == 256
+    assert spectrum.default_batch_size((3, 32, 32), "cuda") == 256
+    model, (x, y) = toy_model(), toy_data()
+    t = spectrum.throughput(model, x, ranks=[0, 6, SIDE])
+    assert t["forward_passes"] == N * 3 and t["seconds"] > 0
+    assert math.isclose(t["images_x_ranks_per_s"], N * 3 / t["seconds"])
+
+
+# ---------------------------------------------------------------------------- intervals
+
+def test_wilson_bounds_solve_the_score_equation():
+    # The Wilson bounds are the two roots p of (phat - p)^2 = z^2 p (1 - p) / n.
+    z = 1.959963984540054
+    for k, n in ((0, 10), (3, 10), (10, 10), (437, 1000), (1, 10000)):
+        lo, hi = spectrum.wilson_interval(k / n, n)
+        for p in (float(lo), float(hi)):
+            assert math.isclose((k / n - p) ** 2, z * z * p * (1 - p) / n, abs_tol=1e-12)
+        assert lo <= k / n <= hi
+
+
+def test_gap_interval_matches_newcombe_1998():
+    # Newcombe (1998), Statistics in Medicine 17:873, example (a): 56/70 - 48/80 = 0.1,
+    # hybrid score interval (method 10) 0.0524 to 0.3339.
+    robust = pd.DataFrame({"rank": [1], "top1": [56 / 70], "n": [70]})
+    natural = pd.DataFrame({"rank": [1], "top1": [48 / 80], "n": [80]})
+    g = spectrum.gap(robust, natural)
+    assert math.isclose(g["gap"].iloc[0], 0.2)
+    np.testing.assert_allclose([g["gap_lo"].iloc[0], g["gap_hi"].iloc[0]], [0.0524, 0.3339],
+                               atol=1e-4)
+
+
+def test_with_intervals_adds_bounds_around_every_rate():
+    model, (x, y) = toy_model(), toy_data()
+    df = spectrum.with_intervals(rank_spectrum(model, x, y, ranks=[0, 4, SIDE], progress=False))
+    for col in ("agreement", "top1", "top5"):
+        assert (df[f"{col}_lo"] <= df[col]).all() and (df[col] <= df[f"{col}_hi"]).all()
+    no_labels = spectrum.with_intervals(rank_spectrum(model, x, ranks=[0, SIDE], progress=False))
+    assert no_labels["top1_lo"].isna().all() and no_labels["agreement_lo"].notna().all()
