@@ -25,6 +25,7 @@ Names (see :func:`names`):
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from typing import Callable
@@ -114,6 +115,22 @@ class ImageDataset(torch.utils.data.Dataset):
         if self._names is not None:
             return [self._names[j] for j in self.keep]
         return [os.path.basename(os.fsdecode(self.files[j])) for j in self.keep]
+
+    def fingerprint(self) -> str:
+        """A digest of what the items are (source, preprocessing, subset, labels, and each
+        file's path, size and modification time or the pixels): a cache key that changes
+        when any of them does, without decoding a file."""
+        h = hashlib.sha256(repr((self.source, self.size, self.resize, self.interpolation,
+                                 repr(self.transform))).encode())
+        h.update(self.keep.tobytes())
+        if self._labels is not None:
+            h.update(np.asarray(self._labels)[self.keep].astype(np.int64).tobytes())
+        if self.array is not None:
+            h.update(self.array[torch.from_numpy(self.keep)].numpy().tobytes())
+        for j in self.keep if self.files is not None else ():
+            st = os.stat(self.files[j])
+            h.update(b"%s:%d:%d\n" % (self.files[j], st.st_size, st.st_mtime_ns))
+        return h.hexdigest()[:16]
 
     def image(self, j: int) -> Image.Image | torch.Tensor:
         """Item ``j`` of the whole set (not of the subset), undecoded or native."""
@@ -351,24 +368,25 @@ def evaluate(model: torch.nn.Module, data, batch_size: int = 64, workers: int | 
     device = model_device(model)
     batches = data if isinstance(data, torch.utils.data.DataLoader) else loader(
         data, batch_size, workers, device=device, distributed=True)
-    correct, n = torch.zeros(len(topk), dtype=torch.float64), 0
+    correct, n = torch.zeros(len(topk), dtype=torch.float64, device=device), 0
     with evaluating(model), autocast(device, amp):
         for x, y in tqdm(batches, desc="evaluating", disable=not progress, leave=False):
             logits = model(to_float(x, device)).float()  # (B, classes)
-            y = torch.as_tensor(y).to(device)
-            if (y < 0).any() or (y >= logits.shape[1]).any():
+            y = torch.as_tensor(y)
+            bad = y[(y < 0) | (y >= logits.shape[1])]  # checked on the host: no device sync
+            if len(bad):
                 raise ValueError(f"data has labels outside 0..{logits.shape[1] - 1} (e.g. "
-                                 f"{int(y[(y < 0) | (y >= logits.shape[1])][0])}); unlabelled "
-                                 "data (samples, label -1) cannot be scored")
+                                 f"{int(bad[0])}); unlabelled data (samples, label -1) "
+                                 "cannot be scored")
             top = logits.topk(min(max(topk), logits.shape[1]), dim=1).indices  # (B, k)
-            hit = top == y[:, None]
-            correct += torch.stack([hit[:, :k].any(1).sum() for k in topk]).double().cpu()
+            hit = top == y.to(device, non_blocking=True)[:, None]
+            correct += torch.stack([hit[:, :k].any(1).sum() for k in topk]).double()
             n += len(y)
-    rank, world = torch_utils.distributed()
-    if world > 1 and not isinstance(data, torch.utils.data.DataLoader):
-        counts = torch.cat([correct, torch.tensor([float(n)], dtype=torch.float64)]).to(device)
+    if torch_utils.distributed()[1] > 1 and not isinstance(data, torch.utils.data.DataLoader):
+        counts = torch.cat([correct, torch.tensor([float(n)], dtype=torch.float64, device=device)])
         torch.distributed.all_reduce(counts)
-        correct, n = counts[:-1].cpu(), int(counts[-1])
+        correct, n = counts[:-1], int(counts[-1])
+    correct = correct.cpu()
     if n == 0:
         raise ValueError("data holds no images")
     return {**{f"top{k}": float(c) / n for k, c in zip(topk, correct)}, "n": n}

@@ -476,3 +476,24 @@ def test_online_false_when_offline(offline, monkeypatch):
     for var in ("HTTPS_PROXY", "https_proxy"):
         monkeypatch.delenv(var, raising=False)
     assert data_files.online() is False
+
+
+def test_fingerprint_follows_files_labels_and_settings(tmp_path):
+    folder = _fake_imagenet(tmp_path, 6, distinct=3, side=(60, 50))
+    fp = lambda **kw: data.dataset("imagenet-val", root=tmp_path, **kw).fingerprint()
+    first = fp()
+    assert fp() == first and fp(size=32) != first and fp(n=3) != first
+    assert fp(interpolation="bicubic") != first
+    labels = (folder / "labels.txt").read_text()
+    (folder / "labels.txt").write_text(labels.replace(", 5\n", ", 7\n"))
+    assert fp() != first
+    (folder / "labels.txt").write_text(labels)
+    assert fp() == first
+    f = folder / "images" / "ILSVRC2012_val_00000002.JPEG"
+    os.unlink(f)
+    Image.fromarray(np.zeros((50, 60, 3), np.uint8)).save(f)     # same name, new content
+    assert fp() != first
+    _cifar_tree(tmp_path)
+    a = data.dataset("cifar10", root=tmp_path).fingerprint()
+    assert a == data.dataset("cifar10", root=tmp_path).fingerprint()
+    assert a != data.dataset("cifar10", root=tmp_path, n=5).fingerprint()
