@@ -151,8 +151,7 @@ def summary_markdown(t2, verdicts: dict, untargeted: dict, adv: str | None, n: i
         f"{RATE_CLOSE:g} points, or success >= {SUCCESS_TREND:g}% / recovery <= "
         f"{RECOVERY_TREND:g}%)"
         + (": low-rank training brings no L-inf robustness here either." if agree == len(verdicts)
-           else ": where they differ, the models here resist being steered more than the "
-                "paper's, the numbers above say by how much."),
+           else ": where they differ, the numbers above say by how much."),
         f"- **Sanity check**: the untargeted attack with the same budget leaves the full-rank "
         f"model {100 * untargeted['top1']:.1f}% -> "
         f"{100 * untargeted['recovery']:.1f}% accuracy.",
