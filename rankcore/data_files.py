@@ -389,8 +389,12 @@ def find_imagenet(root: str | os.PathLike | None = None) -> Path | None:
     base = data_root(root)
     for sub in IMAGENET_DIRS:
         folder = base / sub
-        if folder.is_dir() and (any((folder / f).exists() for f in ("labels.txt", "val.txt"))
-                                or index_imagenet(folder) is not None):
+        if not folder.is_dir():
+            continue
+        # Cheap tests first: a label file, or one synset folder (without listing 50,000 files).
+        if any((folder / f).exists() for f in ("labels.txt", "val.txt")) or any(
+                e.is_dir() and e.name[:1] == "n" and e.name[1:].isdigit()
+                for e in os.scandir(folder)) or index_imagenet(folder) is not None:
             return folder
     return None
 
