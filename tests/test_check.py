@@ -1,0 +1,100 @@
+"""``rankcore book check``: the pre-flight of a profile, offline, on files made in the test."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from rankcore import data_files, models
+from rankcore.book import check, runner
+
+
+@pytest.fixture
+def machine(tmp_path, monkeypatch):
+    """An empty data root, a toy profile, no book notebooks, no network."""
+    root = tmp_path / "data"
+    root.mkdir()
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "big.yml").write_text(
+        "settings: {needs_cuda: true}\n"
+        "a: {model: resnet50, cifar: cifar10, imagenet_data: imagenet-val, n: 5}\n"
+        "b: {zoo: {One: resnet50, Two: cifar_resnet20}, photos: samples,\n"
+        "    mine: \"vgg19=" + str(tmp_path / "my_vgg.pth") + "\"}\n")
+    for k, v in {"RANKCORE_DATA": root, "RANKCORE_PROFILES": tmp_path / "profiles",
+                 "RANKCORE_BOOK_ROOT": tmp_path, "RANKCORE_MODELS": tmp_path / "downloads",
+                 "RANKCORE_CACHE": tmp_path / "cache", "TORCH_HOME": tmp_path / "torch"}.items():
+        monkeypatch.setenv(k, str(v))
+    monkeypatch.setattr(data_files, "online", lambda *a, **k: False)
+    monkeypatch.setattr(runner, "ROOT", tmp_path)  # a book without notebooks: profile values only
+    return tmp_path
+
+
+def _by_name(items):
+    return {(n.chapter, n.name): n for n in items}
+
+
+def test_offline_with_nothing_here_names_every_missing_need(machine, capsys):
+    assert check.main("big") == 1
+    out = capsys.readouterr().out
+    items = _by_name(check.needs("big", online=False))
+    assert items[("a", "resnet50")].status == "missing"
+    assert "no network" in items[("a", "resnet50")].detail
+    assert items[("a", "cifar10")].status == "missing"            # downloadable only online
+    assert items[("a", "imagenet-val")].status == "missing"
+    assert items[("a", "imagenet-val")].size == check.DATA_SIZES["imagenet-val"]
+    assert items[("b", "samples")].status == "present"
+    assert items[("b", "vgg19=" + str(machine / "my_vgg.pth"))].status == "missing"
+    assert set(n.chapter for n in items.values()) == {"a", "b"}
+    assert "profile 'big': no network" in out and "missing" in out
+
+
+def test_fake_files_are_found_with_their_sizes(machine):
+    root = machine / "data"
+    (root / "cifar10-jpeg" / "test" / "cat").mkdir(parents=True)
+    (root / "cifar10-jpeg" / "test" / "cat" / "0.jpg").write_bytes(b"x" * 1000)
+    (root / "imagenet-val-1300" / "images").mkdir(parents=True)
+    (root / "imagenet-val-1300" / "images" / "a.JPEG").write_bytes(b"y" * 500)
+    (root / "imagenet-val-1300" / "labels.txt").write_text("images/a.JPEG, 3\n")
+    (root / "models").mkdir()
+    for name in ("resnet50", "cifar_resnet20"):
+        (root / "models" / models.get_cfg(name).file).write_bytes(b"z" * 2000)
+    (machine / "my_vgg.pth").write_bytes(b"w" * 300)
+    items = _by_name(check.needs("big", online=False))
+    assert (items[("a", "cifar10")].status, items[("a", "cifar10")].size) == ("present", 1000)
+    assert items[("a", "imagenet-val")].size == len("images/a.JPEG, 3\n") + 500
+    assert (items[("a", "resnet50")].status, items[("a", "resnet50")].size) == ("present", 2000)
+    assert items[("b", "cifar_resnet20")].status == "present"
+    assert items[("b", "vgg19=" + str(machine / "my_vgg.pth"))].size == 300
+    assert check.main("big") == 0
+
+
+def test_online_checkpoints_are_downloadable(machine, monkeypatch):
+    monkeypatch.setattr(check, "_remote_size", lambda url, timeout=5.0: 1234)
+    items = _by_name(check.needs("big", online=True))
+    assert (items[("a", "resnet50")].status, items[("a", "resnet50")].size) == ("downloadable", 1234)
+    assert items[("a", "cifar10")].status == "downloadable"
+    assert items[("a", "imagenet-val")].status == "missing"        # never downloaded
+
+
+def test_named_runs_of_the_runs_block_carry_gpu_hours(machine):
+    (machine / "profiles" / "big.yml").write_text(
+        "a: {model: 'train:natural'}\n"
+        "runs:\n  names: [natural, 'low_rank:5']\n  families:\n    airbench:\n"
+        "      base: {arch: airbench94, epochs: 10}\n")
+    items = check.needs("big", online=False)
+    trainings = [n for n in items if n.kind == "training"]
+    assert {n.name for n in trainings} == {"natural@airbench", "low_rank:5@airbench"}
+    assert all(n.status == "to train" and n.gpu_hours > 0 for n in trainings)
+
+
+def test_the_real_paper_profile_runs_offline():
+    """Acceptance: offline on a clean clone, the paper pre-flight runs and names what is missing."""
+    proc = subprocess.run([sys.executable, "-m", "rankcore.book", "check", "--profile", "paper",
+                           "--offline"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode in (0, 1), proc.stderr
+    assert "profile 'paper': no network" in proc.stdout
+    for chapter in ("02_rank_spectrum", "03_rig"):
+        assert f"{chapter}:" in proc.stdout
+    if proc.returncode == 1:
+        assert " missing " in proc.stdout
