@@ -1,0 +1,450 @@
+"""The book's named training runs, their cache and the ``rankcore train`` command.
+
+A named run is a :class:`rankcore.train.TrainConfig` built from a profile's ``runs:``
+block (``rankcore/book/profiles/<profile>.yml``): the profile *is* the training scale
+(``smoke`` seconds, ``quick`` CPU minutes, ``gpu`` one GPU, ``paper`` Section 5's
+ResNet-50 schedule). Names:
+
+- ``natural``; ``adv`` (L-inf 8/255 adversarial training); ``adv_l2`` (L2, eps 0.5);
+- ``low_rank:K`` (trained on rank-K images), ``high_rank:K`` (trained on images with their
+  K largest singular values removed).
+
+Each name exists per *family* of networks: ``airbench`` (the fast airbench-style net) and
+``resnet`` (a residual net of the paper's family, for Table 2's targeted steering), where
+the profile trains it (:func:`families`). :func:`cached` trains a configuration once and
+keeps it under ``cache_dir("models")``, keyed by the configuration and the training code's
+version; every chapter asking for the same run gets the same model. Checkpoints are read
+without running code; a corrupt one is retrained with a warning naming it.
+
+Several GPUs: ``rankcore train --all --profile gpu`` (:func:`train_all`) runs the
+independent trainings one per visible GPU, each in its own process; one training spread
+over several GPUs runs under ``torchrun --nproc_per_node=N -m rankcore.train NAME``
+(DistributedDataParallel, SyncBatchNorm, nccl).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rankcore import _io, train as T
+from rankcore.paths import cache_dir
+from rankcore.torch_utils import distributed, resolve_device
+
+from . import profiles
+
+__all__ = ["NAMES", "preset", "names", "families", "table2_family", "run_dir", "load_data",
+           "cached", "load_model", "curves", "summary", "history", "estimate", "train_all",
+           "register_cli", "train_command"]
+
+#: The run names (``K`` a rank).
+NAMES = ("natural", "adv", "adv_l2", "low_rank:K", "high_rank:K")
+FAMILIES = ("airbench", "resnet")
+
+
+def _kind(name: str) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"name={name!r}; expected a run name such as 'natural' or 'low_rank:5'")
+    if name in ("natural", "adv", "adv_l2"):
+        return name
+    kind, sep, k = name.partition(":")
+    if kind in ("low_rank", "high_rank") and sep and k.isdigit():
+        return kind
+    raise ValueError(f"name={name!r}; expected one of {', '.join(NAMES)} (K a non-negative int)")
+
+
+def _block(profile: str) -> dict:
+    block = profiles.runs(profile)
+    if not block.get("families"):
+        raise ValueError(f"profile={profile!r} has no runs: block with families (training "
+                         "scales); see rankcore/book/profiles/quick.yml")
+    return block
+
+
+def families(profile: str) -> list[str]:
+    """The network families profile ``profile`` trains, e.g. ``["airbench"]``."""
+    return list(_block(profile)["families"])
+
+
+def table2_family(profile: str) -> str:
+    """The family Table 2 (targeted steering, chapters 05-06) rests on in ``profile``."""
+    block = _block(profile)
+    return block.get("table2_family", "resnet" if "resnet" in block["families"] else "airbench")
+
+
+def preset(name: str, profile: str = "quick", family: str = "airbench", **overrides) -> T.TrainConfig:
+    """The configuration of named run ``name`` at profile ``profile``.
+
+    Args:
+        name (str): ``"natural"``, ``"adv"``, ``"adv_l2"``, ``"low_rank:K"``, ``"high_rank:K"``.
+        profile (str, optional): ``"smoke"``, ``"quick"``, ``"gpu"`` or ``"paper"``.
+        family (str, optional): ``"airbench"`` or ``"resnet"``. Default: ``"airbench"``.
+        **overrides: any :class:`~rankcore.train.TrainConfig` field, e.g. ``epochs=20``.
+
+    Examples::
+
+        >>> preset("low_rank:5", "smoke").transform
+        'low_rank:5'
+    """
+    kind = _kind(name)
+    fams = _block(profile)["families"]
+    if family not in fams:
+        raise ValueError(f"family={family!r}; profile {profile!r} trains {sorted(fams)}")
+    fam = fams[family] or {}
+    fields = dict(fam.get("base", {}))
+    fields.update(fam.get(kind, {}) or {})
+    if kind in ("low_rank", "high_rank"):
+        fields["transform"] = name
+    fields.update(overrides)
+    return T.TrainConfig().replace(**fields)
+
+
+def names(profile: str, chapter: str | None = None) -> list[str]:
+    """The run names of a profile's ``runs.names`` list (all the book trains)."""
+    return list(_block(profile).get("names", ["natural", "adv", "adv_l2"]))
+
+
+def run_dir(config: T.TrainConfig) -> Path:
+    """The cache folder of one configuration: ``cache_dir("models")/<...>-<key>``."""
+    name = config.transform or ("adv_" + config.adv_norm if config.adv else "natural")
+    return cache_dir("models") / f"{config.dataset}-{config.arch}-{name.replace(':', '')}-{config.key()}"
+
+
+def load_data(config: T.TrainConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (untransformed) train or test images a configuration uses, as uint8."""
+    from rankcore import data
+    n = config.n_train if split == "train" else config.n_test
+    x, y = data.load(config.dataset, split=split, n=n, seed=config.data_seed, progress=False)[:2]
+    return (x * 255).round().to(torch.uint8), y
+
+
+def cached(config: T.TrainConfig, progress: bool = True, device: str | torch.device | None = None,
+           train_if_missing: bool = True) -> nn.Module:
+    """The model trained with ``config``: loaded from the cache, else trained and cached.
+
+    Args:
+        config (TrainConfig): e.g. ``preset("low_rank:5", "quick")``.
+        progress (bool, optional): show progress bars. Default: True.
+        device (optional): where to train and return the model. Default: CUDA if present.
+        train_if_missing (bool, optional): if False, raise FileNotFoundError instead of
+            training. Default: True.
+
+    Returns:
+        nn.Module in eval mode, with ``train_history`` (per-epoch metrics, rates as
+        fractions) and ``from_cache``.
+
+    An interrupted run resumes from its last finished epoch; a corrupt or code-bearing
+    checkpoint is reported (RuntimeWarning naming the file) and the run trained again.
+    """
+    if not isinstance(config, T.TrainConfig):
+        raise TypeError(f"config must be a TrainConfig; got {type(config).__name__}")
+    device = resolve_device(device)
+    folder = run_dir(config)
+    ckpt_path = folder / "checkpoint.pt"
+    model = T.build_model(config).to(device)
+    if _load_finished(model, ckpt_path, config, device):
+        return model
+    if not train_if_missing:
+        raise FileNotFoundError(f"no finished model for {config} in {folder}")
+    # One trainer per configuration: a second process (another chapter, another user of
+    # the same cache) waits for the first and then loads its model instead of training.
+    # Not under torchrun, where every rank must enter training together.
+    with _lock(folder / ".lock") if distributed()[1] == 1 else nullcontext():
+        if _load_finished(model, ckpt_path, config, device):
+            return model
+        _io.write_json(folder / "config.json", {"config": dataclasses.asdict(config),
+                                                "code_version": T.TRAIN_CODE_VERSION})
+        model = T.build_model(config).to(device)
+        train_data = load_data(config, "train")
+        test_data = load_data(config, "test")
+        model = T.train(model, train_data, test_data, config, checkpoint=ckpt_path, resume=True,
+                        log=folder / "log.jsonl", progress=progress,
+                        tag=f"{config.dataset}-train-{config.n_train or 'all'}-{config.data_seed}")
+        model.from_cache = False
+        return model
+
+
+def _load_finished(model: nn.Module, path: Path, config: T.TrainConfig, device) -> bool:
+    if not path.exists():
+        return False
+    try:
+        ckpt = T.load_checkpoint(path, config, map_location=device)
+    except ValueError as e:
+        warnings.warn(f"cached run {path} is unusable ({e}); training it again",
+                      RuntimeWarning, stacklevel=3)
+        path.unlink(missing_ok=True)
+        return False
+    if not ckpt["finished"]:
+        return False
+    model.load_state_dict(ckpt["model"])
+    model.train_history = ckpt["history"]
+    model.from_cache = True
+    model.eval()
+    return True
+
+
+class _lock:
+    """An exclusive advisory file lock (POSIX ``flock``; a no-op where unavailable)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(self.path, "a")
+        try:
+            import fcntl
+            fcntl.flock(self.f, fcntl.LOCK_EX)
+        except ImportError:
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()  # closing releases the lock
+
+
+# ------------------------------------------------------------------------- models
+
+def _parse_train_spec(spec: str) -> tuple[str, str]:
+    """``"train:low_rank:5@resnet"`` -> ``("low_rank:5", "resnet")``."""
+    body = spec[len("train:"):].strip()
+    name, _, family = body.partition("@")
+    return name, family or "airbench"
+
+
+def load_model(spec: str, profile: str = "quick", device: str | torch.device | None = None,
+               download: bool = True, progress: bool = True) -> nn.Module:
+    """A model from a short specification, as the book's parameters name them.
+
+    Args:
+        spec (str): ``"train:NAME"`` or ``"train:NAME@FAMILY"`` (the cached model of
+            :func:`preset`, trained on first use, e.g. ``"train:adv"``,
+            ``"train:low_rank:5@resnet"``), ``"NAME"`` (a :mod:`rankcore.models` name with
+            its default weights) or ``"NAME=PATH"`` (with a weight file or folder).
+        profile (str, optional): the profile whose ``runs:`` block sets the training scale.
+        device (optional): Default: CUDA when available, else CPU.
+        download (bool, optional): allow downloading missing zoo weights. Default: True.
+        progress (bool, optional): progress bars while training. Default: True.
+
+    Returns:
+        nn.Module in eval mode on ``[0, 1]`` images.
+
+    Raises:
+        ValueError: a malformed spec or profile; ``rankcore.models.WeightsError`` (and its
+        subclasses) for zoo weights that are missing, mismatched, unsafe or corrupt.
+    """
+    from rankcore import models
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"spec={spec!r}; expected 'train:NAME', 'NAME' or 'NAME=PATH'")
+    device = resolve_device(device)
+    if spec.startswith("train:"):
+        name, family = _parse_train_spec(spec)
+        return cached(preset(name, profile, family), progress=progress, device=device)
+    name, _, weights = spec.partition("=")
+    return models.load(name.strip(), weights=weights.strip() or None, device=device,
+                       download=download)
+
+
+def curves(models: dict) -> "pd.DataFrame":
+    """Per-epoch metrics of trained models, long format.
+
+    Args:
+        models (dict): ``{run name: model}`` from :func:`cached`.
+
+    Returns:
+        DataFrame with columns ``run, epoch, test_top1, train_loss, train_acc, lr, seconds``
+        (rates as fractions) and, for adversarial runs, ``adv_method, guard_pgd_acc``.
+    """
+    import pandas as pd
+    return pd.DataFrame([{"run": name, **row} for name, m in models.items()
+                         for row in m.train_history])
+
+
+def summary(models: dict) -> "pd.DataFrame":
+    """One row per model: final and best full-rank test top-1 (fractions), epochs, minutes."""
+    import pandas as pd
+    rows = []
+    for name, m in models.items():
+        h = m.train_history
+        tops = [r["test_top1"] for r in h if r.get("test_top1") is not None]
+        rows.append({"run": name, "epochs": len(h), "test_top1": tops[-1] if tops else None,
+                     "best_test_top1": max(tops) if tops else None,
+                     "train_loss": h[-1]["train_loss"] if h else None,
+                     "train_minutes": round(sum(r["seconds"] for r in h) / 60, 2),
+                     "cpu_minutes": round(sum(r.get("cpu_seconds", math.nan) for r in h) / 60, 2),
+                     "from_cache": getattr(m, "from_cache", False)})
+    return pd.DataFrame(rows)
+
+
+def history(config: T.TrainConfig) -> list[dict]:
+    """Per-epoch metrics of a cached, finished run (raises FileNotFoundError if none)."""
+    return cached(config, progress=False, train_if_missing=False, device="cpu").train_history
+
+
+def _finished(config: T.TrainConfig) -> bool:
+    path = run_dir(config) / "checkpoint.pt"
+    if not path.exists():
+        return False
+    try:
+        return bool(T.load_checkpoint(path, config)["finished"])
+    except ValueError:
+        return False
+
+
+#: Assumed image passes per second of one training step (forward + backward) on one
+#: H100 in bfloat16: rough planning figures for :func:`estimate`, not measurements.
+_GPU_IMAGES_PER_S = {"airbench_cpu": 150_000, "airbench94": 60_000, "cifar_resnet20": 40_000,
+                     "resnet50_cifar": 5_000}
+
+
+def estimate(name: str, profile: str, family: str = "airbench") -> dict:
+    """Rough GPU hours of a named run and whether it is cached already.
+
+    Returns:
+        dict: ``gpu_hours`` (float, image passes x attack steps over an assumed H100
+        rate), ``cached`` (bool), ``dir`` (str).
+    """
+    c = preset(name, profile, family)
+    n = c.n_train or 50_000
+    passes = {None: 1, "fgsm-rs": 2}.get(c.adv, 1 + c.adv_steps)
+    rate = _GPU_IMAGES_PER_S.get(c.arch, 5_000)
+    return {"gpu_hours": round(n * c.epochs * passes / rate / 3600, 4),
+            "cached": _finished(c), "dir": str(run_dir(c))}
+
+
+# ----------------------------------------------------------------- command line
+
+def train_all(names_: list[str], profile: str, family: str = "airbench",
+              overrides: dict | None = None, devices: list[str] | None = None,
+              progress: bool = True) -> list[dict]:
+    """Train several named runs; with several GPUs, one run per GPU at a time.
+
+    Args:
+        names_ (list of str): run names. profile (str). family (str).
+        overrides (dict, optional): TrainConfig fields applied to every run.
+        devices (list of str, optional): e.g. ``["cuda:0", "cuda:1"]``. Default: every
+            visible GPU, else the CPU. With two or more devices each run is a separate
+            process (``python -m rankcore.train NAME --device cuda:i``) and each device
+            works through its share of the runs in order; the cache's file lock keeps two
+            processes from training the same configuration.
+
+    Returns:
+        list of dicts, one per run (``run``, ``dir``, ``test_top1`` or ``returncode``).
+    """
+    overrides = dict(overrides or {})
+    configs = [preset(n, profile, family, **overrides) for n in names_]  # validate first
+    if devices is None:
+        devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cpu"]
+    if len(devices) < 2 or len(names_) < 2:
+        out = []
+        for n, c in zip(names_, configs):
+            m = cached(c, progress=progress, device=devices[0])
+            out.append(_report(n, c, m))
+        return out
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    sets = [f"{k}={v}" for k, v in overrides.items()]
+
+    def worker(i: int) -> list[dict]:
+        done = []
+        for n in names_[i::len(devices)]:
+            cmd = [sys.executable, "-m", "rankcore.train", n, "--profile", profile,
+                   "--family", family, "--device", devices[i], "--no-progress"]
+            if sets:
+                cmd += ["--set", *sets]
+            rc = subprocess.run(cmd).returncode
+            done.append({"run": n, "device": devices[i], "returncode": rc})
+        return done
+
+    with ThreadPoolExecutor(len(devices)) as pool:
+        return [r for part in pool.map(worker, range(len(devices))) for r in part]
+
+
+def _report(name: str, config: T.TrainConfig, model: nn.Module) -> dict:
+    last = model.train_history[-1] if model.train_history else {}
+    return {"run": name, "dir": str(run_dir(config)), "epochs": last.get("epoch"),
+            "test_top1": last.get("test_top1"), "from_cache": getattr(model, "from_cache", False)}
+
+
+def _parse_sets(items: list[str]) -> dict:
+    import yaml
+    out = {}
+    for item in items or []:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise ValueError(f"--set {item!r}; expected FIELD=VALUE")
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def train_command(names_: list[str], profile: str = "quick", family: str = "airbench",
+                  sets: list[str] | None = None, device=None, dry_run: bool = False,
+                  all_runs: bool = False, progress: bool = True) -> list[dict]:
+    """What ``rankcore train`` does: validate, then train (or, ``dry_run``, only describe)
+    the named runs; under ``torchrun`` one run spread over the processes' GPUs."""
+    import json
+    if all_runs:
+        names_ = list(names_) + [n for n in names(profile) if n not in names_]
+    if not names_:
+        raise ValueError("names: give at least one run name (or --all)")
+    overrides = _parse_sets(sets)
+    configs = [preset(n, profile, family, **overrides) for n in names_]
+    if dry_run:
+        out = [{"run": n, "dir": str(run_dir(c)), "config": dataclasses.asdict(c),
+                **estimate(n, profile, family)} for n, c in zip(names_, configs)]
+        for r in out:
+            print(json.dumps(r, default=str))
+        return out
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        from rankcore.torch_utils import init_distributed
+        dev = resolve_device(device)
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        init_distributed(dev)
+        out = [_report(n, c, cached(c, progress=progress, device=dev))
+               for n, c in zip(names_, configs)]
+    else:
+        devices = None if device is None else [str(resolve_device(device))]
+        out = train_all(names_, profile, family, overrides, devices, progress)
+    if distributed()[0] == 0:
+        for r in out:
+            print(json.dumps(r, default=str))
+    return out
+
+
+def register_cli(subparsers) -> None:
+    """Add ``rankcore train`` (entry point ``rankcore.cli``) to the ``rankcore`` command."""
+    p = subparsers.add_parser(
+        "train", help="train named runs of the book (cached)",
+        description="Train the book's named runs at a profile's scale, e.g. "
+                    "`rankcore train natural low_rank:5 --profile quick`. Trained models "
+                    "are cached; a second call loads them.")
+    p.add_argument("names", nargs="*", help="natural, adv, adv_l2, low_rank:K, high_rank:K")
+    p.add_argument("--profile", default="quick", help="smoke, quick, gpu or paper")
+    p.add_argument("--family", default="airbench", choices=FAMILIES)
+    p.add_argument("--all", action="store_true", help="every run the profile lists")
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="override TrainConfig fields (values parsed as YAML)")
+    p.add_argument("--dry-run", action="store_true", help="validate and print, train nothing")
+    p.add_argument("--no-progress", action="store_true")
+    try:
+        from rankcore.cli import add_device_argument
+        add_device_argument(p)
+    except ImportError:
+        p.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: auto)")
+
+    def run(args) -> int:
+        train_command(args.names, args.profile, args.family, args.set, args.device,
+                      args.dry_run, args.all, not args.no_progress)
+        return 0
+
+    p.set_defaults(run=run)
