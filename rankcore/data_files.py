@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 
 from . import _io
-from .paths import cache_dir
+from .paths import cache_dir, user_cache
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +100,15 @@ def cache_file(root: Path, name: str) -> Path:
     """Where a decoded copy of data under ``root`` is kept.
 
     ``$RANKCORE_CACHE/data`` when set; else ``<root>/cache/data`` (derived data beside its
-    source); a read-only data root gets ``~/.cache/rankcore/data`` instead.
+    source); a read-only data root gets ``<user cache>/data`` (``~/.cache/rankcore/data``).
     """
     if os.environ.get("RANKCORE_CACHE"):
         return cache_dir("data") / name
     local = root / "cache" / "data"
-    writable = local if local.exists() else root
-    if os.access(writable, os.W_OK):
+    existing = next((p for p in (local, *local.parents) if p.exists()), None)
+    if existing is not None and os.access(existing, os.W_OK):
         return local / name
-    return Path.home() / ".cache" / "rankcore" / "data" / name
+    return user_cache() / "data" / name
 
 
 # ---------------------------------------------------------------------------- CIFAR-10

@@ -70,6 +70,8 @@ ARGUMENT_ROWS = [
     (lambda r: data.evaluate(_tiny_model(), data.dataset("samples", n=2, size=16),
                              progress=False), ValueError, "labels outside"),
     (lambda r: data.class_names("mnist"), ValueError, "dataset='mnist'"),
+    (lambda r: data.load("cifar10", root=5), TypeError, "root=5"),
+    (lambda r: data.dataset("imagenet-val", root=["a"]), TypeError, "root=['a']"),
     (lambda r: data.dataset("samples")[10], IndexError, "index 10"),
 ]
 

@@ -432,6 +432,7 @@ def test_cache_with_pickled_code_never_runs_it(tmp_path):
 
 def test_read_only_data_root_caches_in_home(tmp_path, monkeypatch):
     monkeypatch.delenv("RANKCORE_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     _cifar_tree(tmp_path / "root")
     monkeypatch.setattr(os, "access", lambda path, mode: False)   # as a read-only mount
