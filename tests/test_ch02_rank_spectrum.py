@@ -1,0 +1,121 @@
+"""Chapter 02's module: verdict rules on made-up tables, skipped models, figures, the summary."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from rankcore import spectrum  # noqa: E402
+from rankcore.book import ch02_rank_spectrum as ch02  # noqa: E402
+
+
+def table(top1, n=10000, ranks=None, agreement=None):
+    ranks = list(range(len(top1))) if ranks is None else ranks
+    df = pd.DataFrame({"rank": ranks, "agreement": agreement or top1, "top1": top1,
+                       "top5": top1, "mean_true_prob": top1, "n": n})
+    return spectrum.with_intervals(df)
+
+
+def test_gap_verdict_follows_the_interval_not_the_point():
+    natural = table([0.10] * 11 + [0.90])
+    far_ahead = table([0.40] * 11 + [0.80])          # +30 points at every low rank
+    g = spectrum.gap(far_ahead, natural)
+    verdict, ev = ch02.gap_verdict(g, paper_points=20)
+    assert verdict == "reproduced" and ev["lo"] > 20
+    # +21 points on 10,000 images: interval above 20? not on 100 images.
+    g_small = spectrum.gap(table([0.31] * 11 + [0.8], n=100), table([0.10] * 11 + [0.9], n=100))
+    assert ch02.gap_verdict(g_small, 20)[0] == "same trend"        # point 21 > 20, bound not
+    g_tiny = spectrum.gap(table([0.12] * 11 + [0.8], n=50), table([0.10] * 11 + [0.9], n=50))
+    assert ch02.gap_verdict(g_tiny, 20)[0] == "differs"            # +2 points within noise
+    behind = spectrum.gap(table([0.05] * 11 + [0.8]), natural)
+    assert ch02.gap_verdict(behind, 20)[0] == "differs"
+    with pytest.raises(ValueError, match="no rank"):
+        ch02.gap_verdict(g[g["rank"] > 10], 20)
+
+
+def test_full_rank_verdict():
+    natural = table([0.1, 0.9])
+    assert ch02.full_rank_verdict(spectrum.gap(table([0.2, 0.8]), natural))[0] == "reproduced"
+    assert ch02.full_rank_verdict(spectrum.gap(table([0.2, 0.95]), natural))[0] == "differs"
+    level = spectrum.gap(table([0.2, 0.9], n=100), table([0.1, 0.9], n=100))
+    assert ch02.full_rank_verdict(level)[0] == "same trend"
+
+
+def test_saturation_and_auc_verdicts():
+    assert ch02.saturation_verdict(80, 100, 224, "imagenet") == "reproduced"
+    assert ch02.saturation_verdict(40, 100, 224, "imagenet") == "same trend"
+    assert ch02.saturation_verdict(224, 100, 224, "imagenet") == "differs"
+    assert ch02.saturation_verdict(12, 15, 32, "cifar10") == "reproduced"
+    assert ch02.saturation_verdict(3, 15, 32, "cifar10") == "same trend"
+    assert ch02.saturation_verdict(float("nan"), 15, 32, "cifar10") == "differs"
+    tables = {"VGG-19": table([0.0, 0.2, 1.0]), "ResNet-50": table([0.0, 0.8, 1.0]),
+              "robust ResNet-50": table([0.0, 0.0, 1.0])}
+    assert ch02.lowest_auc_verdict(tables, "VGG") == ("reproduced", "VGG-19")
+    tables["DenseNet-201"] = table([0.0, 0.1, 1.0])
+    assert ch02.lowest_auc_verdict(tables, "VGG") == ("differs", "DenseNet-201")
+
+
+def _paper(key):
+    return {"text.imagenet_saturation_rank.value": 100, "text.cifar10_saturation_rank.value": 15,
+            "text.robust_low_rank_advantage.value": 20}[key]
+
+
+def test_paper_comparison_rows_and_summary():
+    cifar = {"natural": table([0.1] * 16 + [0.9] * 17), "L-inf": table([0.4] * 16 + [0.8] * 17)}
+    rows = ch02.paper_comparison(
+        _paper, imagenet={}, cifar=cifar, archs={}, natural=None, robust=None,
+        imagenet_has_labels=False, cifar_pairs={"L-inf": ("L-inf", "natural"),
+                                                "L2": ("L2", "natural")},
+        skipped={"L2": "WeightsMissingError: no file"}, notes={"cifar": "10,000 images"})
+    by = {(r["ref"], r["item"][:19]): r for r in rows}
+    verdicts = [r["verdict"] for r in rows]
+    assert set(verdicts) <= {"reproduced", "same trend", "differs", "needs GPU or data"}
+    fig7c = [r for r in rows if r["ref"] == "fig7c"]
+    assert fig7c[0]["verdict"] == "reproduced" and fig7c[1]["verdict"] == "needs GPU or data"
+    assert "WeightsMissingError" in fig7c[1]["note"]
+    assert by[("fig6", "ImageNet saturation")]["verdict"] == "needs GPU or data"
+    md = ch02.summary_markdown("quick", {"CIFAR-10": cifar}, rows, {"L2": "WeightsMissingError: x"})
+    assert "**quick**" in md and "L2: skipped: WeightsMissingError" in md
+    assert "reproduced" in md and "[" in md                 # intervals printed
+
+
+def test_spectra_skips_models_that_cannot_be_loaded(monkeypatch):
+    from rankcore import models
+
+    class Missing(getattr(models, "WeightsError", FileNotFoundError)):
+        pass
+
+    def fake_load(spec, profile="quick", device=None, download=False, progress=True):
+        if spec == "absent":
+            raise Missing("no weights for 'absent'")
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)).eval()
+        net.input_size = (3, 32, 32)
+        return net
+
+    monkeypatch.setattr(ch02, "load_model", fake_load)
+    tables, skipped = ch02.spectra({"ok": "toy", "gone": "absent"}, "cifar10", n=6,
+                                   ranks=[0, 8, 32], progress=False, cache=False)
+    assert list(tables) == ["ok"] and skipped["gone"].startswith("Missing: no weights")
+    df = tables["ok"]
+    assert {"top1_lo", "top1_hi", "agreement_lo"} <= set(df.columns) and (df["n"] == 6).all()
+    assert df.attrs["source"] == "cifar10"
+
+
+def test_figures_draw():
+    tables = {"a": table([0.1, 0.5, 0.9], n=50), "b": table([0.3, 0.6, 0.8], n=50)}
+    ax = ch02.plot(tables, "top1", title="t")
+    assert len(ax.collections) == 2                          # one interval band per curve
+    ax = ch02.plot_gap(spectrum.gap(tables["b"], tables["a"]))
+    assert len(ax.lines) >= 2
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 7)).eval()
+    fig, top = ch02.figure_top5({"net": net}, torch.rand(3, 8, 8), rank=2, k=3)
+    assert len(top) == 6 and set(top["input"]) == {"full rank", "rank 2"}
+    np.testing.assert_allclose(top.groupby("input")["prob"].max().to_numpy() <= 1, True)
