@@ -369,6 +369,7 @@ print(json.dumps({"n": r["n"], "self_mb": self_kb / 1024, "child_mb": child_kb /
 """
 
 
+@pytest.mark.slow
 def test_evaluation_memory_does_not_grow_with_images(tmp_path):
     """Issue 11: 1,300 ImageNet images at 224x224 cost no more memory than 130.
 

@@ -120,6 +120,7 @@ def test_lr_schedules():
 
 # ---------------------------------------------------------------------------- training
 
+@pytest.mark.slow
 def test_smoke_training_resumes_bit_identically(root, tmp_path, monkeypatch):
     seen = []
     original = it.rank_transform
@@ -193,6 +194,7 @@ def test_resources_for_the_preflight(root, tmp_path):
     assert all("image-net.org" in d["how"] for d in missing["data"])
 
 
+@pytest.mark.slow
 def test_command_line_runs_one_epoch(root, tmp_path):
     model = it.main(["--out", str(tmp_path / "cli"), "--root", str(root), "--device", "cpu",
                      "--arch", "torchvision:resnet18", "--epochs", "1", "--batch-size", "8",
@@ -202,6 +204,7 @@ def test_command_line_runs_one_epoch(root, tmp_path):
     assert it.load_checkpoint(tmp_path / "cli" / "checkpoint.pt")["config"]["transform"] == "high_rank:4"
 
 
+@pytest.mark.slow
 def test_two_process_ddp_on_cpu(root, tmp_path):
     """``torchrun --nproc_per_node=2`` (gloo on the CPU): each process trains on its share,
     the validation counts of both are summed, process 0 writes the checkpoint."""
