@@ -202,6 +202,16 @@ def dataset(name: str, split: str = "test", n: int | None = None, seed: int = 0,
     Returns:
         ImageDataset: label -1 for the unlabelled samples; ``.source`` names the set,
         ``.labels`` holds all labels at once.
+
+    Examples::
+
+        >>> ds = rankcore.data.dataset("samples", size=64)
+        >>> x, label = ds[0]
+        >>> x.dtype, tuple(x.shape), label
+        (torch.uint8, (3, 64, 64), -1)
+        >>> xb, yb = next(iter(rankcore.data.loader(ds, batch_size=4)))
+        >>> rankcore.data.to_float(xb, "cpu").shape   # float32 in [0, 1] on the device
+        torch.Size([4, 3, 64, 64])
     """
     source = resolve(name, root)
     split = _check_common(split, size, n, seed)
