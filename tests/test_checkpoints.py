@@ -137,6 +137,20 @@ def test_trust_is_the_only_way_to_run_pickled_code(tmp_path, fake_dill):
     assert target.read_text() == "pwned" and calls  # the payload is real
 
 
+def test_trust_without_dill_says_what_is_missing(tmp_path, fake_dill, monkeypatch):
+    """The issue's trust=True failure on a machine without dill: a clear WeightsError."""
+    mod, calls = fake_dill
+    _, path = _robustness_with_code(tmp_path, mod, tmp_path / "pwned.txt")
+    monkeypatch.delitem(sys.modules, "dill._dill")
+    monkeypatch.delitem(sys.modules, "dill")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if "dill" not in p])
+    with pytest.raises(models.UnsafeCheckpointError, match="dill") as e:
+        models.load(NAME, weights=path, device="cpu", trust=True)
+    assert "without trust=True" in str(e.value)
+    with pytest.warns(models.DroppedObjectsWarning):  # and the safe route still works
+        models.load(NAME, weights=path, device="cpu")
+
+
 def test_pickled_module_is_unsafe_not_run(tmp_path):
     """A whole pickled network (torch.save(model)) needs code: refused, naming trust=True."""
     target = tmp_path / "pwned.txt"

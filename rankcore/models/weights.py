@@ -297,7 +297,13 @@ def load_file(path: str | os.PathLike, trust: bool = False, map_location: Any = 
             raise CorruptCheckpointError(f"checkpoint {path} is unreadable ({e})") from e
     check_magic(path)
     if trust:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        try:
+            return torch.load(path, map_location=map_location, weights_only=False)
+        except (ModuleNotFoundError, AttributeError) as e:  # e.g. dill, or a script's class
+            raise UnsafeCheckpointError(
+                f"checkpoint {path}: trust=True unpickles its code, which needs what the "
+                f"file was saved with ({type(e).__name__}: {e}). Install that, or load "
+                "without trust=True: the tensors are then read and the code dropped.") from e
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
