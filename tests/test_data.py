@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from rankcore import data, data_files
@@ -499,3 +501,31 @@ def test_fingerprint_follows_files_labels_and_settings(tmp_path):
     a = data.dataset("cifar10", root=tmp_path).fingerprint()
     assert a == data.dataset("cifar10", root=tmp_path).fingerprint()
     assert a != data.dataset("cifar10", root=tmp_path, n=5).fingerprint()
+
+
+@pytest.fixture(scope="module")
+def small_imagenet(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("small-imagenet")
+    _fake_imagenet(root, 12, distinct=4, side=(70, 50))
+    return root
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.one_of(st.none(), st.integers(1, 12)), seed=st.integers(0, 2**31),
+       size=st.integers(8, 40), interpolation=st.sampled_from(["bilinear", "bicubic"]))
+def test_dataset_and_load_agree_for_any_subset_and_size(small_imagenet, n, seed, size,
+                                                        interpolation):
+    kw = dict(root=small_imagenet, n=n, seed=seed, size=size, interpolation=interpolation)
+    x, y = data.load("imagenet-val", progress=False, workers=0, **kw)
+    ds = data.dataset("imagenet-val", **kw)
+    assert len(ds) == len(x) == (n or 12) and torch.equal(ds.labels, y)
+    i = len(ds) - 1
+    assert torch.equal(ds[i][0].float() / 255, x[i]) and ds[i][1] == int(y[i])
+
+
+@needs_imagenet
+def test_real_imagenet_streamed_equals_loaded():
+    x, y = data.load("imagenet-val", n=24, seed=5, progress=False)
+    batches = list(data.loader(data.dataset("imagenet-val", n=24, seed=5), 10, workers=2))
+    assert torch.equal(torch.cat([b[0] for b in batches]).float() / 255, x)
+    assert torch.equal(torch.cat([b[1] for b in batches]), y)
