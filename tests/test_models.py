@@ -71,6 +71,18 @@ def test_published_accuracies_are_the_robustness_readme_values():
     assert "MadryLab/robustness" in linf4.published_source
 
 
+def test_torchvision_accuracies_and_files_are_torchvisions_own():
+    """Each torchvision entry quotes the installed torchvision's metadata and file."""
+    for name in models.names():
+        cfg = models.get_cfg(name)
+        if cfg.weights != "torchvision":
+            continue
+        enum, member = cfg.extra["tv"].split(".")
+        w = getattr(torchvision.models, enum)[member]
+        assert cfg.published_top1 == pytest.approx(w.meta["_metrics"]["ImageNet-1K"]["acc@1"] / 100)
+        assert cfg.url == w.url and cfg.file == w.url.rsplit("/", 1)[-1]
+
+
 def test_digests_recorded_where_known():
     """Full SHA-256 for akamaster and the embedded files; torchvision's name-borne prefix."""
     for name in models.names():

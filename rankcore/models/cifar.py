@@ -142,8 +142,8 @@ def _robust_cifar(num_classes: int = 10) -> nn.Module:
     return RobustnessCifarResNet((3, 4, 6, 3), num_classes)
 
 
-# MadryLab/robustness README (a954124), "CIFAR10 L2-norm (ResNet50)" / "Linf-norm" tables,
-# the clean-accuracy row ("eps=0" column) of each checkpoint.
+# MadryLab/robustness README.rst (a954124), tables "CIFAR L2-robust accuracy" and "CIFAR10
+# Linf-robust accuracy": the clean accuracy (row ε-test 0) of each checkpoint.
 _ROBUST_C = dict(mean=CIFAR_MEAN, std=CIFAR_STD, weights="file", fmt="robustness",
                  in_paper=True, licence="MIT (MadryLab/robustness)", **_CIFAR)
 for _name, _file, _dbx, _training, _top1 in (
@@ -156,8 +156,10 @@ for _name, _file, _dbx, _training, _top1 in (
         ("robust_resnet50_cifar_l2_1.0", "cifar_l2_1_0.pt", "s2x7thisiqxz095", "L2 1.0", 0.8162)):
     register(_name, _robust_cifar, file=_file, training=_training,
              url=f"https://www.dropbox.com/s/{_dbx}/{_file}?dl=1", published_top1=_top1,
-             published_source=f"{ROBUSTNESS_README} (README at a954124, CIFAR-10 table, "
-                              f"{_training}, clean accuracy)", **_ROBUST_C)
+             published_source=f"{ROBUSTNESS_README} (README.rst at a954124, table "
+                              f"'{'CIFAR10 Linf' if 'Linf' in _training else 'CIFAR L2'}"
+                              f"-robust accuracy', row ε-test 0, column {_training})",
+             **_ROBUST_C)
 
 # akamaster/pytorch_resnet_cifar10: published checkpoints with full SHA-256 digests.
 _AKA = dict(weights="file", fmt="akamaster",

@@ -44,8 +44,8 @@ for _arch, _file, _top1, _kw, _ignore in (
              published_top1=_top1, published_source=TORCHVISION_DOCS.format(enum=_enum),
              extra={"tv": _enum}, **_TV)
 
-# MadryLab/robustness README (a954124), "ImageNet L2-norm" / "Linf-norm" tables, clean
-# accuracy ("eps=0" column). 62.42 and 47.91 are the README's; 63.86/54.53 (once here)
+# MadryLab/robustness README.rst (a954124), tables "ImageNet L2-robust accuracy" and
+# "ImageNet Linf-robust accuracy": clean accuracy (row ε-test 0). 62.42 and 47.91 are the README's; 63.86/54.53 (once here)
 # belong to Salman et al. (2020)'s checkpoints, not these files.
 for _name, _file, _dbx, _training, _top1 in (
         ("robust_resnet50_imagenet_linf4", "imagenet_linf_4.pt", "axfuary2w1cnyrg",
@@ -58,8 +58,9 @@ for _name, _file, _dbx, _training, _top1 in (
              fmt="robustness", in_paper=True, licence="MIT (MadryLab/robustness)",
              file=_file, training=_training, url=f"https://www.dropbox.com/s/{_dbx}/{_file}?dl=1",
              published_top1=_top1,
-             published_source=f"{ROBUSTNESS_README} (README at a954124, ImageNet table, "
-                              f"{_training}, clean accuracy)")
+             published_source=f"{ROBUSTNESS_README} (README.rst at a954124, table 'ImageNet "
+                              f"{_training.split()[0]}-robust accuracy', row ε-test 0, "
+                              f"column {_training})")
 
 
 def _lite(variant: int) -> Callable[..., nn.Module]:
