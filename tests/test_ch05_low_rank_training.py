@@ -66,3 +66,27 @@ def test_fig16_rule_and_summary():
     md = ch05.summary_markdown(t2, {5: "differs"}, True, _T(), "smoke", "not run here.")
     assert "full-rank model reaches 80.0%" in md and "rank 5: 70.0%, gap 10.0 points" in md
     assert "not run here." in md and "`resnet` family: toynet, 2 epochs" in md
+
+
+def test_imagenet_status_says_what_is_missing(tmp_path):
+    st = ch05.imagenet_status(["low_rank:30", "natural"], root=tmp_path / "runs",
+                              data_root=tmp_path / "data")
+    assert st["ready"] is False and st["reason"].startswith("needs imagenet-train")
+    assert len(st["commands"]) == 2 and "--transform low_rank:30" in st["commands"][0]
+    assert str(ch05.imagenet_dir("low_rank:30", tmp_path / "runs")) in st["commands"][0]
+    assert "--transform" not in st["commands"][1]
+    # a run's folder carries its configuration's key: another recipe, another folder
+    assert ch05.imagenet_dir("low_rank:30", tmp_path) != ch05.imagenet_dir("low_rank:50", tmp_path)
+
+
+def test_imagenet_top1_and_table_rows():
+    import pandas as pd
+    curves = pd.DataFrame({"run": ["natural", "natural", "low_rank:100", "low_rank:100"],
+                           "epoch": [2, 1, 1, 2], "test_top1": [0.75, 0.5, 0.25, 0.7]})
+    top1 = ch05.imagenet_top1(curves)
+    assert top1 == {"natural": 75.0, "low_rank:100": 70.0}
+    t2 = ch05.table2_top1(top1, [100], "imagenet")
+    ref = yaml.safe_load(paper.values_path().read_text())["table2"]["imagenet"]
+    assert t2["paper_top1"].tolist() == [ref["full"]["top1"], ref[100]["top1"]]
+    assert t2["ours_gap"].tolist() == [0.0, 5.0]
+    assert "rank 100" in ch05.fig15_claim()

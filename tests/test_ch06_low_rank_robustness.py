@@ -101,3 +101,21 @@ def test_summary_and_architecture_note_from_the_run():
     assert "success 20.0% against at least 98.0%" in md and "`toynet`" in md
     assert "`resnet` family" in md and "also trains the `airbench` family" in md
     assert "trains no other family" in ch06.architecture_markdown(trained, ["resnet"])
+
+
+def test_imagenet_rule_needs_the_drop_from_full_to_lowest_rank():
+    def t2(full, lowest):
+        ours = pd.DataFrame({"run": ["natural", "low_rank:100", "low_rank:30"],
+                             "success": [full, 90.0, lowest], "recovery": [0.0] * 3,
+                             "top1": [70.0] * 3})
+        return ch06.table2(ours, "imagenet")
+    ref = yaml.safe_load(paper.values_path().read_text())["table2"]["imagenet"]
+    table = t2(60.0, 60.0 - ch06.IMAGENET_DROP)
+    assert table["paper_success"].tolist() == [ref["full"]["success"], ref[100]["success"],
+                                               ref[30]["success"]]
+    assert ch06.imagenet_verdicts(table) == {"natural": "same trend", "low_rank:100": "same trend",
+                                             "low_rank:30": "same trend"}
+    assert set(ch06.imagenet_verdicts(t2(60.0, 50.01)).values()) == {"differs"}
+    # within RATE_CLOSE of the paper's number: reproduced whatever the trend
+    close = t2(ref["full"]["success"] - ch06.RATE_CLOSE, 90.0)
+    assert ch06.imagenet_verdicts(close)["natural"] == "reproduced"

@@ -9,14 +9,19 @@ paper's do. The verdict rules are fixed below and tested in
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
+from .. import imagenet_training as it
+from ..paths import cache_dir
 from . import paper
 from .ch04_high_rank_training import FALL_NOISE, TrainedRuns
 
 __all__ = ["CHAPTER", "TOP1_CLOSE", "GAP_SLACK", "SHRINK_NOISE", "run_names", "rank_label",
            "table2_top1", "gap_shrinks", "table2_top1_verdict", "table2_top1_verdicts",
-           "fig16_verdict", "FIG15_NEEDS", "fig15_claim", "summary_markdown"]
+           "fig16_verdict", "fig15_claim", "imagenet_markdown", "imagenet_config", "imagenet_dir",
+           "imagenet_status", "imagenet_top1", "imagenet_curves", "imagenet_models",
+           "summary_markdown"]
 
 CHAPTER = "05_low_rank_training"
 #: Ours within this many points of the paper's top-1 -> "reproduced".
@@ -25,9 +30,6 @@ TOP1_CLOSE = 2.0
 GAP_SLACK = 3.0
 #: The gap "shrinks as K grows" when no larger K has a gap more than this many points wider.
 SHRINK_NOISE = FALL_NOISE
-#: Why Figure 15 is not run where the data are absent.
-FIG15_NEEDS = ("needs the ImageNet training set (1.28M images) and GPU days; "
-               "not run on this profile")
 
 
 def run_names(ranks: Sequence[int]) -> list[str]:
@@ -40,7 +42,8 @@ def rank_label(name: str) -> str:
     return "full rank" if name == "natural" else f"rank {name.split(':')[1]}"
 
 
-def table2_top1(top1: dict[str, float], ranks: Sequence[int]) -> "pandas.DataFrame":  # noqa: F821
+def table2_top1(top1: dict[str, float], ranks: Sequence[int],
+                dataset: str = "cifar10") -> "pandas.DataFrame":  # noqa: F821
     """Table 2's top-1 column beside ours, with the gap to full-rank training (percent).
 
     Args:
@@ -48,6 +51,8 @@ def table2_top1(top1: dict[str, float], ranks: Sequence[int]) -> "pandas.DataFra
             (:meth:`~rankcore.book.ch04_high_rank_training.TrainedRuns.top1`); must hold
             ``"natural"`` and ``"low_rank:K"`` for every ``K`` in ``ranks``.
         ranks (sequence of int): training ranks.
+        dataset (str, optional): the half of Table 2, ``"cifar10"`` or ``"imagenet"``.
+            Default: ``"cifar10"``.
 
     Returns:
         DataFrame, rows ``"full"`` then the ranks from high to low: ``trained_on``,
@@ -55,11 +60,11 @@ def table2_top1(top1: dict[str, float], ranks: Sequence[int]) -> "pandas.DataFra
         ``None`` where the paper has no row, e.g. rank 3).
     """
     import pandas as pd
-    p_full = paper.table2_row("natural")["top1"]
+    p_full = paper.table2_row("natural", dataset)["top1"]
     rows = []
     for k in ["full"] + sorted(ranks, reverse=True):
         run = "natural" if k == "full" else f"low_rank:{k}"
-        p = paper.table2_row(run).get("top1")
+        p = paper.table2_row(run, dataset).get("top1")
         rows.append({"trained_on": k, "paper_top1": p, "ours_top1": top1[run],
                      "paper_gap": None if p is None else round(p_full - p, 2),
                      "ours_gap": top1["natural"] - top1[run]})
@@ -106,6 +111,95 @@ def fig15_claim() -> str:
     full = paper.table2_row("natural", "imagenet")["top1"]
     r100 = paper.table2_row("low_rank:100", "imagenet")["top1"]
     return f"rank 100: {full - r100:.1f} points below full rank ({r100}% vs {full}%)"
+
+
+# ------------------------------------------------- Figure 15: ImageNet (paper profile only)
+
+def imagenet_config(name: str) -> "it.ImageNetTrainConfig":
+    """The ImageNet run ``"natural"`` or ``"low_rank:K"``: ResNet-50 with the paper's recipe
+    (He et al.: 90 epochs, lr 0.1 per 256 images, divided by 10 every 30 epochs)."""
+    return it.ImageNetTrainConfig(transform=None if name == "natural" else name)
+
+
+def imagenet_dir(name: str, root: str | Path | None = None) -> Path:
+    """Where the ImageNet run ``name`` keeps its checkpoint: ``<root>/<name>-<config key>``.
+
+    Default root: ``rankcore.paths.cache_dir("imagenet_runs")``.
+    """
+    base = Path(root) if root is not None else cache_dir("imagenet_runs")
+    return base / f"{name.replace(':', '_')}-{imagenet_config(name).key()}"
+
+
+def _finished(name: str, root) -> bool:
+    path = imagenet_dir(name, root) / "checkpoint.pt"
+    if not path.exists():
+        return False
+    ckpt = it.load_checkpoint(path, imagenet_config(name))
+    return len(ckpt.get("history", [])) >= imagenet_config(name).epochs
+
+
+def imagenet_status(names: Sequence[str], root=None, data_root=None) -> dict:
+    """Whether the ImageNet runs ``names`` can be reported, and if not, what they need.
+
+    Returns:
+        dict: ``ready`` (bool: every run has a finished checkpoint), ``reason`` (one
+        sentence: the missing data set or the runs still to train, with their GPU hours)
+        and ``commands`` (the ``torchrun`` command of every missing run).
+    """
+    missing = [n for n in names if not _finished(n, root)]
+    if not missing:
+        return {"ready": True, "reason": "", "commands": []}
+    need = it.resources(imagenet_config(missing[0]), root=data_root)
+    absent = [d for d in need["data"] if not d["present"]]
+    commands = [f"torchrun --nproc_per_node=8 -m rankcore.imagenet_training"
+                + ("" if n == "natural" else f" --transform {n}")
+                + f" --out {imagenet_dir(n, root)}" for n in missing]
+    if absent:
+        reason = ("needs " + " and ".join(f"{d['name']} ({d['images']} images, {d['gb']} GB)"
+                                          for d in absent) + f": {absent[0]['how']}")
+    else:
+        reason = (f"needs GPU: {len(missing)} run(s) not trained ({need['gpu_hours']} GPU hours "
+                  "each at the assumed throughput); train them with the commands printed below")
+    return {"ready": False, "reason": reason, "commands": commands}
+
+
+def imagenet_curves(names: Sequence[str], root=None) -> "pandas.DataFrame":  # noqa: F821
+    """Per-epoch full-rank validation top-1 of the ImageNet runs, in the shape of
+    :func:`rankcore.book.runs.curves` (``run``, ``epoch``, ``test_top1`` as fractions)."""
+    import pandas as pd
+    rows = []
+    for n in names:
+        ckpt = it.load_checkpoint(imagenet_dir(n, root) / "checkpoint.pt", imagenet_config(n))
+        rows += [{"run": n, "epoch": h["epoch"], "test_top1": h["val_top1"]}
+                 for h in ckpt["history"]]
+    return pd.DataFrame(rows)
+
+
+def imagenet_top1(curves) -> dict[str, float]:
+    """Final full-rank validation top-1 of every ImageNet run, percent."""
+    last = curves.sort_values("epoch").groupby("run", sort=False).tail(1)
+    return {r: 100.0 * float(v) for r, v in zip(last["run"], last["test_top1"])}
+
+
+def imagenet_models(names: Sequence[str], root=None, device=None) -> dict:
+    """The trained ImageNet ResNet-50s (``[0, 1]`` images, eval mode), for Table 2's attacks."""
+    out = {}
+    for n in names:
+        ckpt = it.load_checkpoint(imagenet_dir(n, root) / "checkpoint.pt", imagenet_config(n))
+        model = it.build_model(imagenet_config(n))
+        model.load_state_dict(ckpt["model"])
+        out[n] = model.to(device or "cpu").eval()
+    return out
+
+
+def imagenet_markdown(t2, verdicts: dict, shrinks: bool) -> str:
+    """One sentence on Figure 15 / Table 2's ImageNet top-1 column from the trained runs."""
+    full = t2.loc[t2.trained_on == "full", "ours_top1"].iloc[0]
+    rows = "; ".join(f"rank {r.trained_on}: {r.ours_top1:.1f}% (gap {r.ours_gap:.1f} points)"
+                     for r in t2.itertuples() if r.trained_on != "full")
+    return (f"full rank {full:.1f}%; {rows}. The gap {'shrinks' if shrinks else 'does not shrink'}"
+            f" as the rank grows; verdicts " + ", ".join(f"{k}: {v}" for k, v in verdicts.items())
+            + ".")
 
 
 def summary_markdown(t2, verdicts: dict, shrinks: bool, trained: TrainedRuns, profile: str,

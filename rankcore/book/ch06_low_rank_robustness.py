@@ -15,7 +15,7 @@ from . import paper
 
 __all__ = ["CHAPTER", "RATE_CLOSE", "SUCCESS_TREND", "RECOVERY_TREND", "ADV_MARGIN",
            "RATES", "run_names", "run_label", "attack", "table2", "rate_verdict",
-           "table2_verdicts", "adv_verdict", "architecture_markdown", "IMAGENET_NEEDS",
+           "table2_verdicts", "adv_verdict", "IMAGENET_DROP", "imagenet_verdicts", "architecture_markdown", "IMAGENET_NEEDS",
            "summary_markdown"]
 
 CHAPTER = "06_low_rank_robustness"
@@ -29,6 +29,9 @@ RECOVERY_TREND = 10.0
 #: Adversarial training is "stronger" when its success rate is at least this many points
 #: below the lowest success rate of the low-rank and full-rank models.
 ADV_MARGIN = 10.0
+#: ImageNet's trend (Section 5.3: lower training ranks help): the lowest-rank model's success
+#: rate at least this many points below the full-rank model's.
+IMAGENET_DROP = 10.0
 #: The per-image rates of :func:`rankcore.attacks.evaluate`, as fractions.
 RATES = ("top1", "success", "recovery", "success_on_correct", "recovery_on_correct")
 #: Why the ImageNet half of Table 2 is not run where the data are absent.
@@ -64,12 +67,13 @@ def attack(models: dict, x, y, eps: float, steps: int, restarts: int, seed: int,
     return df
 
 
-def table2(ours) -> "pandas.DataFrame":  # noqa: F821
-    """The CIFAR-10 half of Table 2 beside ours (percent), one row per attacked run."""
+def table2(ours, dataset: str = "cifar10") -> "pandas.DataFrame":  # noqa: F821
+    """One half of Table 2 (``"cifar10"`` or ``"imagenet"``) beside ours (percent), one row
+    per attacked run."""
     import pandas as pd
     rows = []
     for r in ours.itertuples():
-        p = paper.table2_row(r.run)
+        p = paper.table2_row(r.run, dataset)
         rows.append({"run": r.run, "trained_on": run_label(r.run),
                      "paper_success": p.get("success"), "ours_success": r.success,
                      "paper_recovery": p.get("recovery"), "ours_recovery": r.recovery,
@@ -105,6 +109,20 @@ def adv_verdict(adv_success: float, weakest_low_rank_success: float) -> str:
     the same trend when the adversarial model's success rate is at least
     :data:`ADV_MARGIN` points below the lowest of the others."""
     return "same trend" if adv_success <= weakest_low_rank_success - ADV_MARGIN else "differs"
+
+
+def imagenet_verdicts(t2) -> dict[str, str]:
+    """ImageNet success rates: reproduced within :data:`RATE_CLOSE` points of the paper;
+    else the same trend when the lowest training rank's success rate is at least
+    :data:`IMAGENET_DROP` points below full rank's (lower ranks help); else differs."""
+    low = t2[t2.run.str.startswith("low_rank:")]
+    lowest = low.loc[low.run.map(lambda r: int(r.split(":")[1])).idxmin()]
+    full = t2.set_index("run").loc["natural"]
+    trend = lowest.ours_success <= full.ours_success - IMAGENET_DROP
+    return {r.run: "reproduced" if abs(r.ours_success - r.paper_success) <= RATE_CLOSE
+            else "same trend" if trend else "differs"
+            for r in t2.itertuples() if r.paper_success == r.paper_success
+            and r.paper_success is not None}
 
 
 def architecture_markdown(trained, families: Sequence[str] = ()) -> str:
