@@ -255,7 +255,13 @@ def online(host: str = "www.cs.toronto.edu", port: int = 443, timeout: float = 2
         try:
             with socket.create_connection((parsed.hostname, parsed.port or 8080),
                                           timeout=timeout) as s:
-                s.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n"
+                auth = ""
+                if parsed.username:  # http://user:password@proxy:port
+                    import base64
+                    token = base64.b64encode(urllib.parse.unquote(
+                        f"{parsed.username}:{parsed.password or ''}").encode()).decode()
+                    auth = f"Proxy-Authorization: Basic {token}\r\n"
+                s.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}\r\n"
                           .encode())
                 status = s.recv(64).split(b"\r\n", 1)[0].split()
             return len(status) >= 2 and status[1][:1] == b"2"

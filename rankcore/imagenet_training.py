@@ -423,8 +423,11 @@ def main(argv: list[str] | None = None) -> nn.Module:
     torch_utils.init_distributed(device)
     torch.manual_seed(config.seed)
     model = build_model(config).to(device)
-    return train(model, config, train_data(config, args.root), val_data(config, args.root),
-                 out_dir=args.out, resume=not args.no_resume, workers=args.workers)
+    model = train(model, config, train_data(config, args.root), val_data(config, args.root),
+                  out_dir=args.out, resume=not args.no_resume, workers=args.workers)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return model
 
 
 if __name__ == "__main__":

@@ -475,6 +475,18 @@ def test_online_check_goes_through_https_proxy(monkeypatch, answer, expected):
     assert seen and seen[0].startswith("CONNECT example.invalid:443 ")
 
 
+def test_online_check_sends_proxy_credentials(monkeypatch):
+    import base64
+    from rankcore import data_files
+    for var in ("NO_PROXY", "no_proxy", "https_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    url, seen = _fake_proxy(b"HTTP/1.1 200 OK\r\n\r\n")
+    monkeypatch.setenv("HTTPS_PROXY", url.replace("http://", "http://ann:s%40cret@"))
+    assert data_files.online("example.invalid", timeout=5)
+    token = base64.b64encode(b"ann:s@cret").decode()
+    assert f"Proxy-Authorization: Basic {token}" in seen[0]
+
+
 def test_online_false_when_offline(offline, monkeypatch):
     from rankcore import data_files
     for var in ("HTTPS_PROXY", "https_proxy"):
