@@ -330,3 +330,18 @@ def test_offline_download_error_says_how(tmp_path, monkeypatch):
     assert cfg.url in str(e.value) and cfg.file in str(e.value) and "weights=PATH" in str(e.value)
     with pytest.raises(FileNotFoundError, match="imagenet_linf_4.pt"):
         models.load("robust_resnet50_imagenet_linf4", device="cpu", download=False)
+
+
+def test_plain_extras_load_without_warning(tmp_path):
+    """Training arguments (argparse.Namespace) and numpy scalars are data, not code."""
+    import argparse
+
+    import numpy as np
+    net = models.create("cifar_resnet8").net
+    path = tmp_path / "plain.th"
+    torch.save({"state_dict": net.state_dict(), "args": argparse.Namespace(lr=0.1),
+                "best_prec1": np.float64(91.7)}, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        blob = weights.load_file(path)
+    assert blob["args"].lr == 0.1 and float(blob["best_prec1"]) == 91.7

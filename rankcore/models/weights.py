@@ -17,6 +17,7 @@ failure into a "skipped: why" line.
 from __future__ import annotations
 
 import _compat_pickle
+import argparse
 import collections
 import hashlib
 import os
@@ -28,6 +29,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import safetensors.torch
 import torch
 from torch import nn
@@ -150,6 +152,17 @@ _ALLOWED = {
 for _dt in ("float16", "bfloat16", "float32", "float64", "int8", "uint8", "int16", "int32",
             "int64", "bool"):
     _ALLOWED[("torch", _dt)] = getattr(torch, _dt)
+
+
+#: Plain types some published checkpoints hold besides tensors (training arguments, numpy
+#: scalars such as a best accuracy), allowed in ``torch.load(weights_only=True)``.
+SAFE_TYPES: list = [argparse.Namespace]
+try:
+    _np_core = getattr(np, "_core", None) or np.core
+    SAFE_TYPES += [np.dtype, _np_core.multiarray.scalar]
+    SAFE_TYPES += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
+except AttributeError:  # pragma: no cover - numpy layout changes
+    pass
 
 
 class _InertUnpickler(pickle._Unpickler):
@@ -305,7 +318,8 @@ def load_file(path: str | os.PathLike, trust: bool = False, map_location: Any = 
                 f"file was saved with ({type(e).__name__}: {e}). Install that, or load "
                 "without trust=True: the tensors are then read and the code dropped.") from e
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(SAFE_TYPES):
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
         pass  # pickled objects beyond tensors: read again, inertly
     except Exception as e:  # truncated zip, bad pickle stream, ...
