@@ -321,6 +321,18 @@ def test_dataset_items_equal_load_and_loader_batches(tmp_path):
     assert torch.equal(data.to_float(batches[0][0], "cpu"), x[:16])
 
 
+def test_loader_settings(monkeypatch):
+    ds = data.dataset("samples", size=16)
+    assert data.loader(ds, workers=2).num_workers == 2
+    assert data.loader(ds, device="cuda").pin_memory                 # pinned for CUDA copies
+    assert not data.loader(ds, device="cpu").pin_memory
+    assert data.default_workers(10) == 0                              # tiny sets: no processes
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert data.default_workers(1000) == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")                       # 4 torchrun processes
+    assert data.default_workers(1000) == 4
+
+
 def test_shard_sampler_partitions_and_reshuffles():
     shares = [list(data.ShardSampler(10, rank=r, world=3)) for r in range(3)]
     assert sorted(sum(shares, [])) == list(range(10))            # evaluation: all, once
