@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from rankcore import models  # noqa: E402
+from rankcore import data, models  # noqa: E402
 from rankcore.book import ch00_setup as ch00  # noqa: E402
 from rankcore.models import registry  # noqa: E402
 
@@ -49,6 +49,10 @@ def _net_file(folder, name="resnet20-12fca82f.th", seed=0):
 def test_table_measures_with_streaming_and_skips_unloadable(cifar_root, tmp_path, monkeypatch):
     root, images, labels = cifar_root
     net = _net_file(tmp_path / "w")
+
+    def whole_set_in_memory(*args, **kwargs):
+        raise AssertionError("chapter 00 must stream (data.dataset), not data.load")
+    monkeypatch.setattr(data, "load", whole_set_in_memory)
     # the published digest would refuse this random file: first as is (a skipped row) ...
     table = ch00.clean_accuracy_table(["cifar_resnet20", "cifar_resnet32", "resnet50"],
                                       weights_dirs=[tmp_path / "w"], root=root,
