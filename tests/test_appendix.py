@@ -114,3 +114,11 @@ def test_rank_k_times_rows_and_summary():
         timing.rank_k_times(x, repeats=0, progress=False)
     assert timing.available_devices("cpu") == ["cpu"]
     assert timing.available_devices()[0] == "cpu"
+
+
+def test_available_devices_names_what_this_machine_lacks():
+    with pytest.raises(ValueError, match="devices item='nope'"):
+        timing.available_devices("cpu,nope")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cuda"):
+            timing.available_devices("cuda")

@@ -106,3 +106,17 @@ def test_summary_quotes_this_runs_numbers():
                                              fig5="reproduced", fig9="differs"))
     assert f"{d['l2_noise']:.3f}" in md and f"{100 * r['energy_left']:.1f}%" in md
     assert f"{err.psnr_db.iloc[0]:.1f} dB at rank 1" in md
+
+
+@pytest.mark.parametrize("x, l2, error, match", [
+    ([[0.5]], 1.0, TypeError, "x must be a torch.Tensor"),
+    (torch.zeros(1, 3, 4, 4), 1.0, ValueError, r"shape \(1, 3, 4, 4\)"),
+    (torch.zeros(3, 4, 4, dtype=torch.uint8), 1.0, ValueError, "torch.uint8"),
+    (torch.zeros(3, 4, 4), "1", TypeError, "l2 must be a number"),
+    (torch.zeros(3, 4, 4), 0.0, ValueError, "l2 must be > 0, got 0.0"),
+])
+def test_distortions_reject_bad_inputs_by_name(x, l2, error, match):
+    from rankcore.book.distortions import square_patch, uniform_noise
+    for f in (uniform_noise, square_patch):
+        with pytest.raises(error, match=match):
+            f(x, l2)

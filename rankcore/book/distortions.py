@@ -6,9 +6,13 @@ from torch import Tensor
 
 
 def _check(x: Tensor, l2: float) -> None:
-    if not isinstance(x, Tensor) or x.dim() != 3 or not x.is_floating_point():
-        raise ValueError(f"x must be one float image (C, H, W), got "
-                         f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor image (C, H, W), got {type(x).__name__}")
+    if x.dim() != 3 or not x.is_floating_point():
+        raise ValueError(f"x must be one float image (C, H, W), got shape {tuple(x.shape)} "
+                         f"and dtype {x.dtype}")
+    if isinstance(l2, bool) or not isinstance(l2, (int, float)):
+        raise TypeError(f"l2 must be a number, got {type(l2).__name__} {l2!r}")
     if not l2 > 0:
         raise ValueError(f"l2 must be > 0, got {l2}")
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..rank import check_images, low_rank, max_rank, parse_ranks, rank_sweep
+from ..torch_utils import resolve_device
 
 __all__ = ["device_name", "available_devices", "rank_k_times", "summarise", "plot", "METHODS"]
 
@@ -48,12 +49,9 @@ def available_devices(spec: str = "auto") -> list[str]:
         raise ValueError(f"spec={spec!r}; expected 'auto' or a comma list such as 'cpu,cuda'")
     if spec == "auto":
         return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    out = [d.strip() for d in spec.split(",") if d.strip()]
-    for d in out:
-        torch.device(d)  # raises on a malformed name
-        if d.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"spec={spec!r} asks for {d!r} but CUDA is not available here")
-    return out
+    # resolve_device raises, naming the devices this machine has, on a malformed or absent one
+    return [str(resolve_device(d.strip(), name="devices item"))
+            for d in spec.split(",") if d.strip()]
 
 
 def _sync(device: torch.device) -> None:
