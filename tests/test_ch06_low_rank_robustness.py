@@ -101,6 +101,9 @@ def test_summary_and_architecture_note_from_the_run():
     assert "success 20.0% against at least 98.0%" in md and "`toynet`" in md
     assert "`resnet` family" in md and "also trains the `airbench` family" in md
     assert "trains no other family" in ch06.architecture_markdown(trained, ["resnet"])
+    assert "not a test of" not in md                      # resnet: the paper's family
+    other = ch06.architecture_markdown(_Trained({"natural": _Config()}, "airbench"), ["airbench"])
+    assert "Without a `resnet` run" in other and "about the `airbench` network" in other
 
 
 def test_imagenet_rule_needs_the_drop_from_full_to_lowest_rank():
