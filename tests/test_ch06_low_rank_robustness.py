@@ -40,8 +40,8 @@ def test_rate_verdict_rejects_other_rates():
 
 
 def test_adv_verdict_boundary():
-    assert ch06.adv_verdict(50.0, 50.0 + ch06.ADV_MARGIN) == "same trend"
-    assert ch06.adv_verdict(50.01, 50.0 + ch06.ADV_MARGIN) == "differs"
+    assert ch06.adv_verdict(49.99, 50.0 + ch06.ADV_MARGIN) == "same trend"
+    assert ch06.adv_verdict(50.0, 50.0 + ch06.ADV_MARGIN) == "differs"      # strictly more
 
 
 class _Const(nn.Module):

@@ -26,7 +26,7 @@ RATE_CLOSE = 2.0
 SUCCESS_TREND = 80.0
 #: ... and a recovery rate of at most this many percent.
 RECOVERY_TREND = 10.0
-#: Adversarial training is "stronger" when its success rate is at least this many points
+#: Adversarial training is "stronger" when its success rate is more than this many points
 #: below the lowest success rate of the low-rank and full-rank models.
 ADV_MARGIN = 10.0
 #: ImageNet's trend (Section 5.3: lower training ranks help): the lowest-rank model's success
@@ -105,9 +105,9 @@ def table2_verdicts(t2) -> dict[tuple[str, str], str]:
 
 def adv_verdict(adv_success: float, weakest_low_rank_success: float) -> str:
     """Section 5.3's remark that adversarial training is stronger than low-rank training:
-    the same trend when the adversarial model's success rate is at least
+    the same trend when the adversarial model's success rate is more than
     :data:`ADV_MARGIN` points below the lowest of the others."""
-    return "same trend" if adv_success <= weakest_low_rank_success - ADV_MARGIN else "differs"
+    return "same trend" if adv_success < weakest_low_rank_success - ADV_MARGIN else "differs"
 
 
 def imagenet_verdicts(t2) -> dict[str, str]:
