@@ -18,8 +18,8 @@ peak memory of a streamed data set independent of its length (--memory).
     python bench/spectrum_bench.py --size cifar --n 2000 --ranks all      # CIFAR-10 ResNet-20
     python bench/spectrum_bench.py --size imagenet --batch-sizes 4,8,16,32,64  # the floor per batch
     python bench/spectrum_bench.py --size imagenet --memory 100,1000 --ranks 5,max
-    python bench/spectrum_bench.py --model resnet50 --random-init --n 1000 --ranks all \\
-        --device cuda --amp bf16                                         # the paper's GPU workload
+    python bench/spectrum_bench.py --model resnet50 --random-init --data random --n 1000 \\
+        --ranks all --device cuda --amp bf16                             # the paper's GPU workload
 
 Timings on a shared machine are inflated by the other processes: the bench prints the
 load average before and after; compare ratios taken in one run.
@@ -78,6 +78,9 @@ def _model(args, device):
 def _images(args, model, n, stream: bool):
     from rankcore import data
 
+    if args.data == "random":  # timing only: no data set needed (e.g. on a GPU box)
+        g = torch.Generator().manual_seed(args.seed)
+        return torch.rand(n, *tuple(model.input_size), generator=g), None
     config = dict(getattr(model, "data_config", None) or {"size": tuple(model.input_size)[-1]})
     if stream:
         return data.dataset(args.data, n=n, seed=args.seed, progress=False, **config), None
@@ -175,7 +178,8 @@ def main(argv=None) -> None:
                         "cifar: ResNet-20 on CIFAR-10 test images (default: imagenet)")
     p.add_argument("--model", default=None, help="a rankcore.models name (default: per --size)")
     p.add_argument("--random-init", action="store_true", help="architecture only, no weights")
-    p.add_argument("--data", default=None, help="a rankcore.data name (default: per --size)")
+    p.add_argument("--data", default=None,
+                   help="a rankcore.data name, or random for uniform noise images (default: per --size)")
     p.add_argument("--n", type=int, default=100, help="images (default: 100)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ranks", default=None, help="default: 5,10,20,30,50,100,224 / all")

@@ -44,7 +44,8 @@ def test_full_rank_verdict():
     assert ch02.full_rank_verdict(spectrum.gap(table([0.2, 0.8]), natural))[0] == "reproduced"
     assert ch02.full_rank_verdict(spectrum.gap(table([0.2, 0.95]), natural))[0] == "differs"
     level = spectrum.gap(table([0.2, 0.9], n=100), table([0.1, 0.9], n=100))
-    assert ch02.full_rank_verdict(level)[0] == "same trend"
+    verdict, ev = ch02.full_rank_verdict(level)
+    assert verdict == "differs" and ev["lo"] < 0 < ev["hi"]       # not resolved: not shown
 
 
 def test_saturation_and_auc_verdicts():

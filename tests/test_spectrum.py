@@ -489,3 +489,28 @@ def test_with_intervals_adds_bounds_around_every_rate():
         assert (df[f"{col}_lo"] <= df[col]).all() and (df[col] <= df[f"{col}_hi"]).all()
     no_labels = spectrum.with_intervals(rank_spectrum(model, x, ranks=[0, SIDE], progress=False))
     assert no_labels["top1_lo"].isna().all() and no_labels["agreement_lo"].notna().all()
+
+
+# ---------------------------------------------------------------------------- the GPU path, on CPU
+
+def test_bf16_channels_last_and_overlap_path_runs_on_cpu():
+    """The settings of the GPU workload (bf16 autocast, channels-last, SVD on a thread):
+    the same ranks, full-rank agreement 1, and predictions close to float32's."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+                          nn.Flatten(), nn.Linear(32, CLASSES)).eval()
+    x, y = toy_data()
+    x = x.float()
+    fast = rank_spectrum(model, x, y, ranks="0:12:3", amp="bf16", channels_last=True,
+                         overlap=True, progress=False)
+    plain = rank_spectrum(model, x, y, ranks="0:12:3", progress=False)
+    assert list(fast["rank"]) == list(plain["rank"]) and fast["agreement"].iloc[-1] == 1.0
+    np.testing.assert_allclose(fast["mean_true_prob"], plain["mean_true_prob"], atol=0.02)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_defaults_match_cpu():
+    model, (x, y) = toy_model().float(), toy_data()
+    cpu = rank_spectrum(model, x.float(), y, ranks="0:12:4", progress=False)
+    gpu = rank_spectrum(model.cuda(), x.float(), y, ranks="0:12:4", amp=None, progress=False)
+    np.testing.assert_allclose(gpu["mean_true_prob"], cpu["mean_true_prob"], rtol=1e-4)
