@@ -344,7 +344,13 @@ def _devkit_labels(folder: Path, gt: Path) -> list[int]:
     id_to_wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in table
                   if int(s["ILSVRC2012_ID"]) <= 1000}  # ids above 1000: WordNet parents
     index = {w: i for i, w in enumerate(synsets(folder))}
-    return [index[id_to_wnid[int(t)]] for t in gt.read_text().split()]
+    labels = []
+    for line_no, line in enumerate(gt.read_text().splitlines(), 1):
+        t = line.strip()
+        if t and (not t.isdigit() or int(t) not in id_to_wnid):
+            raise ValueError(f"{gt}, line {line_no}: {t!r} is not a devkit class id 1..1000")
+        labels += [index[id_to_wnid[int(t)]]] if t else []
+    return labels
 
 
 def index_image_folder(folder: Path, layout: str = "ImageFolder") -> ImagenetIndex | None:
@@ -384,8 +390,12 @@ def index_imagenet(folder: Path) -> ImagenetIndex | None:
                    if f.suffix.lower() in IMAGE_SUFFIXES)
     if gt is not None and jpegs:
         labels = _devkit_labels(folder, gt)
-        return _index(jpegs, [labels[int(f.stem.split("_")[-1]) - 1] for f in jpegs],
-                      "ILSVRC2012 devkit")
+        number = {f: f.stem.split("_")[-1] for f in jpegs}   # ILSVRC2012_val_00000001 -> 1
+        beyond = [f for f in jpegs if not number[f].isdigit()
+                  or not 1 <= int(number[f]) <= len(labels)]
+        if beyond:
+            raise ValueError(f"{beyond[0]} has no line in {gt} ({len(labels)} labels)")
+        return _index(jpegs, [labels[int(number[f]) - 1] for f in jpegs], "ILSVRC2012 devkit")
     return index_image_folder(folder)
 
 

@@ -234,3 +234,39 @@ def test_bad_training_arguments(tmp_path):
     with pytest.raises(SystemExit) as e:
         it.main(["--out", str(tmp_path), "--epochs", "many"])
     assert e.value.code == 2
+
+
+def _devkit(root: Path, ground_truth: str, images=("ILSVRC2012_val_00000001.png",)) -> Path:
+    """An ILSVRC2012 devkit layout: val JPEGs, meta.mat (id i -> i-th wnid), ground truth."""
+    from scipy.io import savemat
+
+    from rankcore import data_files
+    folder = root / "ILSVRC2012" / "val"
+    folder.mkdir(parents=True)
+    for name in images:
+        Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(folder / name)
+    synsets = np.zeros(1000, dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O")])
+    synsets["ILSVRC2012_ID"] = list(range(1, 1001))
+    synsets["WNID"] = data_files.synsets()
+    savemat(folder.parent / "meta.mat", {"synsets": synsets})
+    gt = folder.parent / "ILSVRC2012_validation_ground_truth.txt"
+    gt.write_text(ground_truth)
+    return gt
+
+
+@pytest.mark.parametrize("truth, images, text", [
+    ("3\n1001\n", None, r"ground_truth\.txt, line 2: '1001' is not a devkit class id"),
+    ("3\nseven\n", None, r"line 2: 'seven' is not a devkit class id"),
+    ("3\n", ("ILSVRC2012_val_00000001.png", "ILSVRC2012_val_00000002.png"),
+     r"ILSVRC2012_val_00000002\.png has no line in .*ground_truth\.txt \(1 labels\)"),
+    ("3\n", ("ILSVRC2012_val_x.png",), r"ILSVRC2012_val_x\.png has no line"),
+])
+def test_bad_devkit_ground_truth(tmp_path, truth, images, text):
+    _devkit(tmp_path, truth, images or ("ILSVRC2012_val_00000001.png",))
+    with pytest.raises(ValueError, match=text):
+        data.load("imagenet-val", root=tmp_path, progress=False)
+
+
+def test_devkit_ground_truth_loads(tmp_path):
+    _devkit(tmp_path, "3\n1000\n", ("ILSVRC2012_val_00000002.png", "ILSVRC2012_val_00000001.png"))
+    assert data.load("imagenet-val", root=tmp_path, size=16).labels.tolist() == [2, 999]
