@@ -70,8 +70,12 @@ def gallery(x: Tensor, ranks) -> dict[int, Tensor]:
     All ranks come from one SVD per channel (:func:`rankcore.rank.rank_sweep`).
     """
     w = max_rank(x)
-    capped = sorted({min(int(k), w) for k in ranks}) if isinstance(ranks, (list, tuple)) else ranks
-    return dict(rank_sweep(x, ranks=parse_ranks(capped, w), clamp=True))
+    if isinstance(ranks, (list, tuple)):
+        bad = [k for k in ranks if isinstance(k, bool) or not isinstance(k, int)]
+        if bad:
+            raise TypeError(f"ranks must hold ints, got {bad[0]!r} ({type(bad[0]).__name__})")
+        ranks = sorted({min(k, w) for k in ranks})
+    return dict(rank_sweep(x, ranks=parse_ranks(ranks, w), clamp=True))
 
 
 def figure3(images: dict[int, Tensor]):

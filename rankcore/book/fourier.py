@@ -26,7 +26,9 @@ __all__ = ["frequency_window", "low_pass", "numerical_rank", "rank_bound_table",
 
 
 def _check_size(k, name: str = "k") -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"{name} must be a non-negative int, got {type(k).__name__} {k!r}")
+    if k < 0:
         raise ValueError(f"{name} must be a non-negative int, got {k!r}")
     return k
 
@@ -82,6 +84,11 @@ def low_pass(x: Tensor, k: int, symmetric: bool = False, real: bool = True,
     if axes not in ("both", "rows"):
         raise ValueError(f"axes={axes!r}; expected 'both' or 'rows'")
     h, w = x.shape[-2:]
+    if h == 0 or w == 0:
+        raise ValueError(f"x must have images of at least 1 x 1 pixels, got shape {tuple(x.shape)}")
+    if x.numel() == 0:                            # an empty batch: nothing to filter
+        return x.clone() if real else x.to(torch.complex128 if x.dtype == torch.float64
+                                            else torch.complex64)
     work = x if x.dtype == torch.float64 else x.float()
     rows = frequency_window(h, k, symmetric, x.device)
     cols = (frequency_window(w, k, symmetric, x.device) if axes == "both"
@@ -103,9 +110,13 @@ def numerical_rank(x: Tensor, rtol: float | None = None) -> Tensor:
     Returns:
         Tensor: integer ranks of shape ``x.shape[:-2]``.
     """
-    if not isinstance(x, Tensor) or x.dim() < 2:
-        raise ValueError(f"x must be a tensor of matrices (..., H, W), got "
-                         f"{getattr(x, 'shape', type(x).__name__)}")
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a tensor of matrices (..., H, W), got {type(x).__name__}")
+    if x.dim() < 2:
+        raise ValueError(f"x must be a tensor of matrices (..., H, W), got shape {tuple(x.shape)}")
+    if rtol is not None and (isinstance(rtol, bool) or not isinstance(rtol, (int, float))
+                             or not 0 <= rtol < 1):
+        raise ValueError(f"rtol={rtol!r}; expected None or a number in [0, 1)")
     work = x.to(torch.complex128 if x.is_complex() else torch.float64)
     tol = rtol if rtol is not None else max(x.shape[-2:]) * 1e-10
     s = torch.linalg.svdvals(work)                # (..., min(H, W)), descending
@@ -160,6 +171,7 @@ def rank_bound_table(x: Tensor, ks) -> "pandas.DataFrame":  # noqa: F821
 
 def low_rank_params(k: int, h: int, w: int) -> int:
     """Numbers stored for a rank-k channel: ``k`` columns of U and V plus ``k`` singular values."""
+    k, h, w = _check_size(k), _check_size(h, "h"), _check_size(w, "w")
     return k * (h + w + 1)
 
 
@@ -177,6 +189,8 @@ def window_for_budget(rank: int, h: int, w: int) -> int:
     Capped at the largest odd width that fits the image; rank 0 gives window 0.
     """
     rank = _check_size(rank, "rank")
+    if _check_size(h, "h") < 1 or _check_size(w, "w") < 1:
+        raise ValueError(f"h={h}, w={w}; expected an image side of at least 1")
     if rank == 0:
         return 0
     k = math.isqrt(low_rank_params(rank, h, w))
@@ -194,6 +208,9 @@ def psnr(x: Tensor, ref: Tensor) -> Tensor:
     Returns:
         Tensor: ``(N,)`` float32; ``inf`` where ``x == ref``.
     """
+    for name, v in (("x", x), ("ref", ref)):
+        if not isinstance(v, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor (N, C, H, W), got {type(v).__name__}")
     if x.shape != ref.shape:
         raise ValueError(f"x has shape {tuple(x.shape)} but ref has {tuple(ref.shape)}; "
                          "expected the same shape")

@@ -29,7 +29,7 @@ def device_name(device: str | torch.device = "cpu") -> str:
     CUDA devices give the GPU's name; the CPU gives its model (``/proc/cpuinfo`` on
     Linux, else :func:`platform.processor`) and the number of threads torch uses.
     """
-    device = torch.device(device)
+    device = resolve_device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     model = ""
@@ -45,7 +45,10 @@ def device_name(device: str | torch.device = "cpu") -> str:
 
 def available_devices(spec: str = "auto") -> list[str]:
     """Devices to time: ``"auto"`` is the CPU plus CUDA when present; else a comma list."""
-    if not isinstance(spec, str) or not spec:
+    if not isinstance(spec, str):
+        raise TypeError(f"spec must be a str such as 'auto' or 'cpu,cuda', got "
+                        f"{type(spec).__name__} {spec!r}")
+    if not spec:
         raise ValueError(f"spec={spec!r}; expected 'auto' or a comma list such as 'cpu,cuda'")
     if spec == "auto":
         return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -156,6 +159,9 @@ def summarise(times) -> "pandas.DataFrame":  # noqa: F821
     """
     import pandas as pd
 
+    if not isinstance(times, pd.DataFrame):
+        raise TypeError(f"times must be a pandas.DataFrame from rank_k_times, got "
+                        f"{type(times).__name__}")
     missing = {"device", "method", "image", "k", "seconds"} - set(times.columns)
     if missing:
         raise ValueError(f"times lacks columns {sorted(missing)}; expected the output "
