@@ -76,8 +76,9 @@ def training_markdown(trained: TrainedRuns) -> str:
     """One sentence on where the models came from and what they cost, from this build."""
     t = trained.table
     first = next(iter(trained.configs.values()))
-    return (f"{len(t)} models ({first.arch}, {first.epochs} epochs, "
-            f"{first.n_train or 50000} training images) ready in {trained.wall_minutes:.1f} min "
+    images = f"{first.n_train} training images" if first.n_train else "all training images"
+    return (f"{len(t)} models ({first.arch}, {first.epochs} epochs, {images}) ready in "
+            f"{trained.wall_minutes:.1f} min "
             f"in this build; training them took {t['train_minutes'].sum():.1f} min "
             f"({int(t['from_cache'].sum())} loaded from the cache).")
 
