@@ -102,6 +102,9 @@ def test_summary_and_architecture_note_from_the_run():
     assert "`resnet` family" in md and "also trains the `airbench` family" in md
     assert "trains no other family" in ch06.architecture_markdown(trained, ["resnet"])
     assert "not a test of" not in md                      # resnet: the paper's family
+    md2 = ch06.summary_markdown(t2, v, {"top1": 0.9, "recovery": 0.05}, None, 100, 4 / 255, 20,
+                                trained, "smoke", ["airbench", "resnet"], others={"airbench": t2})
+    assert "**The `airbench` family**, attacked the same way (not scored): full rank: success 99.0%" in md2
     other = ch06.architecture_markdown(_Trained({"natural": _Config()}, "airbench"), ["airbench"])
     assert "Without a `resnet` run" in other and "about the `airbench` network" in other
 

@@ -16,7 +16,7 @@ from . import paper
 __all__ = ["CHAPTER", "RATE_CLOSE", "SUCCESS_TREND", "RECOVERY_TREND", "ADV_MARGIN",
            "RATES", "PAPER_FAMILY", "run_names", "run_label", "attack", "table2", "rate_verdict",
            "table2_verdicts", "adv_verdict", "IMAGENET_DROP", "imagenet_verdicts",
-           "architecture_markdown", "summary_markdown"]
+           "architecture_markdown", "other_family_markdown", "summary_markdown"]
 
 CHAPTER = "06_low_rank_robustness"
 #: A rate within this many points of the paper's -> "reproduced".
@@ -146,9 +146,16 @@ def architecture_markdown(trained, families: Sequence[str] = ()) -> str:
                "the paper's numbers on its own architecture."))
 
 
+def other_family_markdown(family: str, t2) -> str:
+    """One line on the same attack against another family's models (not scored)."""
+    rows = "; ".join(f"{r.trained_on}: success {r.ours_success:.1f}%, top-1 {r.ours_top1:.1f}%"
+                     for r in t2.itertuples())
+    return f"- **The `{family}` family**, attacked the same way (not scored): {rows}."
+
+
 def summary_markdown(t2, verdicts: dict, untargeted: dict, adv: str | None, n: int,
                      eps: float, steps: int, trained, profile: str,
-                     families: Sequence[str] = ()) -> str:
+                     families: Sequence[str] = (), others: dict | None = None) -> str:
     """The chapter's summary from this run's Table 2.
 
     Args:
@@ -159,6 +166,8 @@ def summary_markdown(t2, verdicts: dict, untargeted: dict, adv: str | None, n: i
         adv (str or None): the adversarial-training verdict, ``None`` when not attacked.
         n (int): test images attacked.
         trained (TrainedRuns), families (sequence of str): see :func:`architecture_markdown`.
+        others (dict, optional): family -> :func:`table2` of the same attack on that family's
+            models, reported beside the scored one.
     """
     low = t2[t2.run != "adv"]
     rows = "; ".join(f"{r.trained_on}: success {r.ours_success:.1f}% (paper "
@@ -182,4 +191,5 @@ def summary_markdown(t2, verdicts: dict, untargeted: dict, adv: str | None, n: i
         lines.append(f"- **Adversarial training** ({adv}): success {a.ours_success:.1f}% "
                      f"against at least {low.ours_success.min():.1f}% for the others.")
     lines.append(f"- {architecture_markdown(trained, families)}")
+    lines += [other_family_markdown(f, t) for f, t in (others or {}).items()]
     return "\n".join(lines)
