@@ -35,8 +35,8 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
     Each step moves along the sign of the loss gradient (L-inf) or its per-image unit
     vector (L2), then projects onto the eps-ball around ``x`` and onto [0, 1]. Untargeted
     steps increase the cross-entropy of ``y``; targeted steps decrease that of ``target``.
-    The perturbation is computed in float32 (float64 for float64 images), so half-precision
-    images stay inside the ball after rounding.
+    The perturbation is computed in float64 (the model sees its own dtype) and rounded
+    towards ``x``, so float32 and float16 images stay inside the ball after rounding.
 
     Args:
         model (nn.Module): classifier taking images in [0, 1] and returning logits
@@ -83,17 +83,17 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
     step_size = 2.5 * eps / max(1, steps) if step_size is None else step_size
     if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or not step_size >= 0:
         raise ValueError(f"step_size={step_size!r}; expected a non-negative number")
-    home, dtype = x.device, x.dtype
+    home = x.device
     device = model_device(model)
     x, y = x.detach().to(device), y.to(device)
-    gen = torch.Generator(device=device).manual_seed(seed)
     with evaluating(model):
         classes = _classes(model, x)
         _check_labels("y", y, classes)
         if targeted:
             target = _targets(model, x, y, target, seed, classes)
-        work = torch.float64 if dtype == torch.float64 else torch.float32
-        adv = perturb(model, x.to(work), y, eps=float(eps), steps=steps,
+        gen = torch.Generator(device=device).manual_seed(seed)
+        # float64 arithmetic, then rounded towards x: the ball holds in x's own dtype
+        adv = perturb(model, x.double(), y, eps=float(eps), steps=steps,
                       step_size=float(step_size), norm=norm, targeted=targeted,
                       target=target if targeted else None, random_start=random_start,
                       restarts=restarts, keep=keep, generator=gen)
@@ -191,7 +191,7 @@ def _model_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
 
 
 def _cast_inside(adv: Tensor, x: Tensor) -> Tensor:
-    """``adv`` (float32) in ``x``'s dtype, still within eps of ``x`` after the rounding.
+    """``adv`` (float64) in ``x``'s dtype, still within eps of ``x`` after the rounding.
 
     Rounding to float16 could carry a pixel past the ball (0.01587 for eps 0.01569). A pixel
     that rounded away from ``x`` moves one representable value back towards it, so every

@@ -142,7 +142,7 @@ def test_pgd_float16_stays_inside_eps():
         assert adv.dtype == torch.float16
         d = adv.double() - x.double()
         size = d.abs().flatten(1).amax(1) if norm == "linf" else d.flatten(1).norm(dim=1)
-        assert size.max().item() <= eps * (1 + 1e-6) and size.max().item() > 0.5 * eps
+        assert size.max().item() <= eps and size.max().item() > 0.5 * eps
         assert adv.min() >= 0 and adv.max() <= 1
 
 
@@ -170,7 +170,8 @@ def test_pgd_output_stays_in_ball_and_box(n, c, h, w, dtype, eps, steps, norm, t
     assert adv.shape == x.shape and adv.dtype == x.dtype
     d = adv.double() - x.double()
     size = d.abs().flatten(1).amax(1) if norm == "linf" else d.flatten(1).norm(dim=1)
-    assert (size <= eps * (1 + 1e-6) + 1e-12).all()   # eps rounded to float32
+    # exact in float32/float16 (rounded towards x); float64 itself rounds x + delta
+    assert (size <= eps * (1 + (1e-12 if dtype == torch.float64 else 0))).all()
     assert adv.min() >= 0 and adv.max() <= 1
 
 
