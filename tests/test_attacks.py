@@ -201,27 +201,11 @@ def test_errors_name_the_argument(trained):
         rankcore.pgd(model, x, y[:3], 0.1)
 
 
-class _Seen(Exception):
-    pass
-
-
-class _DeviceProbe(nn.Module):
-    """Weights on the meta device; records the device of the first input it sees."""
-
-    def __init__(self):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(3, device="meta"))
-        self.seen = []
-
-    def forward(self, x):
-        self.seen.append(x.device)
-        raise _Seen
-
-
 @pytest.mark.parametrize("call", [lambda m, x, y: rankcore.pgd(m, x, y, 4 / 255, steps=1),
                                   lambda m, x, y: attacks.evaluate(m, x, y, steps=1)])
 def test_inputs_follow_the_models_device(call):
-    probe = _DeviceProbe()
-    with pytest.raises(_Seen):
+    from test_attribution import DeviceProbe, Seen     # a model on the meta device
+    probe = DeviceProbe()
+    with pytest.raises(Seen):
         call(probe, torch.rand(2, 3, 8, 8), torch.tensor([0, 1]))
     assert probe.seen[0].type == "meta"

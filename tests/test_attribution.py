@@ -329,7 +329,7 @@ def test_eval_mode_and_callers_mode_and_buffers_restored(call):
         torch.testing.assert_close(first, second, atol=1e-12, rtol=0)
 
 
-class _Seen(Exception):
+class Seen(Exception):
     pass
 
 
@@ -343,7 +343,7 @@ class DeviceProbe(nn.Module):
 
     def forward(self, x):
         self.seen.append(x.device)
-        raise _Seen
+        raise Seen
 
 
 @pytest.mark.parametrize("fn", [rankcore.rig, rankcore.rank_ig, A.vanilla_gradient,
@@ -352,7 +352,7 @@ def test_inputs_follow_the_models_device(fn):
     """The README's ``rankcore.rig(model, x[:1])`` with the model on an accelerator and x on
     the CPU: the images move to the model's device before the first forward pass."""
     probe = DeviceProbe()
-    with pytest.raises(_Seen):
+    with pytest.raises(Seen):
         fn(probe, images(n=1, dtype=torch.float32))
     assert probe.seen and probe.seen[0].type == "meta"
 
