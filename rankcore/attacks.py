@@ -386,7 +386,3 @@ def evaluate_models(models: dict, x: Tensor, y: Tensor, progress: bool = True,
         r = evaluate(model, x, y, **kwargs)         # inputs follow each model's device
         rows.append({"run": name, **r, "seconds": round(time.perf_counter() - t0, 1)})
     return pd.DataFrame(rows)
-
-
-#: Deprecated name of :func:`perturb`, kept until ``train.py`` calls the public name.
-_pgd_core = perturb
