@@ -427,3 +427,26 @@ def test_spatial_coherence_matches_numpy():
     assert A.spatial_coherence(blob).item() > 0.95
     with pytest.raises(ValueError, match="H, W >= 2"):
         A.spatial_coherence(torch.rand(3, 1, 5))
+
+
+def test_rank_integrated_gradients_in_captum_metrics_and_visualization():
+    """captum.metrics.sensitivity_max (perturbed batches), infidelity and visualize_image_attr
+    take it like any captum attribution."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from captum.attr import visualization as viz
+    from captum.metrics import infidelity, sensitivity_max
+    net, x = small_cnn(dtype=torch.float32), images(n=2, dtype=torch.float32)
+    target = torch.tensor([1, 2])
+    rig = A.RankIntegratedGradients(net)
+    sens = sensitivity_max(rig.attribute, x, target=target, ranks="2:max:3", n_perturb_samples=3)
+    assert sens.shape == (2,) and torch.isfinite(sens).all()
+    attr = rig.attribute(x, target=target, ranks="2:max:3")
+    noise = torch.full_like(x, 0.01)
+    inf = infidelity(net, lambda inp: (noise[:len(inp)], inp - noise[:len(inp)]), x, attr,
+                     target=target, n_perturb_samples=1)
+    assert inf.shape == (2,) and torch.isfinite(inf).all()
+    fig, _ = viz.visualize_image_attr(attr[0].permute(1, 2, 0).numpy(),
+                                      x[0].permute(1, 2, 0).numpy(), method="blended_heat_map",
+                                      sign="absolute_value", use_pyplot=False)
+    assert fig is not None
