@@ -12,6 +12,7 @@ the reconstructions.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Iterator, Sequence, Union
 
@@ -181,9 +182,26 @@ def _rank_token(token: str, max_rank: int, spec: str, name: str) -> int:
 
 # ---------------------------------------------------------------------------- core
 
+@contextlib.contextmanager
+def _one_cpu_thread(x: Tensor) -> Iterator[None]:
+    """LAPACK's SVD of one small matrix gains nothing from several threads, and on a busy
+    CPU their barriers spin: ``bench/spectrum_bench.py`` measured 15 ms per 224 x 224 x 3
+    image on one thread against 90-650 ms (CPU time) on two. So CPU SVDs run on one."""
+    n = torch.get_num_threads()
+    if x.device.type != "cpu" or n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def _svd(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Thin SVD per matrix: U (..., H, r), S (..., r), Vh (..., r, W) with r = min(H, W)."""
-    return torch.linalg.svd(x.to(_work_dtype(x)), full_matrices=False)
+    with _one_cpu_thread(x):
+        return torch.linalg.svd(x.to(_work_dtype(x)), full_matrices=False)
 
 
 def singular_values(x: Tensor) -> Tensor:
@@ -196,7 +214,8 @@ def singular_values(x: Tensor) -> Tensor:
         Tensor: ``(..., C, min(H, W))`` in float32 (float64 for float64 input).
     """
     check_images(x)
-    return torch.linalg.svdvals(x.to(_work_dtype(x)))
+    with _one_cpu_thread(x):
+        return torch.linalg.svdvals(x.to(_work_dtype(x)))
 
 
 def _finish(y: Tensor, x: Tensor, clamp: bool) -> Tensor:

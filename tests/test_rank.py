@@ -169,3 +169,24 @@ def test_wrong_type_raises_type_error():
         rankcore.low_rank(np.zeros((3, 4, 4)), 1)
     with pytest.raises(TypeError, match="k must be"):
         rankcore.low_rank(torch.rand(3, 4, 4), 1.5)
+
+
+def test_cpu_svd_runs_on_one_thread_and_restores_the_callers_setting():
+    before = torch.get_num_threads()
+    seen = []
+    real = torch.linalg.svd
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    try:
+        torch.set_num_threads(2)
+        torch.linalg.svd = spy
+        x = torch.rand(2, 3, 8, 8)
+        expected = numpy_low_rank(x.numpy(), 3)
+        np.testing.assert_allclose(rankcore.low_rank(x, 3).numpy(), expected, atol=1e-5)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.linalg.svd = real
+        torch.set_num_threads(before)
