@@ -1,92 +1,84 @@
-"""Benchmark: training throughput of rankcore.train against a minimal PyTorch loop, in one run.
+"""Benchmark: the fast CIFAR-10 recipe against the old ResNet-8 recipe, in one run.
 
-Same network, data, batch size and optimiser. Natural: the loop is index, forward,
-backward, step; the trainer adds its schedule, metrics and per-epoch checkpoint. FGSM-RS
-adversarial training (Wong et al. 2020): the loop adds the random start and one signed
-gradient step. Augmentation is off in both so they do the same work; the trainer with its
-crop-and-flip is printed too. Target (issue 5): the trainer within 10% of the loop.
+Rows (each a full ``rankcore.train.train`` call on the same images, same epochs):
 
-Run: ``python bench/train_bench.py [--device cuda] [--n 2048] [--epochs 2] [--arch cifar_resnet8]``
-On CUDA the trainer uses bfloat16 autocast and channels-last (``--arch resnet50_cifar`` gives
-the paper's network; epochs per minute are printed). Timings on a shared machine are
-inflated by contention; the ratio is what to read.
+- ``old resnet8``: the former quick recipe: ``cifar_resnet8``, batch 128, float32, zero-pad
+  crop + flip, one-cycle lr 0.2.
+- ``new airbench_cpu``: the quick profile's recipe (``rankcore/book/profiles/quick.yml``):
+  airbench layout at widths 32/64/128, batch 512, uint8-resident data, reflect translate +
+  flip, label smoothing, shift learning-rate scale, bfloat16 autocast.
+- ``new airbench_cpu fp32``: the same without bfloat16 (does autocast pay on this CPU?).
+- ``--gpu-rows``: ``airbench94`` too (the gpu profile's network).
+
+Each is run natural and with FGSM-RS (L-inf 8/255). Printed: images per second (image
+passes of training, attack passes not counted), wall seconds, CPU milliseconds per image
+(all threads; steadier than the wall clock on a shared machine) and, with ``--real``, the
+top-1 on 2,000 CIFAR-10 test images after training on ``--n`` real training images.
+
+Run: ``python bench/train_bench.py [--device cuda] [--n 4096] [--epochs 1] [--real]``.
+Timings on a shared machine are inflated by contention: print ``uptime`` beside them.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import platform
-import tempfile
 import time
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-import rankcore
 from rankcore import train as T
+from rankcore.book import runs
 
-from attack_bench import timed  # same folder: run as `python bench/train_bench.py`
 
-
-def minimal_loop(model, x, y, cfg, adv: bool):
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
-    eps = cfg.adv_eps
-    for _ in range(cfg.epochs):
-        perm = torch.randperm(len(x), device=x.device)
-        for i in range(0, len(x), cfg.batch_size):
-            xb, yb = x[perm[i:i + cfg.batch_size]], y[perm[i:i + cfg.batch_size]]
-            if adv:
-                delta = ((torch.rand_like(xb) * 2 - 1) * eps).requires_grad_(True)
-                grad, = torch.autograd.grad(F.cross_entropy(model(xb + delta), yb), delta)
-                delta = (delta.detach() + 1.25 * eps * grad.sign()).clamp(-eps, eps)
-                xb = (xb + delta).clamp(0, 1)
-            loss = F.cross_entropy(model(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+def _configs(epochs: int, gpu_rows: bool) -> dict[str, T.TrainConfig]:
+    old = T.TrainConfig(arch="cifar_resnet8", epochs=epochs, batch_size=128, schedule="onecycle",
+                        lr=0.2, nesterov=True)
+    new = runs.preset("natural", "quick", epochs=epochs, n_train=None, n_test=None)
+    rows = {"old resnet8": old, "new airbench_cpu": new,
+            "new airbench_cpu fp32": new.replace(amp=False)}
+    if gpu_rows:
+        rows["new airbench94"] = new.replace(arch="airbench94")
+    return rows
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--arch", default="cifar_resnet8")
-    p.add_argument("--n", type=int, default=2048)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--n", type=int, default=4096, help="training images")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--real", action="store_true", help="CIFAR-10 images + test top-1")
+    p.add_argument("--gpu-rows", action="store_true", help="add airbench94")
+    p.add_argument("--no-adv", action="store_true")
     args = p.parse_args()
     device = torch.device(args.device)
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(args.n, 3, 32, 32, generator=g).to(device)
-    y = torch.randint(0, 10, (args.n,), generator=g).to(device)
+    if args.real:
+        from rankcore import data
+        x, y = data.load("cifar10", split="train", n=args.n, progress=False)[:2]
+        test = data.load("cifar10", split="test", n=2000, progress=False)[:2]
+    else:
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.rand(args.n, 3, 32, 32, generator=g), torch.randint(0, 10, (args.n,), generator=g)
+        test = None
     passes = args.n * args.epochs
-    print(f"{args.arch}, {args.n} images x {args.epochs} epochs, batch {args.batch}, {device} "
-          f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
-    with tempfile.TemporaryDirectory() as tmp:
-        for adv in (None, "fgsm-rs"):
-            cfg = T.TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch,
-                                schedule="onecycle", augment=False, adv=adv)
-            rows = {
-                "minimal loop": lambda: minimal_loop(
-                    rankcore.models.create(args.arch).to(device).train(), x, y, cfg, adv is not None),
-                "rankcore.train": lambda: rankcore.train(
-                    rankcore.models.create(args.arch).to(device), (x, y), None, cfg,
-                    checkpoint=Path(tmp) / "c.pt", progress=False),
-                "rankcore.train + augment": lambda: rankcore.train(
-                    rankcore.models.create(args.arch).to(device), (x, y), None,
-                    cfg.replace(augment=True), checkpoint=Path(tmp) / "c.pt", progress=False),
-            }
-            base = None
-            for name, fn in rows.items():
-                c0 = time.process_time()
-                t = timed(fn, device, repeat=1)
-                # CPU time (all threads) per image: steadier than the wall clock when the
-                # machine is shared, and what an idle machine's wall time is bounded by.
-                cpu_ms = 1000 * (time.process_time() - c0) / passes
-                base = base or t
-                print(f"  {adv or 'natural':8s} {name:26s} {passes / t:8.0f} img/s  "
-                      f"{cpu_ms:6.2f} CPU ms/img  {60 * args.epochs / t:6.2f} epochs/min of "
-                      f"{args.n}  {base / t:5.2f}x the loop's speed")
+    print(f"{args.n} {'CIFAR-10' if args.real else 'random'} images x {args.epochs} epochs on "
+          f"{device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} "
+          f"threads); load average {os.getloadavg()[0]:.1f}")
+    for adv in ((None,) if args.no_adv else (None, "fgsm-rs")):
+        for name, cfg in _configs(args.epochs, args.gpu_rows).items():
+            cfg = cfg.replace(adv=adv, guard_n=64)
+            model = T.build_model(cfg).to(device)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0, c0 = time.perf_counter(), time.process_time()
+            model = T.train(model, (x, y), test, cfg, progress=False)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            top1 = model.train_history[-1]["test_top1"]
+            print(f"  {adv or 'natural':8s} {name:24s} {passes / wall:8.0f} img/s  "
+                  f"{wall:7.1f} s wall  {1000 * cpu / passes:6.2f} CPU ms/img"
+                  + (f"  top-1 {top1:.3f}" if top1 is not None else ""), flush=True)
 
 
 if __name__ == "__main__":

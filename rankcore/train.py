@@ -336,6 +336,11 @@ def train(model: nn.Module, train_data: tuple[Tensor, Tensor],
     x, y = _check_data(train_data, "train_data")
     xt, yt = _check_data(test_data, "test_data") if test_data is not None else (None, None)
     _check_number("stop_after", stop_after, True, 1, True)
+    classes = getattr(model, "num_classes", None)
+    for name, labels in (("train_data", y), ("test_data", yt)):
+        if classes is not None and labels is not None and int(labels.max()) >= classes:
+            raise ValueError(f"{name} labels must be < the model's {classes} classes; got "
+                             f"{int(labels.max())}")
     device = model_device(model)
     rank, world = distributed()
     amp = config.amp
@@ -533,8 +538,10 @@ def _check_data(data, name: str) -> tuple[Tensor, Tensor]:
                                                     or x.dtype == torch.uint8)):
         raise ValueError(f"{name} images must be a float or uint8 tensor (N, C, H, W); got "
                          f"{getattr(x, 'shape', type(x).__name__)}")
-    if len(x) == 0 or (x.is_floating_point() and not bool(torch.isfinite(x).all())):
-        raise ValueError(f"{name} images must be finite and at least one; got {tuple(x.shape)}")
+    if len(x) == 0 or (x.is_floating_point() and not bool(((x >= 0) & (x <= 1)).all())):
+        raise ValueError(f"{name} images must be at least one, float in [0, 1] (or uint8); "
+                         f"got shape {tuple(x.shape)}, range [{x.min() if len(x) else '-'}, "
+                         f"{x.max() if len(x) else '-'}]")
     if not (torch.is_tensor(y) and y.shape == (len(x),)) or y.is_floating_point() \
             or y.dtype == torch.bool:
         raise ValueError(f"{name} labels must be an int tensor of shape ({len(x)},); got "
