@@ -78,13 +78,15 @@ def table2_family(profile: str) -> str:
     return block.get("table2_family", "resnet" if "resnet" in block["families"] else "airbench")
 
 
-def preset(name: str, profile: str = "quick", family: str = "airbench", **overrides) -> T.TrainConfig:
+def preset(name: str, profile: str = "quick", family: str | None = None,
+           **overrides) -> T.TrainConfig:
     """The configuration of named run ``name`` at profile ``profile``.
 
     Args:
         name (str): ``"natural"``, ``"adv"``, ``"adv_l2"``, ``"low_rank:K"``, ``"high_rank:K"``.
         profile (str, optional): ``"smoke"``, ``"quick"``, ``"gpu"`` or ``"paper"``.
-        family (str, optional): ``"airbench"`` or ``"resnet"``. Default: ``"airbench"``.
+        family (str, optional): ``"airbench"`` or ``"resnet"``. Default: the profile's first
+            family (:func:`families`).
         **overrides: any :class:`~rankcore.train.TrainConfig` field, e.g. ``epochs=20``.
 
     Examples::
@@ -94,6 +96,7 @@ def preset(name: str, profile: str = "quick", family: str = "airbench", **overri
     """
     kind = _kind(name)
     fams = _block(profile)["families"]
+    family = next(iter(fams)) if family is None else family
     if family not in fams:
         raise ValueError(f"family={family!r}; profile {profile!r} trains {sorted(fams)}")
     fam = fams[family] or {}
@@ -211,11 +214,11 @@ class _lock:
 
 # ------------------------------------------------------------------------- models
 
-def _parse_train_spec(spec: str) -> tuple[str, str]:
+def _parse_train_spec(spec: str) -> tuple[str, str | None]:
     """``"train:low_rank:5@resnet"`` -> ``("low_rank:5", "resnet")``."""
     body = spec[len("train:"):].strip()
     name, _, family = body.partition("@")
-    return name, family or "airbench"
+    return name, family or None
 
 
 def load_model(spec: str, profile: str = "quick", device: str | torch.device | None = None,
@@ -303,7 +306,7 @@ _GPU_IMAGES_PER_S = {"airbench_cpu": 150_000, "airbench94": 60_000, "cifar_resne
                      "resnet50_cifar": 5_000}
 
 
-def estimate(name: str, profile: str, family: str = "airbench") -> dict:
+def estimate(name: str, profile: str, family: str | None = None) -> dict:
     """Rough GPU hours of a named run and whether it is cached already.
 
     Returns:
@@ -320,7 +323,7 @@ def estimate(name: str, profile: str, family: str = "airbench") -> dict:
 
 # ----------------------------------------------------------------- command line
 
-def train_all(names_: list[str], profile: str, family: str = "airbench",
+def train_all(names_: list[str], profile: str, family: str | None = None,
               overrides: dict | None = None, devices: list[str] | None = None,
               progress: bool = True) -> list[dict]:
     """Train several named runs; with several GPUs, one run per GPU at a time.
@@ -357,7 +360,7 @@ def train_all(names_: list[str], profile: str, family: str = "airbench",
         done = []
         for n in names_[i::len(devices)]:
             cmd = [sys.executable, "-m", "rankcore.train", n, "--profile", profile,
-                   "--family", family, "--device", devices[i], "--no-progress"]
+                   "--device", devices[i], "--no-progress"] + (["--family", family] if family else [])
             if sets:
                 cmd += ["--set", *sets]
             rc = subprocess.run(cmd).returncode
@@ -385,7 +388,7 @@ def _parse_sets(items: list[str]) -> dict:
     return out
 
 
-def train_command(names_: list[str], profile: str = "quick", family: str = "airbench",
+def train_command(names_: list[str], profile: str = "quick", family: str | None = None,
                   sets: list[str] | None = None, device=None, dry_run: bool = False,
                   all_runs: bool = False, progress: bool = True) -> list[dict]:
     """What ``rankcore train`` does: validate, then train (or, ``dry_run``, only describe)
@@ -430,7 +433,8 @@ def register_cli(subparsers) -> None:
                     "are cached; a second call loads them.")
     p.add_argument("names", nargs="*", help="natural, adv, adv_l2, low_rank:K, high_rank:K")
     p.add_argument("--profile", default="quick", help="smoke, quick, gpu or paper")
-    p.add_argument("--family", default="airbench", choices=FAMILIES)
+    p.add_argument("--family", default=None, choices=FAMILIES,
+                   help="network family (default: the profile's first)")
     p.add_argument("--all", action="store_true", help="every run the profile lists")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="override TrainConfig fields (values parsed as YAML)")
