@@ -1,0 +1,136 @@
+"""The ``rankcore`` command line: one entry point, its commands, its plug-ins, its errors."""
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from importlib import metadata
+
+import pandas as pd
+import pytest
+
+import rankcore
+from rankcore import cli, data, models
+
+
+def rankcore_cmd(*args, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "rankcore", *args], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, timeout=timeout)
+
+
+def test_version():
+    proc = rankcore_cmd("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"rankcore {rankcore.__version__}"
+
+
+def test_the_console_script_is_declared():
+    scripts = {e.name: e.value for e in metadata.entry_points(group="console_scripts")}
+    assert scripts.get("rankcore") == "rankcore.cli:main"
+
+
+def test_book_commands_come_from_entry_points_not_imports():
+    found = {e.name: e.value for e in cli.plugins()}
+    assert found["book"] == "rankcore.book.runner:register_cli"
+    assert found["train"] == "rankcore.book.runs:register_cli"
+    tree = ast.parse(open(cli.__file__).read())
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)] + \
+        [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if "book" in m]  # found at run time, never imported
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert {"spectrum", "models", "data", "book", "train"} <= set(sub.choices)
+
+
+def test_a_broken_plugin_does_not_break_the_other_commands(monkeypatch, capsys):
+    class Broken:
+        name, value = "broken", "nowhere:register"
+
+        def load(self):
+            raise ImportError("No module named 'nowhere'")
+
+    monkeypatch.setattr(cli, "plugins", lambda: [Broken()])
+    assert cli.main(["data", "--root", "/nonexistent"]) == 0
+    err = capsys.readouterr().err
+    assert "command 'broken' unavailable" in err
+
+
+def test_models_lists_every_model_with_source_input_and_weights_here():
+    proc = rankcore_cmd("models")
+    assert proc.returncode == 0, proc.stderr
+    table = models.registry_table()
+    lines = proc.stdout.splitlines()
+    header = lines[0].split()
+    assert header[:4] == ["model", "dataset", "input", "source"] and "here" in header
+    rows = {line.split()[0]: line.split() for line in lines[1:-1]}
+    assert set(rows) == set(models.names())
+    for _, r in table.iterrows():
+        assert rows[r["model"]][2] == r["input"] and rows[r["model"]][3] == r["source"]
+        assert rows[r["model"]][4] == ("yes" if r["here"] else "no")
+    assert rows["efficientnet_lite0"][4] == "yes"  # embedded weights are always here
+    assert "timm:NAME or torchvision:NAME" in lines[-1]
+
+
+def test_data_lists_every_data_set(tmp_path):
+    (tmp_path / "cifar10-jpeg" / "test").mkdir(parents=True)
+    proc = rankcore_cmd("data", "--root", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    for name in data.names():
+        assert f"  {name}" in proc.stdout
+    assert str(tmp_path / "cifar10-jpeg" / "test") in proc.stdout
+    assert "imagenet-auto -> samples" in proc.stdout
+
+
+def test_python_dash_m_forms_keep_working():
+    for module in ("rankcore", "rankcore.book", "rankcore.train"):
+        proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, f"python -m {module}: {proc.stderr[-2000:]}"
+
+
+def test_spectrum_runs_end_to_end_on_the_shipped_photos(tmp_path):
+    out = tmp_path / "s.csv"
+    proc = rankcore_cmd("spectrum", "--model", "efficientnet_lite0", "--data", "samples", "--n", "2",
+                        "--ranks", "0,112,max", "--device", "cpu", "--no-progress", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    df = pd.read_csv(out)
+    assert list(df["rank"]) == [0, 112, 224] and (df["n"] == 2).all()
+    assert df["agreement"].iloc[-1] == 1.0 and df["top1"].isna().all()  # samples carry no labels
+    assert "efficientnet_lite0 on 3 ranks x 2" in proc.stdout
+
+
+def test_agreement_only_lets_a_model_meet_a_data_set_of_other_classes(tmp_path):
+    if data.find_cifar10() is None:
+        pytest.skip("needs CIFAR-10 under the data root")
+    out = tmp_path / "a.csv"
+    refused = rankcore_cmd("spectrum", "--model", "efficientnet_lite0", "--data", "cifar10",
+                           "--out", str(out))
+    assert refused.returncode == 2 and not out.exists()
+    proc = rankcore_cmd("spectrum", "--model", "efficientnet_lite0", "--data", "cifar10", "--n", "2",
+                        "--ranks", "0,max", "--agreement-only", "--no-progress", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    df = pd.read_csv(out)
+    assert df["top1"].isna().all() and df["agreement"].iloc[-1] == 1.0
+
+
+def test_dry_run_checks_without_running(tmp_path):
+    out = tmp_path / "never.csv"
+    proc = rankcore_cmd("spectrum", "--model", "efficientnet_lite0", "--data", "imagenet-auto",
+                        "--ranks", "0:224:8", "--device", "cpu", "--dry-run", "--out", str(out))
+    assert proc.returncode == 0 and "would run the rank spectrum of efficientnet_lite0" in proc.stdout
+    assert not out.exists()
+
+
+def test_debug_shows_the_traceback():
+    args = ["spectrum", "--model", "no_such_model", "--data", "samples", "--out", "x.csv"]
+    quiet = rankcore_cmd(*args)
+    loud = rankcore_cmd("--debug", *args)
+    assert quiet.returncode == 2 and "Traceback" not in quiet.stderr
+    assert loud.returncode != 0 and "Traceback" in loud.stderr
+
+
+@pytest.mark.parametrize("device", ["cpu", "auto"])
+def test_device_names_accepted(device):
+    proc = rankcore_cmd("spectrum", "--model", "efficientnet_lite0", "--data", "samples", "--device",
+                        device, "--dry-run", "--out", "x.csv")
+    assert proc.returncode == 0, proc.stderr
