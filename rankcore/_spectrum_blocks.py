@@ -190,8 +190,10 @@ def run_block(forward: Forward, x: Tensor, y: Tensor | None, ks: list[int],
     # Full rank is x itself: when it is among the ranks, its row gives the full-rank
     # prediction and saves a forward pass per image.
     full = None if ks[-1] == min(x.shape[-2:]) else forward(x).argmax(dim=-1).int().cpu()
-    # Enough ranks per block that each forward pass sees about batch_size images.
+    # Enough ranks per block that each forward pass sees about batch_size images, spread
+    # evenly (33 ranks of 16 images in batches of 256: 3 passes of 176, not 256 + 256 + 16).
     chunk = max(1, forward.batch_size // b)
+    chunk = -(-len(ks) // -(-len(ks) // chunk))
     preds, top5s, probs = [], [], []
     for block_ks, xs in rank_blocks(x, ks, chunk=chunk, clamp=True, factors=factors):
         p = forward(xs.flatten(0, 1)).view(len(block_ks), b, -1)     # (r, B, classes)
