@@ -149,6 +149,8 @@ _TYPES = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,),
 def _accepted(type_name: str) -> tuple[type, ...] | None:
     """The Python types a declared annotation accepts; ``None`` when any value goes."""
     name = type_name.replace(" ", "")
+    if name in ("", "None"):  # papermill's name for an unannotated parameter
+        return None
     if name.startswith("Optional[") and name.endswith("]"):
         name = name[len("Optional["):-1] + "|None"
     out: tuple[type, ...] = ()
@@ -375,6 +377,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p_build.add_argument("--profile", default="quick")
     p_build.add_argument("--out", type=Path, help="folder of executed notebooks")
     p_build.add_argument("--html-root", type=Path, help="write <DIR>/_build/html (default: repository)")
+    p_build.add_argument("--dry-run", action="store_true",
+                         help="say which chapters are executed and what would be rendered; render nothing")
     p_list = sub.add_parser("list", help="list chapters and their parameters")
     p_list.add_argument("--profile", default="quick")
     p_check = sub.add_parser("check", help="what a profile needs: data, checkpoints, trainings")
@@ -384,7 +388,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Run the parsed ``run|build|list|check`` command; returns the exit status."""
+    """Run the parsed ``run|build|list|check`` command; returns the exit status (a failed
+    chapter or build: one line and 1; a usage mistake raises :class:`UsageError`)."""
+    try:
+        return _run_command(args)
+    except UsageError:
+        raise
+    except BookError as err:
+        if getattr(args, "debug", False):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def _run_command(args: argparse.Namespace) -> int:
     if args.book_command == "run":
         if args.log_output:
             logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -396,6 +413,14 @@ def run_command(args: argparse.Namespace) -> int:
         if args.build:
             build(args.profile, args.out)
     elif args.book_command == "build":
+        if args.dry_run:
+            folder = executed_dir(args.profile, args.out)
+            load_profile(args.profile)
+            todo = [c.name for c in chapters() if c.is_notebook
+                    and not (folder / c.source.relative_to(ROOT)).exists()]
+            print(f"would render {folder} into {(args.html_root or ROOT) / '_build' / 'html'}; "
+                  + (f"not executed yet: {todo}" if todo else "every chapter is executed"))
+            return 0
         build(args.profile, args.out, args.html_root)
     elif args.book_command == "check":
         from . import check

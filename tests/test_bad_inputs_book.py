@@ -1,0 +1,163 @@
+"""Issue 14, the command lines and the book runner: each row a bad input and the error it
+must give (exit status 2 and one line naming the argument, or the exception type and the
+argument's name), before anything runs."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import nbformat
+import pytest
+import yaml
+
+from rankcore import cli
+from rankcore.book import profiles, results
+from rankcore.book import runner as book
+
+# ---------------------------------------------------------------------------- rankcore CLI
+
+SPECTRUM = ["spectrum", "--model", "efficientnet_lite0", "--data", "samples", "--out", "x.csv"]
+
+CLI_ROWS = [
+    # (argv, text the one-line error must contain)
+    (["spectrum", "--model", "no_such_model", "--data", "samples", "--out", "x.csv"], "no_such_model"),
+    (["spectrum", "--model", "bogus:resnet18", "--data", "samples", "--out", "x.csv"], "prefix 'bogus'"),
+    (["spectrum", "--model", "efficientnet_lite0", "--data", "cifar100", "--out", "x.csv"], "--data"),
+    (["spectrum", "--model", "efficientnet_lite0", "--data", "cifar10", "--out", "x.csv"],
+     "--agreement-only"),
+    ([*SPECTRUM, "--n", "0"], "--n"),
+    ([*SPECTRUM, "--n", "ten"], "--n"),
+    ([*SPECTRUM, "--seed", "-1"], "--seed"),
+    ([*SPECTRUM, "--batch-size", "0"], "--batch-size"),
+    ([*SPECTRUM, "--ranks", "0:400"], "--ranks"),
+    ([*SPECTRUM, "--ranks", "3.7"], "--ranks"),
+    ([*SPECTRUM, "--device", "cuda:99"], "--device"),
+    ([*SPECTRUM, "--device", "gpu0"], "--device"),
+    ([*SPECTRUM, "--amp", "fp8"], "--amp"),
+    (["spectrum", "--data", "samples", "--out", "x.csv"], "--model"),
+    (["models", "--dataset", "mnist"], "--dataset"),
+    (["nosuchcommand"], "COMMAND"),
+    (["book", "run", "--profile", "nope"], "unknown profile 'nope'"),
+    (["book", "run", "-p", "01_rank_images.live=maybe", "--dry-run"], "01_rank_images.live='maybe': expected bool"),
+    (["book", "run", "-p", "02_rank_spectrum.imagenet_n=many", "--dry-run"], "02_rank_spectrum.imagenet_n"),
+    (["book", "run", "-p", "02_rank_spectrum.n_images=500", "--dry-run"], "unknown parameter(s) ['n_images']"),
+    (["book", "run", "--only", "99_nothing", "--dry-run"], "--only ['99_nothing']"),
+    (["book", "check", "--profile", "nope"], "unknown profile 'nope'"),
+]
+
+
+@pytest.mark.parametrize("argv, message", CLI_ROWS, ids=[" ".join(r[0])[:70] for r in CLI_ROWS])
+def test_cli_mistakes_give_one_line_and_exit_2(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    try:
+        status = cli.main(argv)
+    except SystemExit as exit_:  # argparse's own checks
+        status = exit_.code
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "unavailable" not in line]
+    assert status == 2, err[-2000:]
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    assert message in lines[0]
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_the_installed_command_gives_the_same_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "rankcore", "book", "run", "-p",
+                           "01_rank_images.live=maybe", "--dry-run"], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "01_rank_images.live='maybe': expected bool" in proc.stderr
+
+
+def test_cli_main_in_process_returns_2_for_value_errors(capsys):
+    assert cli.main(["spectrum", "--model", "efficientnet_lite0", "--data", "cifar10",
+                     "--out", "x.csv", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rankcore spectrum: error: --model efficientnet_lite0 predicts imagenet")
+
+
+# ---------------------------------------------------------------------------- runner API
+
+@pytest.fixture
+def toy(tmp_path, monkeypatch):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        'profile: str = "quick"\nlive: bool = True\nn: int = 1\nratio: float = 0.5\n'
+        'ranks: list = [1, 2]\nname: str = "x"\nmodels: dict = {}\nanything = None',
+        metadata={"tags": ["parameters"]})],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    (tmp_path / "book").mkdir()
+    nbformat.write(nb, tmp_path / "book" / "a.ipynb")
+    (tmp_path / "_toc.yml").write_text(yaml.safe_dump({"format": "jb-book", "root": "book/a"}))
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "smoke.yml").write_text("a: {}\n")
+    (tmp_path / "profiles" / "broken.yml").write_text("a: [1, 2]\n")
+    (tmp_path / "profiles" / "stray.yml").write_text("zz: {n: 1}\n")
+    monkeypatch.setenv("RANKCORE_PROFILES", str(tmp_path / "profiles"))
+    monkeypatch.setattr(book, "ROOT", tmp_path)
+    return tmp_path
+
+
+RUNNER_ROWS = [
+    # (overrides, error type, text naming the argument)
+    (["a.live=maybe"], book.UsageError, "a.live='maybe': expected bool"),
+    (["a.live=1"], book.UsageError, "a.live=1: expected bool"),
+    (["a.n=2.5"], book.UsageError, "a.n=2.5: expected int"),
+    (["a.n=yes"], book.UsageError, "a.n=True: expected int"),
+    (["a.n=[1]"], book.UsageError, "a.n=[1]: expected int"),
+    (["a.ratio=x"], book.UsageError, "a.ratio='x': expected float"),
+    (["a.ranks=5"], book.UsageError, "a.ranks=5: expected list"),
+    (["a.name=5"], book.UsageError, "a.name=5: expected str"),
+    (["a.models=[1]"], book.UsageError, "a.models=[1]: expected dict"),
+    (["a.nope=1"], book.UsageError, "unknown parameter(s) ['nope']"),
+    (["a.n"], book.UsageError, "expected CHAPTER.key=value"),
+    (["n=1"], book.UsageError, "name the chapter"),
+    (["a.n=[1"], book.UsageError, "not valid YAML"),
+]
+
+
+@pytest.mark.parametrize("overrides, error, message", RUNNER_ROWS, ids=[r[0][0] for r in RUNNER_ROWS])
+def test_runner_rejects_before_running(toy, overrides, error, message):
+    with pytest.raises(error) as info:
+        book.plan("smoke", overrides=overrides)
+    assert message in str(info.value)
+    assert isinstance(info.value, ValueError)  # usage mistakes are ValueErrors (exit 2)
+
+
+def test_untyped_parameters_take_any_value(toy):
+    assert book.plan("smoke", overrides=["a.anything=[1, 2]", "a.ratio=3"])[0][1]["anything"] == [1, 2]
+
+
+@pytest.mark.parametrize("profile, message", [
+    ("nope", "unknown profile 'nope'; known profiles: broken, smoke, stray"),
+    ("broken", "block 'a' must be a mapping"),
+    ("stray", "names unknown chapter(s) ['zz']"),
+    (3, "profile must be a str"),
+])
+def test_bad_profiles(toy, profile, message):
+    with pytest.raises((book.UsageError, TypeError)) as info:
+        book.plan(profile)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs, error, name", [
+    (dict(chapter="", profile="quick"), ValueError, "chapter"),
+    (dict(chapter="a/b", profile="quick"), ValueError, "chapter"),
+    (dict(chapter="a", profile=None), ValueError, "profile"),
+    (dict(chapter="a", profile=".hidden"), ValueError, "profile"),
+])
+def test_results_names(tmp_path, kwargs, error, name):
+    with pytest.raises(error, match=name):
+        results.Results(root=tmp_path, **kwargs)
+
+
+def test_results_no_longer_take_params(tmp_path):
+    with pytest.raises(TypeError):
+        results.Results("a", "quick", params={"n": 1}, root=tmp_path)
+
+
+def test_profiles_module_rejects_a_non_mapping_file(tmp_path, monkeypatch):
+    (tmp_path / "list.yml").write_text("- 1\n- 2\n")
+    monkeypatch.setenv("RANKCORE_PROFILES", str(tmp_path))
+    with pytest.raises(profiles.ProfileError, match="expected a mapping"):
+        profiles.load("list")
