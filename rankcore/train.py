@@ -1,17 +1,13 @@
 """Training on natural, adversarial and rank-truncated images (paper Section 5).
 
-The paper trains CIFAR-10 ResNet-50s for 350 epochs (SGD, lr 0.1, momentum 0.9, weight
-decay 5e-4, lr / 10 after epochs 150 and 250) on low-rank images (each channel keeps its k
-largest singular values, Section 5.2) and high-rank images (each channel loses them,
-Section 5.1), beside natural and adversarially trained models (Section 5.3). :func:`train`
-runs one training described by a :class:`TrainConfig`, whose defaults are the paper's
-schedule. The fast recipe (airbench-style) is a set of its fields: training images resident
-on the device as uint8, flip + translate on the device, label smoothing, Nesterov SGD with
-warm-up and linear decay, larger rates for batch-norm shifts, channels-last, bfloat16
-autocast. Adversarial training: FGSM-RS (Wong et al. 2020) guarded against catastrophic
-overfitting, or PGD (L-inf or L2). Named runs and their cache: ``rankcore.book.runs``.
-
-Example::
+:func:`train` runs one training described by a :class:`TrainConfig`, whose defaults are the
+paper's CIFAR-10 ResNet-50 schedule (Section 5.1); low-rank images keep each channel's k
+largest singular values (Section 5.2), high-rank images lose them (Section 5.1). The fast
+airbench-style recipe is a set of fields: uint8-resident data, flip + translate on the
+device, label smoothing, Nesterov SGD with warm-up and linear decay, larger rates for
+batch-norm shifts, channels-last, bfloat16 autocast. Adversarial training: FGSM-RS (Wong
+et al. 2020) guarded against catastrophic overfitting, or PGD (L-inf or L2). Named runs and
+their cache are the book's (``rankcore.book.runs``). Example::
 
     config = TrainConfig(arch="airbench_cpu", epochs=2, schedule="onecycle", lr=0.4)
     model = train(build_model(config), (x, y), (x_test, y_test), config)
@@ -24,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -33,22 +30,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _io
+from ._recipe import adversarial, augment
 from .paths import cache_dir
 from .torch_utils import accuracy, autocast, distributed, evaluating, model_device
 
 __all__ = ["TrainConfig", "train", "build_model", "load_checkpoint", "transformed", "lr_at",
            "augment", "adversarial", "steps_per_epoch", "TRAIN_CODE_VERSION"]
 
-#: Bumped whenever a change here alters the weights a configuration produces, so cached
-#: models and transformed data sets from older code are not silently reused.
+#: Bumped whenever a change here alters the weights a configuration produces (cache keys).
 TRAIN_CODE_VERSION = 2
-#: Checkpoint format marker, checked on load.
-CHECKPOINT_FORMAT = "rankcore.train/2"
-
-TRANSFORMS = ("low_rank", "high_rank")
-ADV_METHODS = ("pgd", "fgsm-rs")
-SCHEDULES = ("step", "onecycle")
-PAD_MODES = ("zeros", "reflect")
+CHECKPOINT_FORMAT = "rankcore.train/2"  # checked on load
+TRANSFORMS, ADV_METHODS = ("low_rank", "high_rank"), ("pgd", "fgsm-rs")
+SCHEDULES, PAD_MODES = ("step", "onecycle"), ("zeros", "reflect")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,11 +87,9 @@ class TrainConfig:
     def __post_init__(self):
         _check_transform(self.transform)
         for name, allowed in (("schedule", SCHEDULES), ("pad_mode", PAD_MODES),
-                              ("adv_norm", ("linf", "l2"))):
+                              ("adv_norm", ("linf", "l2")), ("adv", (None, *ADV_METHODS))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}; expected one of {allowed}")
-        if self.adv is not None and self.adv not in ADV_METHODS:
-            raise ValueError(f"adv={self.adv!r}; expected None or one of {ADV_METHODS}")
         if self.adv == "fgsm-rs" and self.adv_norm != "linf":
             raise ValueError(f"adv_norm={self.adv_norm!r}: adv='fgsm-rs' is an L-inf method")
         for names, integer, low, optional in _NUMBERS:
@@ -156,11 +147,8 @@ def _check_transform(spec: str | None) -> tuple[str, int] | None:
 
 
 def build_model(config: TrainConfig) -> nn.Module:
-    """A fresh ``rankcore.models.create(config.arch)`` initialised from ``config.seed``.
-
-    The global RNG is seeded inside a fork, so two processes get identical initial weights
-    and the caller's random state is untouched.
-    """
+    """A fresh ``rankcore.models.create(config.arch)`` initialised from ``config.seed`` (in
+    a forked RNG: identical weights in every process, the caller's random state untouched)."""
     from . import models
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig; got {type(config).__name__}")
@@ -205,11 +193,9 @@ def transformed(x: Tensor, spec: str | None, *, tag: str = "data", clamp_high: b
 
 
 def _compact(x: Tensor, in_unit_range: bool) -> Tensor:
-    if x.dtype == torch.uint8:
-        return x
-    if in_unit_range:
-        return (x.clamp(0, 1) * 255).round().to(torch.uint8)
-    return x.to(torch.float16)
+    if x.dtype == torch.uint8 or not in_unit_range:
+        return x if x.dtype == torch.uint8 else x.to(torch.float16)
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def to_float(x: Tensor) -> Tensor:
@@ -234,58 +220,6 @@ def steps_per_epoch(n: int, config: TrainConfig, world: int = 1) -> int:
     return n // (per_rank * world) if world > 1 else math.ceil(n / per_rank)
 
 
-def augment(x: Tensor, padding: int, generator: torch.Generator, mode: str = "zeros") -> Tensor:
-    """Random translation by up to ``padding`` pixels (``mode`` "zeros" or "reflect"
-    padding) and random horizontal flip of images ``x`` ``(B, C, H, W)``, per image."""
-    b, c, h, w = x.shape
-    dev = x.device
-    if padding > 0:
-        xp = F.pad(x, (padding,) * 4, mode="constant" if mode == "zeros" else "reflect")
-        dy = torch.randint(0, 2 * padding + 1, (b,), device=dev, generator=generator)
-        dx = torch.randint(0, 2 * padding + 1, (b,), device=dev, generator=generator)
-        rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]  # (B, 1, H, 1)
-        cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]  # (B, 1, 1, W)
-        bi = torch.arange(b, device=dev)[:, None, None, None]
-        ci = torch.arange(c, device=dev)[None, :, None, None]
-        x = xp[bi, ci, rows, cols]                                      # (B, C, H, W)
-    flip = torch.rand(b, device=dev, generator=generator) < 0.5
-    return torch.where(flip[:, None, None, None], x.flip(-1), x)
-
-
-def adversarial(model: nn.Module, x: Tensor, y: Tensor, *, method: str, norm: str, eps: float,
-                steps: int, step_size: float | None, generator: torch.Generator) -> Tensor:
-    """Training-time adversarial examples in the model's current mode: ``"fgsm-rs"`` (a
-    uniform start, one signed step of ``step_size`` or 1.25 eps) or ``"pgd"`` (``steps`` steps
-    of ``step_size`` or 2.5 eps / steps from a random start), projected onto the ``norm``
-    ("linf"/"l2") ball of radius ``eps``, images kept in [0, 1]."""
-    if method == "fgsm-rs":
-        steps, alpha = 1, step_size or 1.25 * eps
-    else:
-        alpha = step_size or 2.5 * eps / steps
-    delta = torch.rand(x.shape, device=x.device, generator=generator) * 2 - 1
-    if norm == "l2":  # a random direction with a random radius below eps
-        flat = delta.flatten(1)
-        r = torch.rand(len(x), 1, device=x.device, generator=generator)
-        delta = (flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12) * r * eps).view_as(x)
-    else:
-        delta = delta * eps
-    delta = (x + delta).clamp(0, 1) - x
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        grad, = torch.autograd.grad(F.cross_entropy(model(x + delta), y), delta)
-        with torch.no_grad():
-            if norm == "linf":
-                delta = (delta + alpha * grad.sign()).clamp(-eps, eps)
-            else:
-                g = grad.flatten(1)
-                delta = delta + alpha * (g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
-                                         ).view_as(x)
-                n = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-                delta = delta * (eps / n).clamp(max=1).view(-1, 1, 1, 1)
-            delta = (x + delta).clamp(0, 1) - x
-    return (x + delta).detach()
-
-
 def _guard_accuracy(model, x, y, config, device, amp) -> float:
     """Accuracy under 10-step PGD of the training norm on the guard batch (eval mode)."""
     g = torch.Generator(device=device).manual_seed(config.seed + 99)
@@ -301,34 +235,25 @@ def train(model: nn.Module, train_data: tuple[Tensor, Tensor],
           checkpoint: str | os.PathLike | None = None, resume: bool = False,
           log: str | os.PathLike | None = None, progress: bool = True,
           stop_after: int | None = None, tag: str | None = None) -> nn.Module:
-    """Train ``model`` in place with SGD on (optionally rank-truncated or adversarial) data.
+    """Train ``model`` (on its device, taking [0, 1] images) in place with SGD.
 
-    Args:
-        model (nn.Module): a classifier of [0, 1] images on the device to train on.
-        train_data (tuple): ``(x (N, C, H, W) float in [0, 1] or uint8, y (N,) int)``; kept
-            on the device as uint8 (float16 for signed high-rank residuals).
-        test_data (tuple or None): full-rank ``(x, y)`` for the per-epoch top-1.
-        config (TrainConfig): the run; ``config.transform`` applies to ``train_data`` only.
-        checkpoint (path, optional): written atomically after every epoch.
-        resume (bool, optional): continue from ``checkpoint`` if it exists; the run ends
-            with the same weights as an uninterrupted one. Default: False.
-        log (path, optional): JSON lines, one per finished epoch (rewritten whole each
-            epoch, so a kill never leaves a duplicate line).
-        progress (bool, optional): a tqdm bar on rank 0. Default: True.
-        stop_after (int, optional): return after this many epochs in total (resumable).
-        tag (str, optional): prefix of the transform cache file; None: no cache.
-
-    Returns:
-        The model in eval mode; ``model.train_history``: one dict per epoch (epoch, lr,
-        train_loss, train_acc, test_top1 as fractions, seconds, cpu_seconds, and for
-        adversarial runs adv_method, guard_pgd_acc).
+    ``train_data``/``test_data``: ``(x (N, C, H, W) float in [0, 1] or uint8, y (N,) int)``;
+    the training images stay on the device as uint8 (float16 for signed high-rank
+    residuals), ``config.transform`` applies to them only; ``test_data`` (or None) gives the
+    per-epoch top-1. ``checkpoint`` is written atomically after every epoch; ``resume``
+    continues from it to the same weights as an uninterrupted run; ``log`` (JSON lines, one
+    per finished epoch) is rewritten whole each epoch, so a kill never leaves a duplicate;
+    ``stop_after`` returns after that many epochs in total; ``tag`` names the transform's
+    cache file (None: not cached). Returns the model in eval mode with ``train_history``:
+    one dict per epoch (epoch, lr, train_loss, train_acc and test_top1 as fractions,
+    seconds, cpu_seconds; adv_method and guard_pgd_acc for adversarial runs).
 
     Overfitting guard (``adv="fgsm-rs"``, ``adv_guard``): after every epoch, the accuracy
     under 10-step PGD on a held-out batch (the first ``guard_n`` test images, else the last
     ``guard_n`` training images, then not trained on); if it falls ``guard_drop`` below its
     best, the epoch is undone and the run goes on with 2-step PGD (step eps / 2). Under
-    ``torchrun`` the model runs in DistributedDataParallel (SyncBatchNorm on CUDA), each
-    rank on a shard of every batch.
+    ``torchrun``: DistributedDataParallel (SyncBatchNorm on CUDA), a shard of every batch
+    per rank.
     """
     for name, v, kind in (("config", config, TrainConfig), ("model", model, nn.Module)):
         if not isinstance(v, kind):
@@ -407,9 +332,6 @@ def train(model: nn.Module, train_data: tuple[Tensor, Tensor],
         if config.adv:
             row.update(adv_method=method, guard_pgd_acc=guard_acc)
         history.append(row)
-        if bar is not None:
-            bar.set_postfix(loss=f"{stats['train_loss']:.3f}",
-                            test=f"{top1:.3f}" if top1 is not None else "-")
         if rank == 0:
             # The log first, then the checkpoint: a kill in between leaves a log one epoch
             # ahead, which the resumed run rewrites from the checkpoint's history.
@@ -485,12 +407,11 @@ def _batches(n: int, config: TrainConfig, epoch: int, rank: int, world: int) -> 
 def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
     """SGD; 1-d parameters (biases, batch-norm shifts) at lr * bias_lr_scale with the
     weight decay divided by it (airbench), so their decay per step is unchanged."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    shifts = [p for p in params if p.ndim < 2]
-    weights = [p for p in params if p.ndim >= 2]
-    s = config.bias_lr_scale or 1.0
-    groups = [dict(params=weights, lr_scale=1.0, weight_decay=config.weight_decay),
-              dict(params=shifts, lr_scale=s, weight_decay=config.weight_decay / s)]
+    params, s = [p for p in model.parameters() if p.requires_grad], config.bias_lr_scale or 1.0
+    groups = [dict(params=[p for p in params if p.ndim >= 2], lr_scale=1.0,
+                   weight_decay=config.weight_decay),
+              dict(params=[p for p in params if p.ndim < 2], lr_scale=s,
+                   weight_decay=config.weight_decay / s)]
     return torch.optim.SGD([g for g in groups if g["params"]], lr=config.lr,
                            momentum=config.momentum, nesterov=config.nesterov)
 
@@ -515,18 +436,17 @@ def load_checkpoint(path: str | os.PathLike, config: TrainConfig | None = None,
                          "scratch") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"checkpoint {path} has format {found!r}; expected "
-                         f"{CHECKPOINT_FORMAT!r}")
+        raise ValueError(f"checkpoint {path} has format {found!r}; expected {CHECKPOINT_FORMAT!r}")
     if config is not None and ckpt.get("key") != config.key():
         diff = {k: (v, getattr(config, k)) for k, v in ckpt["config"].items()
-                if hasattr(config, k) and _norm(v) != _norm(getattr(config, k))}
+                if hasattr(config, k) and _listed(v) != _listed(getattr(config, k))}
         raise ValueError(f"checkpoint {path} was written for a different configuration "
                          f"(key {ckpt.get('key')} vs {config.key()}; differing fields as "
                          f"(checkpoint, requested): {diff or 'code version'})")
     return ckpt
 
 
-def _norm(v):
+def _listed(v):
     return list(v) if isinstance(v, (list, tuple)) else v
 
 
@@ -558,7 +478,5 @@ def _progress(total: int, enabled: bool, desc: str):
 
 
 if __name__ == "__main__":  # ``python -m rankcore.train NAME ...`` = ``rankcore train NAME ...``
-    import sys
-
     from .cli import main
     sys.exit(main(["train", *sys.argv[1:]]))
