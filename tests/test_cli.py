@@ -134,3 +134,52 @@ def test_device_names_accepted(device):
     proc = rankcore_cmd("spectrum", "--model", "efficientnet_lite0", "--data", "samples", "--device",
                         device, "--dry-run", "--out", "x.csv")
     assert proc.returncode == 0, proc.stderr
+
+
+# ---------------------------------------------------------------------------- paths
+
+@pytest.fixture
+def installed(tmp_path, monkeypatch):
+    """rankcore as if installed outside a checkout, with a scratch home and no RANKCORE_*."""
+    from rankcore import paths
+    for k in ("RANKCORE_DATA", "RANKCORE_CACHE", "RANKCORE_RESULTS", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(paths, "REPO_ROOT", None)
+    monkeypatch.chdir(tmp_path)
+    return paths
+
+
+def test_outside_a_checkout_nothing_lands_in_the_current_directory(installed, tmp_path):
+    home = tmp_path / "home" / ".cache" / "rankcore"
+    assert installed.data_root() == home / "data"
+    assert installed.cache_dir("x") == home / "x"
+    assert installed.results_root() == home / "results"
+    assert [p.name for p in tmp_path.iterdir()] == ["home"]
+
+
+def test_results_in_the_current_directory_only_when_asked(installed, tmp_path, monkeypatch):
+    monkeypatch.setenv("RANKCORE_RESULTS", ".")
+    assert installed.results_root().resolve() == tmp_path
+
+
+def test_a_read_only_data_root_gets_its_caches_in_the_user_cache(installed, tmp_path, monkeypatch):
+    root = tmp_path / "ro"
+    root.mkdir()
+    root.chmod(0o555)
+    try:
+        monkeypatch.setenv("RANKCORE_DATA", str(root))
+        if os.access(root, os.W_OK):  # root writes anywhere: make the check answer as for a user
+            real = os.access
+            monkeypatch.setattr(os, "access", lambda p, m, **k: False if str(p).startswith(str(root))
+                                else real(p, m, **k))
+        assert installed.cache_dir() == tmp_path / "home" / ".cache" / "rankcore"
+    finally:
+        root.chmod(0o755)
+
+
+def test_a_writable_data_root_keeps_its_caches_beside_the_data(installed, tmp_path, monkeypatch):
+    monkeypatch.setenv("RANKCORE_DATA", str(tmp_path / "d"))
+    assert installed.cache_dir() == tmp_path / "d" / "cache"
+    monkeypatch.setenv("RANKCORE_CACHE", str(tmp_path / "c"))
+    assert installed.cache_dir("y") == tmp_path / "c" / "y"
