@@ -214,9 +214,10 @@ def main(argv=None) -> None:
             print(f"batch {bs:4d}: " + _row(run(args, "bare")), flush=True)
         args.batch_size = base
     elif args.memory:
-        rows = [run(args, "stream", int(n)) for n in args.memory.split(",")]
-        for r in rows:
-            print(_row(r), flush=True)
+        rows = []
+        for n in args.memory.split(","):
+            rows.append(run(args, "stream", int(n)))
+            print(_row(rows[-1]), flush=True)
         print(f"peak memory, {rows[-1]['n']} vs {rows[0]['n']} images: "
               f"{rows[-1]['peak_mb'] / rows[0]['peak_mb']:.3f}x (target <= 1.20)")
     else:
