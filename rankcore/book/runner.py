@@ -485,16 +485,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run_command(args)
-    except UsageError as err:
+    except UsageError as err:  # (a failed chapter is reported by run_command: status 1)
         if args.debug:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except BookError as err:
-        if args.debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":
