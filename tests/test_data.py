@@ -395,7 +395,13 @@ def test_evaluation_memory_does_not_grow_with_images(tmp_path):
     import subprocess
     import sys
     _fake_imagenet(tmp_path, 1300)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    # MALLOC_ARENA_MAX: with glibc's default per-thread arenas, the batches received from
+    # the worker (freed on another thread) sometimes leave 350-650 MB of malloc slack in the
+    # main process at 1,300 images (measured 23:20 UTC on the busy 2-core machine; not seen
+    # at 22:09; never with workers=0, nor with MALLOC_ARENA_MAX=1 or the file_system sharing
+    # strategy). That is allocator slack, not pixels held: this test checks the latter.
+    # Open: whether the slack stays bounded for 50,000 images (see the H-data report).
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
     peaks = {}
     for n in (130, 1300):
         out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(tmp_path), str(n)],
