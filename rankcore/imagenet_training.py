@@ -321,12 +321,7 @@ def train(model: nn.Module, config: ImageNetTrainConfig, train_set, val_set=None
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         history, start = list(ckpt["history"]), int(ckpt["epoch"])
-    net = model
-    if world > 1:
-        if device.type == "cuda":
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None)
+    net = torch_utils.wrap_distributed(model, device, world)
     batches = data.loader(train_set, per_rank, workers, device=device, shuffle=True,
                           seed=config.seed, distributed=True, drop_last=True)
     end = config.epochs if stop_after is None else min(config.epochs, stop_after)

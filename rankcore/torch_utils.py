@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["model_device", "resolve_device", "available_devices", "evaluating", "autocast",
-           "predict", "top_k", "accuracy", "distributed", "init_distributed"]
+           "predict", "top_k", "accuracy", "distributed", "init_distributed", "wrap_distributed"]
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -161,3 +161,15 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
             return 0, 1
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank(), dist.get_world_size()
+
+
+def wrap_distributed(model: nn.Module, device: torch.device, world: int) -> nn.Module:
+    """The module a training loop steps through: ``model`` itself for one process, else
+    ``DistributedDataParallel`` over it, with BatchNorm synchronised across GPUs on CUDA
+    (per-GPU batches are small, so unsynchronised statistics would differ per process)."""
+    if world <= 1:
+        return model
+    if device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)

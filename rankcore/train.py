@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from . import _io
 from ._recipe import adversarial, augment
 from .paths import cache_dir
-from .torch_utils import accuracy, autocast, distributed, evaluating, model_device
+from .torch_utils import accuracy, autocast, distributed, evaluating, model_device, wrap_distributed
 
 __all__ = ["TrainConfig", "train", "build_model", "load_checkpoint", "transformed", "lr_at",
            "augment", "adversarial", "steps_per_epoch", "TRAIN_CODE_VERSION"]
@@ -295,12 +295,7 @@ def train(model: nn.Module, train_data: tuple[Tensor, Tensor],
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         history, start = list(ckpt["history"]), int(ckpt["epoch"])
-    net = model
-    if world > 1:
-        if device.type == "cuda":
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None)
+    net = wrap_distributed(model, device, world)
     spe = steps_per_epoch(len(xs), config, world)
     end = config.epochs if stop_after is None else min(config.epochs, stop_after)
     bar = _progress(total=(end - start) * spe, enabled=progress and rank == 0,
