@@ -36,6 +36,13 @@ def _save(path: Path, rgb: np.ndarray) -> None:
     Image.fromarray(rgb).save(path)  # format from the suffix
 
 
+@pytest.fixture(autouse=True)
+def _caches_beside_the_data(monkeypatch):
+    """These tests find a data set's cache under ``<root>/cache``; CI's ``$RANKCORE_CACHE``
+    (or a developer's) would move it elsewhere."""
+    monkeypatch.delenv("RANKCORE_CACHE", raising=False)
+
+
 def _cifar_tree(root: Path, per_class: int = 2, seed: int = 0) -> np.ndarray:
     """A CIFAR-10 folder copy with ``per_class`` random images per class; returns them.
 

@@ -29,6 +29,9 @@ def _val_listing(tmp: Path) -> tuple[list[Path], list[int], Path]:
         files, labels = data_files.read_label_file(real / "labels.txt", real, ",")
         return files, labels, real
     folder = tmp / "generated-val"
+    if (folder / "labels.txt").exists():  # made by an earlier call on the same root
+        files, labels = data_files.read_label_file(folder / "labels.txt", folder, ",")
+        return files, labels, folder
     (folder / "images").mkdir(parents=True)
     rng = np.random.default_rng(0)
     lines = []
