@@ -88,6 +88,19 @@ def test_named_runs_of_the_runs_block_carry_gpu_hours(machine):
     assert all(n.status == "to train" and n.gpu_hours > 0 for n in trainings)
 
 
+def test_a_run_without_family_is_the_profiles_first_family_and_counted_once(machine, capsys):
+    (machine / "profiles" / "big.yml").write_text(
+        "a: {model: 'train:natural'}\n"
+        "runs:\n  names: [natural]\n  families:\n    resnet:\n"
+        "      base: {arch: airbench94, epochs: 10}\n")
+    items = check.needs("big", online=False)
+    trainings = [n for n in items if n.kind == "training"]
+    assert {n.name for n in trainings} == {"natural@resnet"} and len(trainings) == 2
+    check.main("big")
+    hours = trainings[0].gpu_hours
+    assert f"~{hours:.1f} GPU hours of training" in capsys.readouterr().out
+
+
 def test_the_real_paper_profile_runs_offline():
     """Acceptance: offline on a clean clone, the paper pre-flight runs and names what is missing."""
     proc = subprocess.run([sys.executable, "-m", "rankcore.book", "check", "--profile", "paper",

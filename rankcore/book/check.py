@@ -151,7 +151,10 @@ def needs(profile: str, online: bool) -> list[Need]:
             base = s.partition("=")[0]
             if s.startswith("train:"):
                 name, _, family = s[len("train:"):].partition("@")
-                out.append(_training_need(chapter, name, family or "airbench", profile))
+                # no "@family": the profile's first family, as runs.preset resolves it
+                default = runs.families(profile)[0] if profiles.runs(profile).get("families") \
+                    else "airbench"
+                out.append(_training_need(chapter, name, family or default, profile))
             elif base in model_names or base.startswith(("timm:", "torchvision:")):
                 out.append(_checkpoint_need(chapter, s, online))
             elif s in data_names:
@@ -185,7 +188,9 @@ def report(items: list[Need], profile: str, online: bool) -> str:
         lines.append(f"  {n.kind:10s} {n.name:34s} {n.status:12s} {_size(n.size):>9s}{gpu}"
                      + (f"  {n.detail}" if n.detail else ""))
     missing = [n for n in items if n.status == "missing"]
-    to_train = sum(n.gpu_hours or 0 for n in items if n.kind == "training" and n.status != "present")
+    # a run named by several chapters (and the runs: block) is trained once
+    to_train = sum({n.name: n.gpu_hours or 0 for n in items
+                    if n.kind == "training" and n.status != "present"}.values())
     download = sum(n.size or 0 for n in items if n.status == "downloadable")
     lines.append(f"{len(items)} needs: {len(items) - len(missing)} present or downloadable "
                  f"({_size(download)} to download), {len(missing)} missing; "
