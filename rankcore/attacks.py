@@ -257,12 +257,14 @@ def perturb(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int,
     x = x.detach()
     feed = _model_dtype(model, x.dtype)        # float16 weights get float16 inputs
     best = x.clone()
-    best_loss = torch.full((len(x),), -float("inf"), device=x.device)
+    # float64 whatever the logits' dtype (float64 and parameter-free models give float64)
+    best_loss = torch.full((len(x),), -float("inf"), dtype=torch.float64, device=x.device)
     best_ok = torch.zeros(len(x), dtype=torch.bool, device=x.device)
 
     def consider(x_adv: Tensor, logits: Tensor) -> None:
         # Successful iterates beat unsuccessful ones; among equals, the higher loss wins.
         loss, ok = _objective(logits.detach(), label, targeted)
+        loss = loss.double()
         better = (ok & ~best_ok) | ((ok == best_ok) & (loss > best_loss))
         best[better] = x_adv[better].detach()
         best_loss[better], best_ok[better] = loss[better], ok[better]

@@ -114,10 +114,12 @@ def _linear_pair(d=3 * 8 * 8, seed=0):
     return nn.Sequential(nn.Flatten(), lin), lin
 
 
-def test_targeted_linf_reaches_analytic_optimum():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # float64 models too
+def test_targeted_linf_reaches_analytic_optimum(dtype):
     model, lin = _linear_pair()
+    model.to(dtype)
     g = torch.Generator().manual_seed(1)
-    x = torch.rand(200, 3, 8, 8, generator=g)
+    x = torch.rand(200, 3, 8, 8, generator=g).to(dtype)
     u = (lin.weight[1] - lin.weight[0]).detach().view(3, 8, 8)
     with torch.no_grad():
         margin = model(x)[:, 1] - model(x)[:, 0]

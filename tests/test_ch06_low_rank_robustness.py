@@ -125,3 +125,53 @@ def test_imagenet_rule_needs_the_drop_from_full_to_lowest_rank():
     # within RATE_CLOSE of the paper's number: reproduced whatever the trend
     close = t2(ref["full"]["success"] - ch06.RATE_CLOSE, 90.0)
     assert ch06.imagenet_verdicts(close)["natural"] == "reproduced"
+
+
+class _Steep(nn.Module):
+    """Two classes split at mean brightness 0.5 with a steep margin: any 8/255 push across
+    flips the class, so untargeted PGD must take every image."""
+
+    def forward(self, x):
+        m = x.mean(dim=(1, 2, 3))
+        return torch.stack([torch.zeros_like(m), 100 * (m - 0.5)], dim=1)
+
+
+class _Constant(nn.Module):
+    """Always class 0, whatever the input: no attack can change an answer."""
+
+    def forward(self, x):
+        return torch.tensor([5.0, 0.0]).expand(len(x), 2) + 0 * x.sum(dim=(1, 2, 3))[:, None]
+
+
+def test_robust_accuracy_untargeted_at_the_training_radius():
+    y = torch.tensor([1, 0] * 5)
+    x = (0.5 + 0.01 * (2 * y - 1).float()).view(10, 1, 1, 1).expand(10, 3, 4, 4).clone()
+    rob = ch06.robust_accuracy({"natural": _Steep(), "adv": _Constant()}, x, y,
+                               eps=8 / 255, steps=20, restarts=1, seed=0)
+    steep, const = rob.set_index("run").loc["natural"], rob.set_index("run").loc["adv"]
+    assert (steep.top1, steep.pgd_top1) == (100.0, 0.0)       # every 0.01 margin is crossed
+    assert (const.top1, const.pgd_top1) == (50.0, 50.0)       # nothing to move
+    z2 = 1.959963984540054 ** 2                               # Wilson at p = 0: [0, z^2/(n+z^2)]
+    assert steep.pgd_lo == 0.0 and steep.pgd_hi == pytest.approx(100 * z2 / (10 + z2))
+    # 5 of 10: centre 0.5, half-width z sqrt(0.25/10 + z^2/400) / (1 + z^2/10) = 0.2634
+    assert (const.pgd_lo, const.pgd_hi) == (pytest.approx(23.66, abs=0.01), pytest.approx(76.34, abs=0.01))
+    line = ch06.robust_markdown(rob, 8 / 255, 20)
+    assert "eps 8/255, 10 test images" in line and "full rank: 100.0% clean -> 0.0% [0.0, 27.8]" in line
+    assert "full rank, adversarial: 50.0% clean -> 50.0% [23.7, 76.3]" in line
+
+
+def test_extra_models_load_or_say_why(tmp_path):
+    bad = tmp_path / "resnet20.th"
+    bad.write_bytes(b"<html>not a checkpoint</html>")
+    loaded, skipped = ch06.load_extra({"ResNet-20 (file)": f"cifar_resnet20={bad}",
+                                       "ResNet-20 (gone)": f"cifar_resnet20={tmp_path / 'gone.th'}"},
+                                      "smoke")
+    assert loaded == {} and set(skipped) == {"ResNet-20 (file)", "ResNet-20 (gone)"}
+    assert all(str(tmp_path) in why for why in skipped.values())
+    ours = pd.DataFrame({"run": ["ResNet-20 (published)"], "success": [99.5], "recovery": [0.25],
+                         "top1": [91.0]})
+    lines = ch06.extra_markdown(ours, skipped)
+    assert lines[0] == ("- **ResNet-20 (published)**, attacked the same way (not scored): "
+                        "success 99.5%, recovery 0.2%, top-1 91.0%.")
+    assert lines[1].startswith("- **ResNet-20 (file)**: skipped: ") and len(lines) == 3
+    assert ch06.extra_markdown(None, {}) == []

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .. import attacks
-from . import paper
+from .. import attacks, models as zoo
+from ..spectrum import wilson_interval
+from . import paper, runs
 
 __all__ = ["CHAPTER", "RATE_CLOSE", "SUCCESS_TREND", "RECOVERY_TREND", "ADV_MARGIN",
            "RATES", "PAPER_FAMILY", "run_names", "run_label", "attack", "table2", "rate_verdict",
-           "table2_verdicts", "adv_verdict", "IMAGENET_DROP", "imagenet_verdicts",
+           "table2_verdicts", "adv_verdict", "robust_accuracy", "robust_markdown",
+           "load_extra", "extra_markdown",
+           "IMAGENET_DROP", "imagenet_verdicts",
            "architecture_markdown", "other_family_markdown", "summary_markdown"]
 
 CHAPTER = "06_low_rank_robustness"
@@ -64,6 +67,73 @@ def attack(models: dict, x, y, eps: float, steps: int, restarts: int, seed: int,
         if c in df:
             df[c] = 100.0 * df[c]
     return df
+
+
+def robust_accuracy(models: dict, x, y, eps: float, steps: int, restarts: int,
+                    seed: int) -> "pandas.DataFrame":  # noqa: F821
+    """Untargeted ``steps``-step L-inf PGD of radius ``eps`` (the adversarial training radius)
+    on each model: the standard robustness check of an adversarially trained network.
+
+    Args:
+        models (dict): ``{run name: model}``.
+        x (Tensor): clean images ``(N, C, H, W)`` in [0, 1]. y (Tensor): labels ``(N,)``.
+        eps, steps, restarts, seed: as for :func:`rankcore.attacks.evaluate`.
+
+    Returns:
+        DataFrame, one row per model: ``run``, ``trained_on``, ``n``, ``top1`` (clean) and
+        ``pgd_top1`` (still correct after the attack) in percent, and ``pgd_lo``/``pgd_hi``,
+        the 95% Wilson interval of ``pgd_top1``.
+    """
+    import pandas as pd
+    rows = []
+    for name, model in models.items():
+        r = attacks.evaluate(model, x, y, eps=eps, steps=steps, targeted=False,
+                             restarts=restarts, seed=seed)
+        lo, hi = wilson_interval(r["recovery"], r["n"])
+        rows.append({"run": name, "trained_on": run_label(name), "n": r["n"],
+                     "top1": 100.0 * r["top1"], "pgd_top1": 100.0 * r["recovery"],
+                     "pgd_lo": 100.0 * float(lo), "pgd_hi": 100.0 * float(hi)})
+    return pd.DataFrame(rows)
+
+
+def robust_markdown(rob, eps: float, steps: int) -> str:
+    """One summary line from :func:`robust_accuracy`."""
+    rows = "; ".join(f"{r.trained_on}: {r.top1:.1f}% clean -> {r.pgd_top1:.1f}% "
+                     f"[{r.pgd_lo:.1f}, {r.pgd_hi:.1f}]" for r in rob.itertuples())
+    n = int(rob["n"].iloc[0]) if len(rob) else 0
+    return (f"- **At the adversarial training radius** (untargeted {steps}-step L-inf PGD, "
+            f"eps {eps * 255:.0f}/255, {n} test images, 95% interval): {rows}.")
+
+
+def load_extra(specs: dict, profile: str, download: bool = False) -> tuple[dict, dict]:
+    """More CIFAR-10 models to attack beside Table 2 (shown, not scored), e.g. a published
+    residual net of the paper's family.
+
+    Args:
+        specs (dict): label -> :func:`rankcore.book.runs.load_model` specification.
+        profile (str): the book profile. download (bool, optional): allow downloading
+            missing zoo weights. Default: False.
+
+    Returns:
+        (dict, dict): label -> model, and label -> why it was skipped (weights missing,
+        mismatched, unsafe or corrupt).
+    """
+    loaded, skipped = {}, {}
+    for label, spec in specs.items():
+        try:
+            loaded[label] = runs.load_model(spec, profile, download=download, progress=False)
+        except (zoo.WeightsError, FileNotFoundError) as e:
+            skipped[label] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+    return loaded, skipped
+
+
+def extra_markdown(ours, skipped: dict) -> list[str]:
+    """Summary lines for :func:`load_extra`'s models attacked with Table 2's attack
+    (``ours``: :func:`attack`'s table, rates in percent, or None when none loaded)."""
+    rows = [] if ours is None else ours.itertuples()
+    lines = [f"- **{r.run}**, attacked the same way (not scored): success {r.success:.1f}%, "
+             f"recovery {r.recovery:.1f}%, top-1 {r.top1:.1f}%." for r in rows]
+    return lines + [f"- **{k}**: skipped: {v}" for k, v in skipped.items()]
 
 
 def table2(ours, dataset: str = "cifar10") -> "pandas.DataFrame":  # noqa: F821
@@ -155,7 +225,8 @@ def other_family_markdown(family: str, t2) -> str:
 
 def summary_markdown(t2, verdicts: dict, untargeted: dict, adv: str | None, n: int,
                      eps: float, steps: int, trained, profile: str,
-                     families: Sequence[str] = (), others: dict | None = None) -> str:
+                     families: Sequence[str] = (), others: dict | None = None,
+                     robust: str | None = None, extra: Sequence[str] = ()) -> str:
     """The chapter's summary from this run's Table 2.
 
     Args:
@@ -168,6 +239,8 @@ def summary_markdown(t2, verdicts: dict, untargeted: dict, adv: str | None, n: i
         trained (TrainedRuns), families (sequence of str): see :func:`architecture_markdown`.
         others (dict, optional): family -> :func:`table2` of the same attack on that family's
             models, reported beside the scored one.
+        robust (str, optional): the line of :func:`robust_markdown`.
+        extra (sequence of str, optional): the lines of :func:`extra_markdown`.
     """
     low = t2[t2.run != "adv"]
     rows = "; ".join(f"{r.trained_on}: success {r.ours_success:.1f}% (paper "
@@ -190,6 +263,9 @@ def summary_markdown(t2, verdicts: dict, untargeted: dict, adv: str | None, n: i
         a = t2.set_index("run").loc["adv"]
         lines.append(f"- **Adversarial training** ({adv}): success {a.ours_success:.1f}% "
                      f"against at least {low.ours_success.min():.1f}% for the others.")
+    if robust:
+        lines.append(robust)
     lines.append(f"- {architecture_markdown(trained, families)}")
     lines += [other_family_markdown(f, t) for f, t in (others or {}).items()]
+    lines += list(extra)
     return "\n".join(lines)
