@@ -38,7 +38,7 @@ from torch import nn
 from . import _spectrum_blocks as eng
 from ._spectrum_blocks import COLUMNS, model_digest
 from .rank import parse_ranks
-from .torch_utils import evaluating, init_distributed, model_device
+from .torch_utils import evaluating, init_distributed, model_device, trim_memory
 
 __all__ = ["rank_spectrum", "default_batch_size", "throughput", "summary", "summary_table",
            "saturation_rank", "gap", "wilson_interval", "with_intervals", "model_digest", "COLUMNS"]
@@ -204,6 +204,8 @@ def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
             changed += b in done
             mine[b] = {**eng.run_block(forward, x, y, ks, bar.update, *item[3:]), "digest": digest}
             dirty = True
+            if device.type == "cpu":  # memory flat in the number of images (see trim_memory)
+                trim_memory()
             if path is not None and time.monotonic() - saved >= _SAVE_SECONDS:
                 eng.save_checkpoint(eng.part_path(path, rank, world), fingerprint, mine)
                 saved, dirty, on_disk = time.monotonic(), False, set(mine)

@@ -18,6 +18,7 @@ from torch import nn
 from rankcore.rank import low_rank
 from rankcore.rank import parse_ranks
 import rankcore.spectrum as spectrum
+from rankcore import torch_utils
 from rankcore.spectrum import rank_spectrum, summary
 
 SIDE, N, CLASSES = 12, 21, 7
@@ -514,3 +515,28 @@ def test_cuda_defaults_match_cpu():
     cpu = rank_spectrum(model, x.float(), y, ranks="0:12:4", progress=False)
     gpu = rank_spectrum(model.cuda(), x.float(), y, ranks="0:12:4", amp=None, progress=False)
     np.testing.assert_allclose(gpu["mean_true_prob"], cpu["mean_true_prob"], rtol=1e-4)
+
+
+@pytest.mark.skipif(torch_utils._malloc_trim() is None or not Path("/proc/self/statm").exists(),
+                    reason="glibc and /proc only")
+def test_trim_memory_returns_freed_heap_pages():
+    # Run in a fresh process so the heap's state is this test's own.
+    code = textwrap.dedent("""
+        import ctypes, os
+        from rankcore.torch_utils import trim_memory
+        page = os.sysconf("SC_PAGE_SIZE")
+        rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page / 2**20
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc.restype = ctypes.c_void_p
+        libc.free.argtypes = [ctypes.c_void_p]
+        blocks = [libc.malloc(64 * 1024) for _ in range(3000)]   # below the mmap threshold: heap
+        for b in blocks:
+            ctypes.memset(b, 1, 64 * 1024)                       # resident
+        for b in blocks[:-1]:
+            libc.free(b)                                         # the last one pins the heap top
+        before = rss()
+        trim_memory()
+        print(before - rss())
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert float(out.stdout) > 150   # ~187 MB were free but resident
