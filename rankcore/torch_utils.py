@@ -195,9 +195,11 @@ def trim_memory() -> None:
     rank-k images, activations) fragments glibc's heap: freed pages stay resident and the
     process grows with the number of images, though nothing is kept. Measured on
     :func:`rankcore.spectrum.rank_spectrum`, EfficientNet-Lite0 on 1,000 streamed ImageNet
-    images: resident memory grew by about 0.3 MB per image without a trim after each block
-    and stayed flat with it (``bench/spectrum_bench.py --memory``).
+    images: resident memory grew by about 0.3 MB per image without a trim and stayed flat
+    with one after each block. A trim costs page faults when the pages are used again, so
+    loops call it every so many iterations, not after each.
     """
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+

@@ -96,3 +96,10 @@ def test_accuracy_figure_plots_percent_per_run():
     assert ax.lines[2].get_ydata()[0] == 10.0                      # chance line
     assert ch04.removed_label("high_rank:3") == "3 largest removed"
     assert ch04.removed_label("natural") == "full rank"
+
+
+def test_epochs_text_names_the_runs_that_train_longer():
+    cfg = lambda e: dataclasses.replace(_Config(), epochs=e)  # noqa: E731
+    assert ch04.epochs_text({"low_rank:5": cfg(4), "natural": cfg(4)}) == "4 epochs"
+    assert ch04.epochs_text({"natural": cfg(5), "low_rank:20": cfg(4), "low_rank:5": cfg(4),
+                             "adv": cfg(10)}) == "4 epochs (natural 5, adv 10)"

@@ -540,3 +540,12 @@ def test_trim_memory_returns_freed_heap_pages():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert float(out.stdout) > 150   # ~187 MB were free but resident
+
+
+def test_heap_trimmed_every_so_many_blocks_on_the_cpu(monkeypatch):
+    calls = []
+    monkeypatch.setattr(spectrum, "trim_memory", lambda: calls.append(1))
+    model, (x, y) = toy_model(), toy_data()
+    x, y = x.repeat(4, 1, 1, 1), y.repeat(4)              # 84 blocks of one image
+    df = rank_spectrum(model, x, y, ranks=[1, SIDE], block=1, progress=False)
+    assert len(calls) == len(x) // spectrum._TRIM_BLOCKS >= 2 and df["n"].iloc[0] == len(x)

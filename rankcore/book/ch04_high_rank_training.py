@@ -17,7 +17,8 @@ from typing import Callable, Sequence
 from . import paper, runs
 
 __all__ = ["CHAPTER", "CHANCE", "TABLE3_CLOSE", "FALL_NOISE", "ABOVE_CHANCE", "TrainedRuns",
-           "run_names", "train_runs", "training_markdown", "accuracy_figure", "removed_label", "table3", "falls_with_k",
+           "run_names", "train_runs", "epochs_text", "training_markdown", "accuracy_figure",
+           "removed_label", "table3", "falls_with_k",
            "table3_verdict", "table3_verdicts", "fig14_verdict", "summary_markdown"]
 
 CHAPTER = "04_high_rank_training"
@@ -72,12 +73,21 @@ def train_runs(names: Sequence[str], profile: str, family: str = "airbench",
                        family)
 
 
+def epochs_text(configs: dict) -> str:
+    """``"4 epochs"``, or ``"4 epochs (natural 5, adv 10)"`` where runs train for different
+    lengths: the most common length first, then each run that differs."""
+    lengths = [c.epochs for c in configs.values()]
+    main = max(lengths, key=lengths.count)
+    others = [f"{name} {c.epochs}" for name, c in configs.items() if c.epochs != main]
+    return f"{main} epochs" + (f" ({', '.join(others)})" if others else "")
+
+
 def training_markdown(trained: TrainedRuns) -> str:
     """One sentence on where the models came from and what they cost, from this build."""
     t = trained.table
     first = next(iter(trained.configs.values()))
     images = f"{first.n_train} training images" if first.n_train else "all training images"
-    return (f"{len(t)} models ({first.arch}, {first.epochs} epochs, {images}) ready in "
+    return (f"{len(t)} models ({first.arch}, {epochs_text(trained.configs)}, {images}) ready in "
             f"{trained.wall_minutes:.1f} min "
             f"in this build; training them took {t['train_minutes'].sum():.1f} min "
             f"({int(t['from_cache'].sum())} loaded from the cache).")
@@ -169,8 +179,8 @@ def summary_markdown(t3, verdicts: dict[int, str], falls: bool, fig9_energy: flo
     lines = [
         f"- **Figure 9**: without their {fig9_removed} largest singular values, the CIFAR-10 "
         f"training images keep {100 * fig9_energy:.1f}% of their energy: faint edges and texture.",
-        f"- **Table 3** ({profile} profile, {cfg.arch}, {cfg.epochs} epochs): full-rank test "
-        f"top-1 after training on high-rank images only: {rows}.",
+        f"- **Table 3** ({profile} profile, {cfg.arch}, {epochs_text(trained.configs)}): "
+        f"full-rank test top-1 after training on high-rank images only: {rows}.",
         f"- **Figure 14**: accuracy {'falls' if falls else 'does not fall'} as more singular "
         f"values are removed (rule: no rise above {FALL_NOISE:g} points); "
         + ("the paper's trend holds." if falls else "the paper's trend does not hold here."),

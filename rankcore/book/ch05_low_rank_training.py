@@ -15,7 +15,7 @@ from typing import Sequence
 from .. import imagenet_training as it
 from ..paths import cache_dir
 from . import paper
-from .ch04_high_rank_training import FALL_NOISE, TrainedRuns
+from .ch04_high_rank_training import FALL_NOISE, TrainedRuns, epochs_text
 
 __all__ = ["CHAPTER", "TOP1_CLOSE", "GAP_SLACK", "SHRINK_NOISE", "run_names", "rank_label",
            "table2_top1", "gap_shrinks", "table2_top1_verdict", "table2_top1_verdicts",
@@ -219,7 +219,7 @@ def summary_markdown(t2, verdicts: dict, shrinks: bool, trained: TrainedRuns, pr
     verdict_text = ", ".join(f"{k}: {v}" for k, v in verdicts.items())
     return "\n".join([
         f"- **Figure 16 / Table 2 top-1** ({profile} profile, `{trained.family}` family: "
-        f"{cfg.arch}, {cfg.epochs} epochs): "
+        f"{cfg.arch}, {epochs_text(trained.configs)}): "
         f"the full-rank model reaches {full:.1f}% on full-rank test images (paper "
         f"{paper.table2_row('natural')['top1']}%); {rows}.",
         f"- The gap {'shrinks' if shrinks else 'does not shrink'} as the training rank grows "
