@@ -77,24 +77,23 @@ def test_online_checkpoints_are_downloadable(machine, monkeypatch):
     assert items[("a", "imagenet-val")].status == "missing"        # never downloaded
 
 
-def test_named_runs_of_the_runs_block_carry_gpu_hours(machine):
+def _trainings(machine, names: str, family: str) -> list:
+    """The training needs of a profile ``big`` naming ``names`` under one ``family``."""
     (machine / "profiles" / "big.yml").write_text(
         "a: {model: 'train:natural'}\n"
-        "runs:\n  names: [natural, 'low_rank:5']\n  families:\n    airbench:\n"
+        f"runs:\n  names: {names}\n  families:\n    {family}:\n"
         "      base: {arch: airbench94, epochs: 10}\n")
-    items = check.needs("big", online=False)
-    trainings = [n for n in items if n.kind == "training"]
+    return [n for n in check.needs("big", online=False) if n.kind == "training"]
+
+
+def test_named_runs_of_the_runs_block_carry_gpu_hours(machine):
+    trainings = _trainings(machine, "[natural, 'low_rank:5']", "airbench")
     assert {n.name for n in trainings} == {"natural@airbench", "low_rank:5@airbench"}
     assert all(n.status == "to train" and n.gpu_hours > 0 for n in trainings)
 
 
 def test_a_run_without_family_is_the_profiles_first_family_and_counted_once(machine, capsys):
-    (machine / "profiles" / "big.yml").write_text(
-        "a: {model: 'train:natural'}\n"
-        "runs:\n  names: [natural]\n  families:\n    resnet:\n"
-        "      base: {arch: airbench94, epochs: 10}\n")
-    items = check.needs("big", online=False)
-    trainings = [n for n in items if n.kind == "training"]
+    trainings = _trainings(machine, "[natural]", "resnet")
     assert {n.name for n in trainings} == {"natural@resnet"} and len(trainings) == 2
     check.main("big")
     hours = trainings[0].gpu_hours

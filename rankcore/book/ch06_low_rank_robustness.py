@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .. import attacks, models as zoo
+from .. import attacks
 from ..spectrum import wilson_interval
-from . import paper, runs
+from . import paper
 
 __all__ = ["CHAPTER", "RATE_CLOSE", "SUCCESS_TREND", "RECOVERY_TREND", "ADV_MARGIN",
            "RATES", "PAPER_FAMILY", "run_names", "run_label", "attack", "table2", "rate_verdict",
            "table2_verdicts", "adv_verdict", "robust_accuracy", "robust_markdown",
-           "load_extra", "extra_markdown",
+           "extra_markdown",
            "IMAGENET_DROP", "imagenet_verdicts",
            "architecture_markdown", "other_family_markdown", "summary_markdown"]
 
@@ -105,30 +105,9 @@ def robust_markdown(rob, eps: float, steps: int) -> str:
             f"eps {eps * 255:.0f}/255, {n} test images, 95% interval): {rows}.")
 
 
-def load_extra(specs: dict, profile: str, download: bool = False) -> tuple[dict, dict]:
-    """More CIFAR-10 models to attack beside Table 2 (shown, not scored), e.g. a published
-    residual net of the paper's family.
-
-    Args:
-        specs (dict): label -> :func:`rankcore.book.runs.load_model` specification.
-        profile (str): the book profile. download (bool, optional): allow downloading
-            missing zoo weights. Default: False.
-
-    Returns:
-        (dict, dict): label -> model, and label -> why it was skipped (weights missing,
-        mismatched, unsafe or corrupt).
-    """
-    loaded, skipped = {}, {}
-    for label, spec in specs.items():
-        try:
-            loaded[label] = runs.load_model(spec, profile, download=download, progress=False)
-        except (zoo.WeightsError, FileNotFoundError) as e:
-            skipped[label] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
-    return loaded, skipped
-
-
 def extra_markdown(ours, skipped: dict) -> list[str]:
-    """Summary lines for :func:`load_extra`'s models attacked with Table 2's attack
+    """Summary lines for extra models (:func:`rankcore.book.ch03_rig.load_models`) attacked
+    with Table 2's attack
     (``ours``: :func:`attack`'s table, rates in percent, or None when none loaded)."""
     rows = [] if ours is None else ours.itertuples()
     lines = [f"- **{r.run}**, attacked the same way (not scored): success {r.success:.1f}%, "
