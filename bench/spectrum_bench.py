@@ -9,6 +9,10 @@ Three ways to classify the same N images at the same R ranks, each in a fresh pr
     naive      the 30-line script: per batch of images one torch.linalg.svd, each
                rank-k image rebuilt from it, the model on each.
 
+Every worker runs with the allocator settings of rankcore's command line
+(``torch_utils.tune_allocator``); ``--malloc glibc`` keeps glibc's defaults, under which
+the forward passes of every method spend as much time in the kernel as in user space.
+
 For each: wall, user and system CPU time, and peak memory (the process's peak resident
 set while the method ran, and above what it held before). Then the ratios to the floor.
 Issue 15's acceptance: rank_spectrum / bare <= 1.10 at ImageNet and CIFAR sizes, and the
@@ -18,6 +22,7 @@ peak memory of a streamed data set independent of its length (--memory).
     python bench/spectrum_bench.py --size cifar --n 2000 --ranks all      # CIFAR-10 ResNet-20
     python bench/spectrum_bench.py --size imagenet --batch-sizes 4,8,16,32,64  # the floor per batch
     python bench/spectrum_bench.py --size imagenet --memory 100,1000 --ranks 5,max
+    python bench/spectrum_bench.py --size imagenet --methods bare --malloc glibc   # the default allocator
     python bench/spectrum_bench.py --model resnet50 --random-init --data random --n 1000 \\
         --ranks all --device cuda --amp bf16                             # the paper's GPU workload
 
@@ -104,7 +109,9 @@ def worker(args) -> dict:
     """Run one method once and return its times and memory."""
     from rankcore.rank import parse_ranks
     from rankcore.spectrum import default_batch_size, rank_spectrum
+    from rankcore.torch_utils import tune_allocator
 
+    tuned = args.malloc == "tuned" and tune_allocator()
     device = torch.device(args.device)
     model = _model(args, device)
     x, y = _images(args, model, args.n, args.method == "stream")
@@ -144,7 +151,8 @@ def worker(args) -> dict:
     return {"method": args.method, "wall": wall, "user": r1.ru_utime - r0.ru_utime,
             "sys": r1.ru_stime - r0.ru_stime, "peak_mb": _status("VmHWM"),
             "above_mb": _status("VmHWM") - rss0, "passes": passes, "batch_size": bs,
-            "n": len(x), "ranks": len(ks), "threads": torch.get_num_threads()}
+            "n": len(x), "ranks": len(ks), "threads": torch.get_num_threads(),
+            "malloc": "tuned" if tuned else "glibc"}
 
 
 # ---------------------------------------------------------------------------- parent side
@@ -152,7 +160,7 @@ def worker(args) -> dict:
 def run(args, method: str, n: int | None = None) -> dict:
     """One method in a fresh process."""
     cmd = [sys.executable, __file__, "--worker", method, "--n", str(n or args.n)]
-    for name in ("model", "data", "ranks", "device", "amp", "seed"):
+    for name in ("model", "data", "ranks", "device", "amp", "seed", "malloc"):
         cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     cmd += ["--batch-size", str(args.batch_size or 0)]
     if args.random_init:
@@ -187,6 +195,10 @@ def main(argv=None) -> None:
                    help="images per forward pass (default 0: rank_spectrum's default)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", choices=["none", "bf16"], default="none")
+    p.add_argument("--malloc", choices=["tuned", "glibc"], default="tuned",
+                   help="tuned: rankcore's allocator settings (torch_utils.tune_allocator), as "
+                        "its command line and the book run; glibc: the C library's defaults "
+                        "(default: tuned)")
     p.add_argument("--repeat", type=int, default=1,
                    help="alternate bare and spectrum this many times, keep the fastest")
     p.add_argument("--methods", default="bare,spectrum,naive")
@@ -206,7 +218,7 @@ def main(argv=None) -> None:
 
     print(f"{args.model} on {args.data}, {args.n} images, ranks {args.ranks}, device "
           f"{args.device}, amp {args.amp}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+          f"malloc {args.malloc}, load average {os.getloadavg()[0]:.2f}", flush=True)
     if args.batch_sizes:
         base = args.batch_size
         for bs in [int(b) for b in args.batch_sizes.split(",")]:

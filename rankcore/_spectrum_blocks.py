@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import queue
 import threading
 from pathlib import Path
@@ -36,9 +37,9 @@ def image_tensor(x: Any, where: str) -> Tensor:
         return x.float().div_(255)
     if not x.is_floating_point():
         raise TypeError(f"images must be float in [0, 1] or uint8, got dtype {x.dtype} for {where}")
-    if x.numel() and not bool(torch.isfinite(x).all()):
+    lo, hi = (float(v) for v in torch.aminmax(x)) if x.numel() else (0.0, 0.0)
+    if not (math.isfinite(lo) and math.isfinite(hi)):  # NaN reaches both, one pass
         raise ValueError(f"images contain NaN or infinite values ({where})")
-    lo, hi = (float(x.min()), float(x.max())) if x.numel() else (0.0, 0.0)
     if lo < 0 or hi > 1:
         raise ValueError(f"images must lie in [0, 1] (models normalise their own input), "
                          f"got values in [{lo:.3g}, {hi:.3g}] among {where}")

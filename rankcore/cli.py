@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 
 from . import __version__
+from .torch_utils import tune_allocator
 
 #: Entry-point group through which other packages (the book) add commands.
 ENTRY_POINT_GROUP = "rankcore.cli"
@@ -299,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    tune_allocator()  # rankcore is the application here: keep CPU activations off fresh mmaps
     try:
         return int(args.run(args) or 0)
     except _user_errors() as err:

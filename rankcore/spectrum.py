@@ -57,9 +57,11 @@ _SAVE_SECONDS = 30.0
 #: was 1.105x that for 100 (``bench/spectrum_bench.py --memory 100,1000``; 1.21x untrimmed).
 _TRIM_BLOCKS = 32
 #: Pixels per forward pass of the default batch size: 8 images of 224 x 224. Measured with
-#: ``bench/spectrum_bench.py --batch-sizes`` on a 2-core CPU: larger batches of ImageNet
-#: images allocate activations above glibc's mmap threshold, which are returned to the
-#: system after every pass and page-faulted back (system time as large as user time).
+#: ``bench/spectrum_bench.py --n 64 --batch-sizes 4,8,16,32,64`` on a 2-core CPU
+#: (EfficientNet-Lite0): 76, 79, 73, 62, 36 passes/s with rankcore's allocator settings
+#: (:func:`rankcore.torch_utils.tune_allocator`), 45, 42, 48, 33, 29 with glibc's. Larger
+#: batches allocate activations above the mmap threshold, which go back to the system
+#: after every pass and are page-faulted in again.
 _PIXELS_PER_BATCH = 8 * 224 * 224
 
 
@@ -94,6 +96,12 @@ def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
     channel, equation 2, clamped to ``[0, 1]``) and classified. Figures 6, 7 and 13 of the
     paper plot these curves. The model runs in eval mode; the caller's train/eval modes
     (and so its BatchNorm statistics) are left as they were.
+
+    The cost is the model's forward passes plus about 5% (``bench/spectrum_bench.py``). On
+    the CPU under glibc, a script should call :func:`rankcore.torch_utils.tune_allocator`
+    once at its start, as ``rankcore spectrum`` does: with glibc's defaults every forward
+    pass of an ImageNet model maps and unmaps its activations, which made the same work
+    1.9x slower on 2 cores.
 
     Args:
         model (nn.Module): a classifier taking ``[0, 1]`` images ``(B, C, H, W)`` and
@@ -203,7 +211,7 @@ def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
             blocks = eng.prefetched(blocks, device, forward.dtype)
         for item in blocks:
             b, x, y = item[:3]
-            digest = eng.digest(x, y)
+            digest = None if path is None else eng.digest(x, y)  # keys the resume file only
             if b in done and done[b].get("digest") == digest:
                 mine[b] = done[b]  # finished on the same images and labels
                 bar.update(x.shape[0] * len(ks))

@@ -24,6 +24,12 @@ def test_version():
     assert proc.returncode == 0 and proc.stdout.strip() == f"rankcore {rankcore.__version__}"
 
 
+def test_the_command_line_tunes_the_allocator_before_it_runs(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(cli, "tune_allocator", lambda: calls.append(1) or True)
+    assert cli.main(["models"]) == 0 and calls == [1] and "efficientnet_lite0" in capsys.readouterr().out
+
+
 def test_the_console_script_is_declared():
     scripts = {e.name: e.value for e in metadata.entry_points(group="console_scripts")}
     assert scripts.get("rankcore") == "rankcore.cli:main"

@@ -171,14 +171,14 @@ def test_wrong_type_raises_type_error():
         rankcore.low_rank(torch.rand(3, 4, 4), 1.5)
 
 
-def test_cpu_svd_runs_on_one_thread_and_restores_the_callers_setting():
+def test_cpu_svd_splits_the_matrices_among_single_threaded_workers():
     before = torch.get_num_threads()
     seen = []
     real = torch.linalg.svd
 
-    def spy(*args, **kwargs):
-        seen.append(torch.get_num_threads())
-        return real(*args, **kwargs)
+    def spy(m, *args, **kwargs):
+        seen.append((torch.get_num_threads(), m.shape[0]))
+        return real(m, *args, **kwargs)
 
     try:
         torch.set_num_threads(2)
@@ -186,7 +186,11 @@ def test_cpu_svd_runs_on_one_thread_and_restores_the_callers_setting():
         x = torch.rand(2, 3, 8, 8)
         expected = numpy_low_rank(x.numpy(), 3)
         np.testing.assert_allclose(rankcore.low_rank(x, 3).numpy(), expected, atol=1e-5)
-        assert seen == [1] and torch.get_num_threads() == 2
+        # 6 matrices: 3 to each of the 2 workers, each on one thread; the caller's 2 restored.
+        assert sorted(seen) == [(1, 3), (1, 3)] and torch.get_num_threads() == 2
+        torch.linalg.svd = real
+        U, S, Vh = rankcore.rank._svd(x)
+        assert all(torch.equal(a, b) for a, b in zip((U, S, Vh), real(x, full_matrices=False)))
     finally:
         torch.linalg.svd = real
         torch.set_num_threads(before)

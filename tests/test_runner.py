@@ -41,7 +41,8 @@ A_BODY = [
     "point(1)\n"
     "from rankcore.book.results import Results\n"
     "res = Results('a', profile)\n"
-    "open('a_ran.txt', 'a').write(f'{profile} {n}\\n')",
+    "open('a_ran.txt', 'a').write(f'{profile} {n}\\n')\n"
+    "open('a_env.txt', 'w').write(os.environ.get('MALLOC_MMAP_THRESHOLD_', 'unset'))",
     "res.score('fig1', 'first', 1, n, 'reproduced')\n"
     "point(2)\n"
     "for i in range(3):\n"
@@ -94,6 +95,18 @@ def test_run_passes_profile_and_parameters_and_skips_unchanged(toy_book, capsys)
     assert (toy_book / "a_ran.txt").read_text() == "smoke 2\nsmoke 5\n"
     book.run("smoke", overrides=["a.n=5"], force=True, only=["a"], progress=False)
     assert (toy_book / "a_ran.txt").read_text().count("smoke 5") == 2
+
+
+def test_kernels_get_the_allocator_settings_unless_the_user_set_them(toy_book, monkeypatch):
+    from rankcore.torch_utils import ALLOCATOR_ENV
+
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    book.run("smoke", only=["a"], progress=False)
+    assert (toy_book / "a_env.txt").read_text() == ALLOCATOR_ENV["MALLOC_MMAP_THRESHOLD_"]
+    assert "MALLOC_MMAP_THRESHOLD_" not in os.environ       # the runner's own is restored
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    book.run("smoke", only=["a"], force=True, progress=False)
+    assert (toy_book / "a_env.txt").read_text() == "131072"
 
 
 def test_markdown_edit_does_not_rerun_but_code_paper_values_and_data_do(toy_book, monkeypatch):

@@ -517,7 +517,7 @@ def test_cuda_defaults_match_cpu():
     np.testing.assert_allclose(gpu["mean_true_prob"], cpu["mean_true_prob"], rtol=1e-4)
 
 
-@pytest.mark.skipif(torch_utils._malloc_trim() is None or not Path("/proc/self/statm").exists(),
+@pytest.mark.skipif(torch_utils._libc_function("malloc_trim") is None or not Path("/proc/self/statm").exists(),
                     reason="glibc and /proc only")
 def test_trim_memory_returns_freed_heap_pages():
     # Run in a fresh process so the heap's state is this test's own.
@@ -540,6 +540,48 @@ def test_trim_memory_returns_freed_heap_pages():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert float(out.stdout) > 150   # ~187 MB were free but resident
+
+
+@pytest.mark.parametrize("value, message", [(float("nan"), "NaN or infinite"),
+                                            (float("inf"), "NaN or infinite"),
+                                            (-float("inf"), "NaN or infinite"),
+                                            (-0.5, r"must lie in \[0, 1\].*-0.5"),
+                                            (1.5, r"must lie in \[0, 1\].*1.5")])
+def test_images_outside_the_unit_range_are_refused(value, message):
+    model, (x, y) = toy_model(), toy_data()
+    x = x.float().clone()
+    x[-1, 1, 2, 3] = value                         # one pixel of the last image
+    with pytest.raises(ValueError, match=message):
+        rank_spectrum(model.float(), x, y, ranks=[1], progress=False)
+
+
+_MMAPPED_BLOCKS = textwrap.dedent("""
+    import ctypes, sys
+    from rankcore import torch_utils
+    if sys.argv[1] == "call":
+        assert torch_utils.tune_allocator()
+    libc = ctypes.CDLL("libc.so.6")
+    class Info(ctypes.Structure):  # glibc's struct mallinfo2: ten size_t
+        _fields_ = [(f, ctypes.c_size_t) for f in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                   "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    libc.mallinfo2.restype = Info
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    before = libc.mallinfo2().hblks
+    blocks = [libc.malloc(16 << 20) for _ in range(4)]   # the size of an ImageNet activation
+    print(libc.mallinfo2().hblks - before)               # how many of them glibc mmapped
+    for b in blocks:
+        libc.free(b)
+""")
+
+
+@pytest.mark.skipif(torch_utils._libc_function("mallinfo2") is None, reason="glibc >= 2.33 only")
+@pytest.mark.parametrize("how", ["none", "call", "environment"])
+def test_tune_allocator_keeps_large_blocks_on_the_heap(how):
+    env = {**os.environ, **(torch_utils.ALLOCATOR_ENV if how == "environment" else {})}
+    out = subprocess.run([sys.executable, "-c", _MMAPPED_BLOCKS, how], env=env,
+                         capture_output=True, text=True, check=True)
+    assert int(out.stdout) == (4 if how == "none" else 0)
 
 
 def test_heap_trimmed_every_so_many_blocks_on_the_cpu(monkeypatch):

@@ -38,6 +38,7 @@ import yaml
 
 from .. import _io
 from ..paths import REPO_ROOT
+from ..torch_utils import ALLOCATOR_ENV
 from . import profiles
 from .provenance import (RunState, data_sources, device_info, fingerprint, git_state,
                          library_digest, recover, results_dir, swap_in, versions)
@@ -216,8 +217,12 @@ def _execute(chapter: Chapter, params: dict[str, Any], output: Path, progress: b
     import papermill
     tmp = output.with_name(f".{output.name}.running.ipynb")
     output.parent.mkdir(parents=True, exist_ok=True)
-    saved = {k: os.environ.get(k) for k in STAGE_ENV}
-    os.environ.update(dict(zip(STAGE_ENV, (chapter.name, profile, str(stage)))))
+    # The kernel inherits this environment: the stage, and the allocator settings that keep
+    # CPU forward passes off fresh mmaps (torch_utils.tune_allocator), unless the user set them.
+    env = {**dict(zip(STAGE_ENV, (chapter.name, profile, str(stage)))),
+           **{k: v for k, v in ALLOCATOR_ENV.items() if k not in os.environ}}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         papermill.execute_notebook(str(chapter.source), str(tmp), parameters=params,
                                    kernel_name="python3", cwd=str(ROOT),
