@@ -13,6 +13,7 @@ from torch import nn  # noqa: E402
 
 from rankcore import spectrum  # noqa: E402
 from rankcore.book import ch02_rank_spectrum as ch02  # noqa: E402
+from rankcore.book import runs  # noqa: E402
 
 
 def table(top1, n=10000, ranks=None, agreement=None):
@@ -100,7 +101,7 @@ def test_spectra_skips_models_that_cannot_be_loaded(monkeypatch):
         net.input_size = (3, 32, 32)
         return net
 
-    monkeypatch.setattr(ch02, "load_model", fake_load)
+    monkeypatch.setattr(runs, "load_model", fake_load)
     tables, skipped = ch02.spectra({"ok": "toy", "gone": "absent"}, "cifar10", n=6,
                                    ranks=[0, 8, 32], progress=False, cache=False)
     assert list(tables) == ["ok"] and skipped["gone"].startswith("Missing: no weights")

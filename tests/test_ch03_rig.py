@@ -100,21 +100,6 @@ def test_scores_and_summary_follow_the_numbers():
     assert "Figure 18 robust model: skipped: WeightsMissingError: absent" in text
 
 
-def test_load_models_turns_weight_errors_into_skips(monkeypatch):
-    from rankcore import models
-    from rankcore.book import runs
-
-    def fake(spec, profile, device=None, download=False, progress=True):
-        if spec == "missing":
-            raise models.WeightsMissingError("no weights for 'missing' here")
-        return small_cnn()
-
-    monkeypatch.setattr(runs, "load_model", fake)
-    loaded, skipped = ch03.load_models({"a": "fine", "b": "missing"}, "smoke")
-    assert list(loaded) == ["a"]
-    assert skipped == {"b": "WeightsMissingError: no weights for 'missing' here"}
-
-
 def test_pair_alignment_and_figures():
     pair = {"natural": small_cnn(0), "robust": small_cnn(1)}
     x = images()

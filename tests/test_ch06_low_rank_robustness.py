@@ -7,7 +7,7 @@ import torch
 import yaml
 from torch import nn
 
-from rankcore.book import ch03_rig as ch03
+from rankcore.book import runs
 from rankcore.book import ch06_low_rank_robustness as ch06
 from rankcore.book import paper
 
@@ -164,7 +164,7 @@ def test_robust_accuracy_untargeted_at_the_training_radius():
 def test_extra_models_load_or_say_why(tmp_path):
     bad = tmp_path / "resnet20.th"
     bad.write_bytes(b"<html>not a checkpoint</html>")
-    loaded, skipped = ch03.load_models({"ResNet-20 (file)": f"cifar_resnet20={bad}",
+    loaded, skipped = runs.load_models({"ResNet-20 (file)": f"cifar_resnet20={bad}",
                                        "ResNet-20 (gone)": f"cifar_resnet20={tmp_path / 'gone.th'}"},
                                       "smoke")
     assert loaded == {} and set(skipped) == {"ResNet-20 (file)", "ResNet-20 (gone)"}

@@ -110,3 +110,10 @@ def test_the_real_paper_profile_runs_offline():
         assert f"{chapter}:" in proc.stdout
     if proc.returncode == 1:
         assert " missing " in proc.stdout
+
+
+def test_a_run_in_a_profile_without_a_runs_block_is_missing_and_says_why(machine):
+    (machine / "profiles" / "big.yml").write_text("a: {one: 'train:natural', two: 'train:adv@resnet'}\n")
+    needs = _by_name(n for n in check.needs("big", online=False) if n.kind == "training")
+    assert set(needs) == {("a", "natural"), ("a", "adv@resnet")}
+    assert all(n.status == "missing" and "has no runs: block" in n.detail for n in needs.values())

@@ -205,3 +205,17 @@ def test_smoke_scale_twice_in_fresh_processes_gives_identical_weights(tmp_path):
     a = _weights_digest_in_fresh_process(tmp_path / "a")
     b = _weights_digest_in_fresh_process(tmp_path / "b")
     assert a == b
+
+
+def test_load_models_turns_weight_errors_into_skips(monkeypatch):
+    from rankcore import models
+
+    def fake(spec, profile, device=None, download=False, progress=True):
+        if spec == "missing":
+            raise models.WeightsMissingError("no weights for 'missing' here")
+        return torch.nn.Linear(2, 2)
+
+    monkeypatch.setattr(runs, "load_model", fake)
+    loaded, skipped = runs.load_models({"a": "fine", "b": "missing"}, "smoke")
+    assert list(loaded) == ["a"]
+    assert skipped == {"b": "WeightsMissingError: no weights for 'missing' here"}

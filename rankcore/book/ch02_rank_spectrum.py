@@ -19,13 +19,13 @@ import torch
 from torch import Tensor, nn
 
 from .. import data as data_mod
-from .. import models
 from ..rank import low_rank
 from ..spectrum import gap, model_digest, rank_spectrum, saturation_rank, summary, with_intervals
 from ..torch_utils import top_k
+from . import runs
 
-__all__ = ["CHAPTER", "CONFIDENCE", "LOW_RANK_MAX", "IMAGENET_LOW_RANK_MAX", "LOAD_ERRORS",
-           "load_model", "load_data_for", "spectra", "plot", "plot_gap", "figure_top5",
+__all__ = ["CHAPTER", "CONFIDENCE", "LOW_RANK_MAX", "IMAGENET_LOW_RANK_MAX",
+           "load_data_for", "spectra", "plot", "plot_gap", "figure_top5",
            "saturation_verdict", "gap_verdict", "figure4_row", "full_rank_verdict", "lowest_auc_verdict",
            "paper_comparison", "summary_markdown"]
 
@@ -40,17 +40,6 @@ IMAGENET_LOW_RANK_MAX = 100
 IMAGENET_SATURATION_FACTORS = (0.6, 1.5)
 #: CIFAR-10 saturation rank counts as reproduced within this many ranks of the paper's.
 CIFAR_SATURATION_TOLERANCE = 5
-#: Per-model load failures that become a "skipped: why" line instead of a crash.
-LOAD_ERRORS: tuple[type[BaseException], ...] = (
-    getattr(models, "WeightsError", FileNotFoundError), FileNotFoundError)
-
-
-def load_model(spec: str, profile: str = "quick", device: str | torch.device | None = None,
-               download: bool = False, progress: bool = True) -> nn.Module:
-    """``rankcore.book.runs.load_model``: ``"train:NAME"``, a zoo name or ``"NAME=PATH"``."""
-    from .runs import load_model as load
-
-    return load(spec, profile=profile, device=device, download=download, progress=progress)
 
 
 def load_data_for(model: nn.Module, data: str, n: int | None = None, seed: int = 0,
@@ -62,10 +51,6 @@ def load_data_for(model: nn.Module, data: str, n: int | None = None, seed: int =
     full = len(data_mod.dataset(data, root=root, progress=False, **config))
     n = None if n is None or n >= full else n
     return data_mod.dataset(data, n=n, seed=seed, root=root, progress=False, **config)
-
-
-def _skip_reason(e: BaseException) -> str:
-    return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
 
 
 def spectra(specs: dict[str, str], data: str, n: int | None = None, ranks: Any = None,
@@ -80,7 +65,7 @@ def spectra(specs: dict[str, str], data: str, n: int | None = None, ranks: Any =
     repeated one returns at once.
 
     Args:
-        specs (dict): label -> model specification of :func:`load_model`.
+        specs (dict): label -> model specification of :func:`rankcore.book.runs.load_model`.
         data (str): a :mod:`rankcore.data` name, e.g. ``"imagenet-auto"``, ``"cifar10"``.
         n (int, optional): images (a seeded subset). Default: all.
         ranks (optional): as in :func:`rankcore.spectrum.rank_spectrum`. Default: all.
@@ -102,9 +87,9 @@ def spectra(specs: dict[str, str], data: str, n: int | None = None, ranks: Any =
     tables, skipped = {}, {}
     for label, spec in specs.items():
         try:
-            model = load_model(spec, profile=profile, download=download, progress=progress)
-        except LOAD_ERRORS as e:
-            skipped[label] = _skip_reason(e)
+            model = runs.load_model(spec, profile=profile, download=download, progress=progress)
+        except runs.LOAD_ERRORS as e:
+            skipped[label] = runs.skip_reason(e)
             continue
         loaded = load_data_for(model, data, n, seed)
         ckpt = None

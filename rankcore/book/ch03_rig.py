@@ -15,20 +15,18 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from .. import attribution, data, models
+from .. import attribution, data
 from ..attribution import rig
 from ..rank import max_rank
 from ..torch_utils import predict
 from .figures import to_hwc
 
-__all__ = ["CHAPTER", "LOAD_ERRORS", "stride", "load_models", "load_images", "saliency_figure",
+__all__ = ["CHAPTER", "stride", "load_images", "saliency_figure",
            "figure10_ranks", "figure10", "pair_alignment", "auc_methods", "auc_table",
            "auc_verdicts", "claim_answer", "alignment_verdicts", "record_scores",
            "summary_markdown", "plot_rig_terms", "plot_saliency", "plot_auc", "top_classes"]
 
 CHAPTER = "03_rig"
-#: Per-model load failures that become a "skipped: why" line instead of stopping the chapter.
-LOAD_ERRORS: tuple[type[BaseException], ...] = (models.WeightsError, FileNotFoundError)
 #: Figure 10's ranks as fractions of w = min(H, W): the paper's 1, 5, 10, 25, 50, 100 of 224.
 FIGURE10_FRACTIONS = (1 / 224, 5 / 224, 10 / 224, 25 / 224, 50 / 224, 100 / 224)
 
@@ -41,30 +39,6 @@ def stride(s: int) -> str:
 
 
 # ---------------------------------------------------------------------------- models and data
-
-def _why(e: BaseException) -> str:
-    return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
-
-
-def load_models(specs: dict[str, str], profile: str, device: Any = None,
-                download: bool = False) -> tuple[dict[str, nn.Module], dict[str, str]]:
-    """Models by label from ``rankcore.book.runs.load_model`` specifications.
-
-    Returns:
-        (dict, dict): label -> model for those that loaded, label -> why a model was
-        skipped (missing, mismatched, unsafe or corrupt weights).
-    """
-    from .runs import load_model
-
-    loaded, skipped = {}, {}
-    for label, spec in specs.items():
-        try:
-            loaded[label] = load_model(spec, profile=profile, device=device, download=download,
-                                       progress=False)
-        except LOAD_ERRORS as e:
-            skipped[label] = _why(e)
-    return loaded, skipped
-
 
 def load_images(model: nn.Module, name: str, n: int, seed: int = 0):
     """``n`` images of data set ``name`` in ``model``'s preprocessing (``rankcore.data.load``),

@@ -106,7 +106,7 @@ def robust_markdown(rob, eps: float, steps: int) -> str:
 
 
 def extra_markdown(ours, skipped: dict) -> list[str]:
-    """Summary lines for extra models (:func:`rankcore.book.ch03_rig.load_models`) attacked
+    """Summary lines for extra models (:func:`rankcore.book.runs.load_models`) attacked
     with Table 2's attack
     (``ours``: :func:`attack`'s table, rates in percent, or None when none loaded)."""
     rows = [] if ours is None else ours.itertuples()

@@ -150,11 +150,13 @@ def needs(profile: str, online: bool) -> list[Need]:
             seen.add(s)
             base = s.partition("=")[0]
             if s.startswith("train:"):
-                name, _, family = s[len("train:"):].partition("@")
-                # no "@family": the profile's first family, as runs.preset resolves it
-                default = runs.families(profile)[0] if profiles.runs(profile).get("families") \
-                    else "airbench"
-                out.append(_training_need(chapter, name, family or default, profile))
+                try:
+                    name, family = runs.train_spec(s, profile)
+                except ValueError as err:  # no runs: block to train it with
+                    out.append(Need(chapter, "training", s[len("train:"):], "missing", None,
+                                    detail=str(err)))
+                    continue
+                out.append(_training_need(chapter, name, family, profile))
             elif base in model_names or base.startswith(("timm:", "torchvision:")):
                 out.append(_checkpoint_need(chapter, s, online))
             elif s in data_names:

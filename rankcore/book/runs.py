@@ -29,18 +29,20 @@ import os
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from rankcore import _io, train as T
+from rankcore.models import WeightsError
 from rankcore.paths import cache_dir
 from rankcore.torch_utils import distributed, resolve_device
 
 from . import profiles
 
 __all__ = ["NAMES", "preset", "names", "families", "table2_family", "run_dir", "load_data",
-           "cached", "load_model", "curves", "summary", "history", "estimate", "train_all",
+           "cached", "train_spec", "load_model", "LOAD_ERRORS", "skip_reason", "load_models", "curves", "summary", "history", "estimate", "train_all",
            "register_cli", "train_command"]
 
 #: The run names (``K`` a rank).
@@ -96,7 +98,7 @@ def preset(name: str, profile: str = "quick", family: str | None = None,
     """
     kind = _kind(name)
     fams = _block(profile)["families"]
-    family = next(iter(fams)) if family is None else family
+    family = families(profile)[0] if family is None else family
     if family not in fams:
         raise ValueError(f"family={family!r}; profile {profile!r} trains {sorted(fams)}")
     fam = fams[family] or {}
@@ -214,11 +216,12 @@ class _lock:
 
 # ------------------------------------------------------------------------- models
 
-def _parse_train_spec(spec: str) -> tuple[str, str | None]:
-    """``"train:low_rank:5@resnet"`` -> ``("low_rank:5", "resnet")``."""
-    body = spec[len("train:"):].strip()
-    name, _, family = body.partition("@")
-    return name, family or None
+def train_spec(spec: str, profile: str) -> tuple[str, str]:
+    """The run and family of a ``train:`` specification: ``"train:low_rank:5@resnet"`` ->
+    ``("low_rank:5", "resnet")``; without ``@FAMILY``, the profile's first family (the
+    default of :func:`preset`). Raises ``ValueError`` for a profile without a runs block."""
+    name, _, family = spec[len("train:"):].strip().partition("@")
+    return name, family or families(profile)[0]
 
 
 def load_model(spec: str, profile: str = "quick", device: str | torch.device | None = None,
@@ -247,12 +250,40 @@ def load_model(spec: str, profile: str = "quick", device: str | torch.device | N
         raise ValueError(f"spec={spec!r}; expected 'train:NAME', 'NAME' or 'NAME=PATH'")
     device = resolve_device(device)
     if spec.startswith("train:"):
-        name, family = _parse_train_spec(spec)
+        name, family = train_spec(spec, profile)
         return cached(preset(name, profile, family), progress=progress, device=device)
     name, _, weights = spec.partition("=")
     return models.load(name.strip(), weights=weights.strip() or None, device=device,
                        download=download)
 
+
+
+#: Load failures of :func:`load_model` that a chapter shows as a "skipped: why" line
+#: instead of stopping (zoo weights missing, mismatched, unsafe or corrupt; a missing file).
+LOAD_ERRORS: tuple[type[BaseException], ...] = (WeightsError, FileNotFoundError)
+
+
+def skip_reason(e: BaseException) -> str:
+    """Why a model was skipped, in one line: ``"ExceptionClass: first line of the message"``."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+
+
+def load_models(specs: dict[str, str], profile: str, device: Any = None,
+                download: bool = False) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """Models by label from :func:`load_model` specifications, skipping those that fail
+    with one of :data:`LOAD_ERRORS`.
+
+    Returns:
+        (dict, dict): label -> model for those that loaded, label -> :func:`skip_reason`.
+    """
+    loaded, skipped = {}, {}
+    for label, spec in specs.items():
+        try:
+            loaded[label] = load_model(spec, profile=profile, device=device, download=download,
+                                       progress=False)
+        except LOAD_ERRORS as e:
+            skipped[label] = skip_reason(e)
+    return loaded, skipped
 
 def curves(models: dict) -> "pd.DataFrame":
     """Per-epoch metrics of trained models, long format.
