@@ -47,7 +47,7 @@ __all__ = ["rank_spectrum", "default_batch_size", "throughput", "summary", "summ
 RATES = ("agreement", "top1", "top5")
 
 #: Bumped when a change alters what a checkpointed block holds, so old files are not resumed.
-CHECKPOINT_VERSION = 3
+CHECKPOINT_VERSION = 4  # 4: float32 CPU factors from the float64 Gram matrix
 #: Seconds between checkpoint writes (the last block is always written).
 _SAVE_SECONDS = 30.0
 #: On the CPU, hand the heap's freed pages back to the system after this many blocks
@@ -189,11 +189,12 @@ def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
 
     rank, world = init_distributed(device)
     n_blocks = -(-source.n // block)
-    fingerprint = {"version": CHECKPOINT_VERSION, "ranks": ks, "n": source.n, "block": block,
-                   "batch_size": batch_size, "amp": str(amp), "channels_last": channels_last,
-                   "dtype": str(forward.dtype), "labels": source.has_labels,
-                   "model": eng.model_digest(model)}
     path = None if checkpoint is None else Path(checkpoint)
+    fingerprint = None if path is None else {  # keys the resume file only
+        "version": CHECKPOINT_VERSION, "ranks": ks, "n": source.n, "block": block,
+        "batch_size": batch_size, "amp": str(amp), "channels_last": channels_last,
+        "dtype": str(forward.dtype), "labels": source.has_labels,
+        "model": eng.model_digest(model)}
     done = {} if path is None else eng.load_checkpoints(path, fingerprint)
     which = list(range(rank, n_blocks, world))
     mine: dict[int, dict[str, Any]] = {}
