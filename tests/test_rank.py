@@ -123,6 +123,21 @@ def test_rank_blocks_shapes_clamp_and_full_rank_exact():
     assert torch.equal(blocks[-1][1][-1], x)
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 12, 7), (2, 3, 7, 12), (1, 2, 9, 9)])
+def test_rank_blocks_match_the_float64_svd_for_tall_wide_and_rank_deficient_matrices(shape):
+    # Float32 CPU factors come from the eigenvectors of the smaller Gram matrix (m m^T or
+    # m^T m); a rank-deficient image (a repeated row and column) leaves null eigenvectors.
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+    x[..., 1, :] = x[..., 0, :]
+    x[..., :, 1] = x[..., :, 0]
+    w = max_rank(x)
+    for ks, xs in rankcore.rank_blocks(x, chunk=4):
+        for k, xk in zip(ks, xs):
+            np.testing.assert_allclose(xk.numpy(), numpy_low_rank(x.numpy(), k), atol=1e-5)
+    A, B = rankcore.rank.svd_factors(x)
+    assert A.shape == (x[..., 0, 0].numel(), shape[-2], w) and B.shape == (A.shape[0], w, shape[-1])
+
+
 def test_half_precision_in_float32_out_in_own_dtype():
     x = torch.rand(2, 3, 16, 16)
     for dtype in (torch.float16, torch.bfloat16):
