@@ -11,6 +11,7 @@ import hashlib
 import math
 import queue
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -275,8 +276,14 @@ def load_checkpoints(path: Path, fingerprint: dict) -> dict[int, dict[str, Any]]
         state = _io.load_cache(f, "rank spectrum checkpoint")
         if not isinstance(state, dict) or not isinstance(state.get("blocks"), dict):
             continue  # missing, corrupt (warned) or not a checkpoint: computed afresh
-        if state.get("fingerprint") != fingerprint:
-            diff = sorted(k for k in fingerprint if state.get("fingerprint", {}).get(k) != fingerprint[k])
+        old = state.get("fingerprint") or {}
+        if old.get("version") != fingerprint["version"]:  # an older rankcore's: not the user's doing
+            warnings.warn(f"checkpoint {str(f)!r} was written by another rankcore (checkpoint "
+                          f"version {old.get('version')}, now {fingerprint['version']}); "
+                          "recomputing it", RuntimeWarning, stacklevel=3)
+            continue
+        if old != fingerprint:
+            diff = sorted(k for k in fingerprint if old.get(k) != fingerprint[k])
             raise ValueError(f"checkpoint {str(f)!r} was written by a different run (differs in "
                              f"{diff}); delete it or pass another checkpoint path")
         blocks.update({int(b): v for b, v in state["blocks"].items()})

@@ -128,8 +128,8 @@ def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
             most every 30 s and at the end); a re-run after a kill recomputes only the
             blocks that are missing or whose images or labels changed (each block keeps a
             digest of them) and returns the table of an uninterrupted run. A checkpoint
-            of other weights, ranks or settings raises ``ValueError``; an unreadable one
-            is rebuilt with a warning. Under ``torchrun`` each process writes
+            of other weights, ranks or settings raises ``ValueError``; an unreadable one,
+            or one written by a rankcore whose checkpoints differ, is rebuilt with a warning. Under ``torchrun`` each process writes
             ``<checkpoint>.part<r>of<world>`` and process 0 the complete file. Default: None.
         block (int, optional): images per block, the unit of checkpointing, distribution
             and memory. Default: ``max(1, min(16, batch_size))``.

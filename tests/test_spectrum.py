@@ -161,6 +161,21 @@ def test_checkpoint_of_another_run_is_refused(tmp_path):
         rank_spectrum(toy_model(seed=5), x, y, ranks=[0, 6], checkpoint=ckpt, progress=False)
 
 
+def test_checkpoint_of_an_older_rankcore_is_recomputed_with_a_warning(tmp_path):
+    model, (x, y) = toy_model(), toy_data()
+    ckpt = tmp_path / "s.pt"
+    whole = rank_spectrum(model, x, y, ranks=[0, 6], checkpoint=ckpt, progress=False)
+    state = torch.load(ckpt, weights_only=False)
+    state["fingerprint"]["version"] -= 1
+    for block in state["blocks"].values():
+        block["pred"] = torch.zeros_like(block["pred"])      # stale answers must not be reused
+    torch.save(state, ckpt)
+    with pytest.warns(RuntimeWarning, match="another rankcore .*recomputing"):
+        again = rank_spectrum(model, x, y, ranks=[0, 6], checkpoint=ckpt, progress=False)
+    assert_same(again, whole, exact_prob=True)
+    assert torch.load(ckpt, weights_only=False)["fingerprint"]["version"] == spectrum.CHECKPOINT_VERSION
+
+
 # ---------------------------------------------------------------------------- distributed
 
 _WORKER = textwrap.dedent("""
