@@ -129,8 +129,9 @@ def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
             blocks that are missing or whose images or labels changed (each block keeps a
             digest of them) and returns the table of an uninterrupted run. A checkpoint
             of other weights, ranks or settings raises ``ValueError``; an unreadable one,
-            or one written by a rankcore whose checkpoints differ, is rebuilt with a warning. Under ``torchrun`` each process writes
-            ``<checkpoint>.part<r>of<world>`` and process 0 the complete file. Default: None.
+            or one from a rankcore with another checkpoint format, is rebuilt with a
+            warning. Under ``torchrun`` each process writes ``<checkpoint>.part<r>of<world>``
+            and process 0 the complete file. Default: None.
         block (int, optional): images per block, the unit of checkpointing, distribution
             and memory. Default: ``max(1, min(16, batch_size))``.
         amp (str or None, optional): autocast dtype for the forward passes, ``"bf16"``,
