@@ -193,9 +193,9 @@ def _per_matrix(fn: Callable[[Tensor], Any], x: Tensor) -> Any:
     same bits (each matrix meets the same LAPACK call).
     """
     n = torch.get_num_threads()
-    m = x.reshape(-1, *x.shape[-2:])
     if x.device.type != "cpu" or n == 1:
         return fn(x)
+    m = x.reshape(-1, *x.shape[-2:])
     torch.set_num_threads(1)  # LAPACK in each worker thread runs sequentially
     try:
         if m.shape[0] < 2:

@@ -97,11 +97,13 @@ def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
     paper plot these curves. The model runs in eval mode; the caller's train/eval modes
     (and so its BatchNorm statistics) are left as they were.
 
-    The cost is the model's forward passes plus about 5% (``bench/spectrum_bench.py``). On
-    the CPU under glibc, a script should call :func:`rankcore.torch_utils.tune_allocator`
-    once at its start, as ``rankcore spectrum`` does: with glibc's defaults every forward
-    pass of an ImageNet model maps and unmaps its activations, which made the same work
-    1.9x slower on 2 cores.
+    The cost is the model's forward passes plus the SVDs and the rank-k images: on 2 CPU
+    cores, 1.04x the bare model for every rank of CIFAR-10 images and about 1.10x for 7
+    ranks of ImageNet images (``bench/spectrum_bench.py``; the decomposition is most of
+    it). On the CPU under glibc, a script should call
+    :func:`rankcore.torch_utils.tune_allocator` once at its start, as ``rankcore
+    spectrum`` does: with glibc's defaults every forward pass of an ImageNet model maps and
+    unmaps its activations, which made the same work 1.9x slower on 2 cores.
 
     Args:
         model (nn.Module): a classifier taking ``[0, 1]`` images ``(B, C, H, W)`` and

@@ -107,8 +107,8 @@ def robust_markdown(rob, eps: float, steps: int) -> str:
 
 def extra_markdown(ours, skipped: dict) -> list[str]:
     """Summary lines for extra models (:func:`rankcore.book.runs.load_models`) attacked
-    with Table 2's attack
-    (``ours``: :func:`attack`'s table, rates in percent, or None when none loaded)."""
+    with Table 2's attack (``ours``: :func:`attack`'s table, rates in percent, or None when
+    none loaded)."""
     rows = [] if ours is None else ours.itertuples()
     lines = [f"- **{r.run}**, attacked the same way (not scored): success {r.success:.1f}%, "
              f"recovery {r.recovery:.1f}%, top-1 {r.top1:.1f}%." for r in rows]

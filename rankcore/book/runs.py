@@ -42,8 +42,8 @@ from rankcore.torch_utils import distributed, resolve_device
 from . import profiles
 
 __all__ = ["NAMES", "preset", "names", "families", "table2_family", "run_dir", "load_data",
-           "cached", "train_spec", "load_model", "LOAD_ERRORS", "skip_reason", "load_models", "curves", "summary", "history", "estimate", "train_all",
-           "register_cli", "train_command"]
+           "cached", "train_spec", "load_model", "LOAD_ERRORS", "skip_reason", "load_models",
+           "curves", "summary", "history", "estimate", "train_all", "register_cli", "train_command"]
 
 #: The run names (``K`` a rank).
 NAMES = ("natural", "adv", "adv_l2", "low_rank:K", "high_rank:K")
@@ -257,7 +257,6 @@ def load_model(spec: str, profile: str = "quick", device: str | torch.device | N
                        download=download)
 
 
-
 #: Load failures of :func:`load_model` that a chapter shows as a "skipped: why" line
 #: instead of stopping (zoo weights missing, mismatched, unsafe or corrupt; a missing file).
 LOAD_ERRORS: tuple[type[BaseException], ...] = (WeightsError, FileNotFoundError)
@@ -284,6 +283,7 @@ def load_models(specs: dict[str, str], profile: str, device: Any = None,
         except LOAD_ERRORS as e:
             skipped[label] = skip_reason(e)
     return loaded, skipped
+
 
 def curves(models: dict) -> "pd.DataFrame":
     """Per-epoch metrics of trained models, long format.
