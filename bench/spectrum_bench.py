@@ -8,6 +8,9 @@ Three ways to classify the same N images at the same R ranks, each in a fresh pr
     spectrum   rankcore.rank_spectrum on the same images and ranks.
     naive      the 30-line script: per batch of images one torch.linalg.svd, each
                rank-k image rebuilt from it, the model on each.
+    images     rank_spectrum's work without the model: the SVD factors and rank-k images
+               of the same blocks (svd_factors, rank_blocks). bare + images is about
+               what rank_spectrum can reach; images / bare is the share to win back.
 
 Every worker runs with the allocator settings of rankcore's command line
 (``torch_utils.tune_allocator``); ``--malloc glibc`` keeps glibc's defaults, under which
@@ -108,7 +111,7 @@ def _sync(device):
 
 def worker(args) -> dict:
     """Run one method once and return its times and memory."""
-    from rankcore.rank import parse_ranks
+    from rankcore.rank import parse_ranks, rank_blocks, svd_factors
     from rankcore.spectrum import default_batch_size, rank_spectrum
     from rankcore.torch_utils import tune_allocator
 
@@ -133,6 +136,15 @@ def worker(args) -> dict:
     if args.method in ("spectrum", "stream"):
         rank_spectrum(model, x, y, ranks=ks, batch_size=bs, progress=False,
                       amp="bf16" if amp else None, channels_last=cl)
+    elif args.method == "images":  # rank_spectrum's blocks and rank chunks, no model
+        block = max(1, min(16, bs))
+        with torch.inference_mode():
+            for start in range(0, len(x), block):
+                xb = x[start:start + block]
+                chunk = max(1, bs // len(xb))
+                chunk = -(-len(ks) // -(-len(ks) // chunk))
+                for _ in rank_blocks(xb, ks, chunk=chunk, clamp=True, factors=svd_factors(xb)):
+                    pass
     else:
         with torch.inference_mode():
             for start in range(0, len(x), bs):
@@ -203,7 +215,8 @@ def main(argv=None) -> None:
     p.add_argument("--repeat", type=int, default=1,
                    help="alternate bare and spectrum this many times; the ratio is the median "
                         "of the back-to-back pairs (default: 1)")
-    p.add_argument("--methods", default="bare,spectrum,naive")
+    p.add_argument("--methods", default="bare,spectrum,naive,images",
+                   help="comma list of bare, spectrum, naive, images (default: all four)")
     p.add_argument("--batch-sizes", default=None,
                    help="instead: time the floor at each of these batch sizes")
     p.add_argument("--memory", default=None,
@@ -239,7 +252,7 @@ def main(argv=None) -> None:
         walls: dict[str, list[float]] = {}
         methods = args.methods.split(",")
         for i in range(args.repeat):
-            for m in methods if i == 0 else [m for m in methods if m != "naive"]:
+            for m in methods if i == 0 else [m for m in methods if m not in ("naive", "images")]:
                 r = run(args, m)
                 print(_row(r), flush=True)
                 walls.setdefault(m, []).append(r["wall"])
@@ -258,6 +271,11 @@ def main(argv=None) -> None:
                       f"median of {len(pairs)} back-to-back pairs "
                       f"({', '.join(f'{q:.3f}' for q in pairs)}); fastest / fastest "
                       f"{best['spectrum']['wall'] / floor['wall']:.3f}; batch {best['spectrum']['batch_size']}")
+            if "images" in best:
+                print(f"(bare + images) / bare model = "
+                      f"{1 + best['images']['wall'] / floor['wall']:.3f}: the rank-k images alone "
+                      f"(SVD factors and reconstructions, fastest run) take "
+                      f"{100 * best['images']['wall'] / floor['wall']:.1f}% of the bare model's time")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -15,7 +15,8 @@ passes of training, attack passes not counted), wall seconds, CPU milliseconds p
 (all threads; steadier than the wall clock on a shared machine) and, with ``--real``, the
 top-1 on 2,000 CIFAR-10 test images after training on ``--n`` real training images.
 
-Run: ``python bench/train_bench.py [--device cuda] [--n 4096] [--epochs 1] [--real]``.
+Run: ``python bench/train_bench.py [--device cuda] [--n 4096] [--epochs 1] [--real]
+[--malloc glibc]``.
 Timings on a shared machine are inflated by contention: print ``uptime`` beside them.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 
 from rankcore import train as T
 from rankcore.book import runs
+from rankcore.torch_utils import tune_allocator
 
 
 def _configs(epochs: int, gpu_rows: bool) -> dict[str, T.TrainConfig]:
@@ -50,7 +52,12 @@ def main():
     p.add_argument("--real", action="store_true", help="CIFAR-10 images + test top-1")
     p.add_argument("--gpu-rows", action="store_true", help="add airbench94")
     p.add_argument("--no-adv", action="store_true")
+    p.add_argument("--malloc", choices=["tuned", "glibc"], default="tuned",
+                   help="tuned: rankcore's allocator settings (torch_utils.tune_allocator), "
+                        "as `rankcore train` and the book run; glibc: the C library's "
+                        "defaults, as this bench ran before them (default: tuned)")
     args = p.parse_args()
+    tuned = args.malloc == "tuned" and tune_allocator()
     device = torch.device(args.device)
     if args.real:
         from rankcore import data
@@ -63,7 +70,8 @@ def main():
     passes = args.n * args.epochs
     print(f"{args.n} {'CIFAR-10' if args.real else 'random'} images x {args.epochs} epochs on "
           f"{device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} "
-          f"threads); load average {os.getloadavg()[0]:.1f}")
+          f"threads, malloc {'tuned' if tuned else 'glibc'}); load average "
+          f"{os.getloadavg()[0]:.1f}")
     for adv in ((None,) if args.no_adv else (None, "fgsm-rs")):
         for name, cfg in _configs(args.epochs, args.gpu_rows).items():
             cfg = cfg.replace(adv=adv, guard_n=64)

@@ -112,13 +112,13 @@ def test_rank_k_times_rows_and_summary():
     assert s2.loc[timing.METHODS[0], "per_image_median"] == pytest.approx(mid["seconds"].median())
     with pytest.raises(ValueError, match="repeats=0"):
         timing.rank_k_times(x, repeats=0, progress=False)
-    assert timing.available_devices("cpu") == ["cpu"]
-    assert timing.available_devices()[0] == "cpu"
+    assert timing.devices_to_time("cpu") == ["cpu"]
+    assert timing.devices_to_time()[0] == "cpu"
 
 
-def test_available_devices_names_what_this_machine_lacks():
+def test_devices_to_time_names_what_this_machine_lacks():
     with pytest.raises(ValueError, match="devices item='nope'"):
-        timing.available_devices("cpu,nope")
+        timing.devices_to_time("cpu,nope")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="cuda"):
-            timing.available_devices("cuda")
+            timing.devices_to_time("cuda")

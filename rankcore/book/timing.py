@@ -17,7 +17,7 @@ from torch import Tensor
 from ..rank import check_images, low_rank, max_rank, parse_ranks, rank_sweep
 from ..torch_utils import resolve_device
 
-__all__ = ["device_name", "available_devices", "rank_k_times", "summarise", "plot", "METHODS"]
+__all__ = ["device_name", "devices_to_time", "rank_k_times", "summarise", "plot", "METHODS"]
 
 #: The two ways of making rank-k images that :func:`rank_k_times` compares.
 METHODS = ("per-k SVD (paper)", "single-SVD sweep")
@@ -43,7 +43,7 @@ def device_name(device: str | torch.device = "cpu") -> str:
     return f"{model} (CPU, {torch.get_num_threads()} threads)"
 
 
-def available_devices(spec: str = "auto") -> list[str]:
+def devices_to_time(spec: str = "auto") -> list[str]:
     """Devices to time: ``"auto"`` is the CPU plus CUDA when present; else a comma list."""
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a str such as 'auto' or 'cpu,cuda', got "
