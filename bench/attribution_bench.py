@@ -16,7 +16,7 @@ The methods run in alternating order ``--repeat`` times and the best of each is 
 seconds per method, and the ratio RIG / bare passes (target <= 1.10).
 
 Run: ``python bench/attribution_bench.py [--device cpu|cuda] [--images 1] [--batch 16]
-[--repeat 2] [--ranks all|4:max:4] [--captum]``
+[--repeat 2] [--ranks all|4:max:4] [--captum] [--malloc glibc]``
 """
 from __future__ import annotations
 
@@ -67,7 +67,12 @@ def main() -> None:
                     "'4:max:4'); default every rank")
     ap.add_argument("--captum", action="store_true", help="also time captum's IG (as many steps)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--malloc", choices=["tuned", "glibc"], default="tuned",
+                    help="tuned: rankcore's allocator settings (torch_utils.tune_allocator), "
+                         "as its command line and the book run; glibc: the C library's "
+                         "defaults (default: tuned)")
     args = ap.parse_args()
+    tuned = args.malloc == "tuned" and rankcore.torch_utils.tune_allocator()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -119,7 +124,7 @@ def main() -> None:
 
     what = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"device: {device} ({what}), {os.cpu_count()} CPUs, torch threads "
-          f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f} at the end; "
+          f"{torch.get_num_threads()}, malloc {'tuned' if tuned else 'glibc'}, load average {os.getloadavg()[0]:.2f} at the end; "
           f"{len(x)} image(s) x {len(ks)} ranks = {len(inputs)} forward-backward passes "
           f"in batches of {args.batch}, best of {args.repeat}")
     print(f"  {'method':20s} {'wall s':>8s} {'user s':>8s} {'sys s':>8s}")
