@@ -98,9 +98,10 @@ def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
     (and so its BatchNorm statistics) are left as they were.
 
     The cost is the model's forward passes plus the SVDs and the rank-k images: on 2 CPU
-    cores, 1.04x the bare model for every rank of CIFAR-10 images and about 1.10x for 7
-    ranks of ImageNet images (``bench/spectrum_bench.py``; the decomposition is most of
-    it). On the CPU under glibc, a script should call
+    cores, about 1.05x the bare model for every rank of CIFAR-10 images and about 1.09x
+    for 7 ranks of ImageNet images, where the SVD factors and rank-k images alone take 9%
+    of the model's time (``bench/spectrum_bench.py``, median of back-to-back pairs; runs
+    spread by +-0.05). On the CPU under glibc, a script should call
     :func:`rankcore.torch_utils.tune_allocator` once at its start, as ``rankcore
     spectrum`` does: with glibc's defaults every forward pass of an ImageNet model maps and
     unmaps its activations, which made the same work 1.9x slower on 2 cores.
