@@ -17,7 +17,8 @@ Every worker runs with the allocator settings of rankcore's command line
 the forward passes of every method spend as much time in the kernel as in user space.
 
 For each: wall, user and system CPU time, and peak memory (the process's peak resident
-set while the method ran, and above what it held before). Then the ratios to the floor.
+set while the method ran, and above what it held before); on CUDA also the share of the
+time the GPU was busy (``GpuBusy``). Then the ratios to the floor.
 Issue 15's acceptance: rank_spectrum / bare <= 1.10 at ImageNet and CIFAR sizes, and the
 peak memory of a streamed data set independent of its length (--memory).
 
@@ -41,6 +42,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import torch
@@ -109,6 +111,35 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+class GpuBusy:
+    """The GPU's busy share while a method runs: NVML's ``utilization.gpu`` (the share of its
+    last sample period in which a kernel ran, as ``nvidia-smi`` shows it) read every 0.1 s on
+    a thread, averaged. ``mean()`` is None off CUDA or without NVML (``pynvml``)."""
+
+    def __init__(self, device: torch.device):
+        self.samples: list[float] = []
+        self._stop, self._thread = threading.Event(), None
+        if device.type != "cuda":
+            return
+        try:
+            torch.cuda.utilization(device)
+        except Exception:  # no pynvml or no NVML: not measured
+            return
+        self._thread = threading.Thread(target=self._sample, args=(device,), daemon=True)
+        self._thread.start()
+
+    def _sample(self, device: torch.device) -> None:
+        while not self._stop.wait(0.1):
+            self.samples.append(float(torch.cuda.utilization(device)))
+
+    def mean(self) -> float | None:
+        if self._thread is None:
+            return None
+        self._stop.set()
+        self._thread.join()
+        return statistics.fmean(self.samples) if self.samples else None
+
+
 def worker(args) -> dict:
     """Run one method once and return its times and memory."""
     from rankcore.rank import parse_ranks, rank_blocks, svd_factors
@@ -131,6 +162,7 @@ def worker(args) -> dict:
         _forward(model, torch.rand(bs, *shape, device=device), amp, cl)
     _sync(device)
     _rss_reset()
+    busy = GpuBusy(device)
     rss0, r0, t0 = _status("VmRSS"), resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     passes = len(x) * (len(ks) + (ks[-1] != min(shape[-2:])))
     if args.method in ("spectrum", "stream"):
@@ -161,11 +193,12 @@ def worker(args) -> dict:
                         _forward(model, xk, amp, cl)
     _sync(device)
     wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+    gpu_busy = busy.mean()
     return {"method": args.method, "wall": wall, "user": r1.ru_utime - r0.ru_utime,
             "sys": r1.ru_stime - r0.ru_stime, "peak_mb": _status("VmHWM"),
             "above_mb": _status("VmHWM") - rss0, "passes": passes, "batch_size": bs,
             "n": len(x), "ranks": len(ks), "threads": torch.get_num_threads(),
-            "malloc": "tuned" if tuned else "glibc"}
+            "malloc": "tuned" if tuned else "glibc", "gpu_busy": gpu_busy}
 
 
 # ---------------------------------------------------------------------------- parent side
@@ -187,9 +220,10 @@ def run(args, method: str, n: int | None = None) -> dict:
 
 def _row(r: dict, floor: dict | None = None) -> str:
     ratio = f"{r['wall'] / floor['wall']:6.2f}x" if floor else "      "
+    busy = "" if r.get("gpu_busy") is None else f"  GPU busy {r['gpu_busy']:5.1f}%"
     return (f"{r['method']:9s} n={r['n']:5d} {r['wall']:8.1f} s wall {r['user']:8.1f} s user "
             f"{r['sys']:7.1f} s sys  peak {r['peak_mb']:6.0f} MB (+{r['above_mb']:5.0f})  "
-            f"{r['passes'] / r['wall']:8.1f} passes/s  {ratio}")
+            f"{r['passes'] / r['wall']:8.1f} passes/s  {ratio}{busy}")
 
 
 def main(argv=None) -> None:
