@@ -186,7 +186,8 @@ def architecture_markdown(trained, families: Sequence[str] = ()) -> str:
     return (f"Every model attacked here is of the `{trained.family}` family "
             f"(`{'`, `'.join(archs)}`). The paper attacks CIFAR-10 ResNet-50s: Table 2 is about "
             "*steering* a model into a chosen class, and how easily that works depends on the "
-            "architecture, so the comparison with the paper rests on this architecture"
+            "network, on its architecture and on how long it was trained, so the comparison "
+            "with the paper rests on this network"
             + (f"; this profile also trains the `{'`, `'.join(others)}` family." if others else
                "; this profile trains no other family.")
             + ("" if trained.family == PAPER_FAMILY else
