@@ -124,7 +124,8 @@ def main() -> None:
 
     what = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"device: {device} ({what}), {os.cpu_count()} CPUs, torch threads "
-          f"{torch.get_num_threads()}, malloc {'tuned' if tuned else 'glibc'}, load average {os.getloadavg()[0]:.2f} at the end; "
+          f"{torch.get_num_threads()}, malloc {'tuned' if tuned else 'glibc'}, load average "
+          f"{os.getloadavg()[0]:.2f} at the end; "
           f"{len(x)} image(s) x {len(ks)} ranks = {len(inputs)} forward-backward passes "
           f"in batches of {args.batch}, best of {args.repeat}")
     print(f"  {'method':20s} {'wall s':>8s} {'user s':>8s} {'sys s':>8s}")

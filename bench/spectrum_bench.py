@@ -142,6 +142,7 @@ class GpuBusy:
 
 def worker(args) -> dict:
     """Run one method once and return its times and memory."""
+    from rankcore._spectrum_blocks import default_block, rank_chunk
     from rankcore.rank import parse_ranks, rank_blocks, svd_factors
     from rankcore.spectrum import default_batch_size, rank_spectrum
     from rankcore.torch_utils import tune_allocator
@@ -169,12 +170,11 @@ def worker(args) -> dict:
         rank_spectrum(model, x, y, ranks=ks, batch_size=bs, progress=False,
                       amp="bf16" if amp else None, channels_last=cl)
     elif args.method == "images":  # rank_spectrum's blocks and rank chunks, no model
-        block = max(1, min(16, bs))
+        block = default_block(bs)
         with torch.inference_mode():
             for start in range(0, len(x), block):
                 xb = x[start:start + block]
-                chunk = max(1, bs // len(xb))
-                chunk = -(-len(ks) // -(-len(ks) // chunk))
+                chunk = rank_chunk(bs, len(xb), len(ks))
                 for _ in rank_blocks(xb, ks, chunk=chunk, clamp=True, factors=svd_factors(xb)):
                     pass
     else:

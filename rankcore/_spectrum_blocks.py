@@ -178,6 +178,19 @@ class Forward:
         return torch.cat(out) if len(out) > 1 else out[0]
 
 
+def default_block(batch_size: int) -> int:
+    """Images per block when ``rank_spectrum`` is not told: at most 16, at most a batch."""
+    return max(1, min(16, batch_size))
+
+
+def rank_chunk(batch_size: int, images: int, n_ranks: int) -> int:
+    """Ranks per forward pass for a block of ``images`` images: enough that each pass sees
+    about ``batch_size`` inputs, spread evenly (33 ranks of 16 images in batches of 256:
+    3 passes of 176, not 256 + 256 + 16)."""
+    chunk = max(1, batch_size // images)
+    return -(-n_ranks // -(-n_ranks // chunk))
+
+
 def run_block(forward: Forward, x: Tensor, y: Tensor | None, ks: list[int],
                step: Callable[[int], Any], factors=None) -> dict[str, Tensor]:
     """Predictions of one block of images at every rank in ``ks``.
@@ -192,10 +205,7 @@ def run_block(forward: Forward, x: Tensor, y: Tensor | None, ks: list[int],
     # Full rank is x itself: when it is among the ranks, its row gives the full-rank
     # prediction and saves a forward pass per image.
     full = None if ks[-1] == min(x.shape[-2:]) else forward(x).argmax(dim=-1).int().cpu()
-    # Enough ranks per block that each forward pass sees about batch_size images, spread
-    # evenly (33 ranks of 16 images in batches of 256: 3 passes of 176, not 256 + 256 + 16).
-    chunk = max(1, forward.batch_size // b)
-    chunk = -(-len(ks) // -(-len(ks) // chunk))
+    chunk = rank_chunk(forward.batch_size, b, len(ks))
     preds, top5s, probs = [], [], []
     for block_ks, xs in rank_blocks(x, ks, chunk=chunk, clamp=True, factors=factors):
         p = forward(xs.flatten(0, 1)).view(len(block_ks), b, -1)     # (r, B, classes)

@@ -188,7 +188,7 @@ def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
                          f"{tuple(expected)[1:]}")
     ks = parse_ranks(ranks, min(source.shape[-2:]))
     batch_size = batch_size or default_batch_size(source.shape, device)
-    block = block or max(1, min(16, batch_size))
+    block = block or eng.default_block(batch_size)
     forward = eng.Forward(model, device, batch_size, amp, channels_last)
 
     rank, world = init_distributed(device)
