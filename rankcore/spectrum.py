@@ -97,11 +97,11 @@ def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
     paper plot these curves. The model runs in eval mode; the caller's train/eval modes
     (and so its BatchNorm statistics) are left as they were.
 
-    The cost is the model's forward passes plus the SVDs and the rank-k images: on 2 CPU
-    cores, about 1.05x the bare model for every rank of CIFAR-10 images and about 1.09x
-    for 7 ranks of ImageNet images, where the SVD factors and rank-k images alone take 9%
-    of the model's time (``bench/spectrum_bench.py``, median of back-to-back pairs; runs
-    spread by +-0.05). On the CPU under glibc, a script should call
+    The cost is the model's forward passes plus the SVDs and the rank-k images. On 2 CPU
+    cores (``bench/spectrum_bench.py``, medians of back-to-back pairs) it was 1.05-1.08x
+    the bare model for every rank of CIFAR-10 images, and 1.08-1.11x for 7 ranks of
+    ImageNet images (single pairs 1.06-1.17), where the SVD factors and rank-k images
+    alone take 9-9.5% of the model's time. On the CPU under glibc, a script should call
     :func:`rankcore.torch_utils.tune_allocator` once at its start, as ``rankcore
     spectrum`` does: with glibc's defaults every forward pass of an ImageNet model maps and
     unmaps its activations, which made the same work 1.9x slower on 2 cores.
