@@ -236,7 +236,9 @@ def prefetched(blocks: Iterator, device: torch.device, dtype: torch.dtype) -> It
         try:
             for b, x, y in blocks:
                 x = x.to(dtype)
-                q.put((b, x.pin_memory() if device.type == "cuda" else x, y, svd_factors(x)))
+                if device.type == "cuda" and x.device.type == "cpu":  # lets run_block copy asynchronously
+                    x = x.pin_memory()
+                q.put((b, x, y, svd_factors(x)))
             q.put(stop)
         except BaseException as e:  # handed to the caller
             q.put(e)

@@ -162,6 +162,18 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(rankcore.low_rank(x.cuda(), 7).cpu(), rankcore.low_rank(x, 7), atol=1e-5, rtol=0)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("shape", [(2, 3, 12, 7), (2, 3, 7, 12)])
+def test_cuda_factors_match_the_float64_svd(shape):
+    # On CUDA, float32 factors come from the float64 Gram matrix's eigenvectors, as on the CPU
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+    A, B = rankcore.rank.svd_factors(x.cuda())
+    assert A.is_cuda and A.dtype == torch.float32
+    for k in range(max_rank(x) + 1):
+        np.testing.assert_allclose((A[..., :k] @ B[..., :k, :]).cpu().reshape(x.shape).numpy(),
+                                   numpy_low_rank(x.numpy(), k), atol=1e-5)
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda: rankcore.low_rank(torch.rand(5), 1), "at least 2 dimensions"),
     (lambda: rankcore.low_rank(torch.ones(3, 4, 4, dtype=torch.int64), 1), "floating-point"),

@@ -530,6 +530,9 @@ def test_cuda_defaults_match_cpu():
     cpu = rank_spectrum(model, x.float(), y, ranks="0:12:4", progress=False)
     gpu = rank_spectrum(model.cuda(), x.float(), y, ranks="0:12:4", amp=None, progress=False)
     np.testing.assert_allclose(gpu["mean_true_prob"], cpu["mean_true_prob"], rtol=1e-4)
+    # Images already on the GPU: no pinning (only CPU tensors can be pinned), SVD on the GPU
+    resident = rank_spectrum(model, x.float().cuda(), y, ranks="0:12:4", amp=None, progress=False)
+    np.testing.assert_allclose(resident["mean_true_prob"], cpu["mean_true_prob"], rtol=1e-4)
 
 
 @pytest.mark.skipif(torch_utils._libc_function("malloc_trim") is None or not Path("/proc/self/statm").exists(),
