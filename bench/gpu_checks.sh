@@ -9,7 +9,7 @@
 #   bash bench/gpu_checks.sh            # there, with .whl carried: the benches -> $OUT
 #   DEVICE=cpu N=8 QUICK=1 bash bench/gpu_checks.sh    # the same commands, tiny, on a CPU
 #
-# In order of priority, each under its own time limit (480 s in all: run it with the device
+# In order of priority, each under its own time limit (510 s in all: run it with the device
 # tool's timeout_s=600, carry [".whl"]), so one slow bench cannot starve the rest:
 #   1. issue 15's GPU half: ResNet-50 (torchvision architecture, random weights) on N = 1,000
 #      random images x 225 ranks, bfloat16, channels-last: rank_spectrum against the bare
@@ -17,7 +17,8 @@
 #   2. the ImageNet-size bench (EfficientNet-Lite0, 7 ranks) on the GPU;
 #   3. RIG against its bare forward-backward passes and captum's IG;
 #   4. the training bench with the GPU rows (airbench94);
-#   5. the rank-image bench and the PGD bench.
+#   5. the rank-image bench and the PGD bench;
+#   6. the SVD factors on the CPU and the GPU (float64 Gram eigenvectors against the float32 SVD).
 # Output: $OUT/gpu_checks.log (everything), $OUT/nvidia-smi.csv (utilisation every 0.5 s).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -74,4 +75,6 @@ step 45 $PY bench/attribution_bench.py --device "$DEVICE" "${rig[@]}"
 step 60 $PY bench/train_bench.py --device "$DEVICE" --gpu-rows ${QUICK:+--n 256}
 step 30 $PY bench/rank_bench.py --device "$DEVICE" ${QUICK:+--n 2 --skip-per-k --repeat 1}
 step 30 $PY bench/attack_bench.py --device "$DEVICE" ${QUICK:+--batch 8 --repeat 1}
+devices=$([ "$DEVICE" = cpu ] && echo cpu || echo "cpu,$DEVICE")
+step 30 $PY bench/factors_bench.py --device "$devices" ${QUICK:+--n 2 --repeat 1}
 echo "== done $(date +%T)" | tee -a "$log"

@@ -155,8 +155,8 @@ def worker(args) -> dict:
     ks = parse_ranks(args.ranks, min(shape[-2:]))
     bs = args.batch_size or default_batch_size(shape, device)
     amp, cl = args.amp == "bf16", device.type == "cuda"
-    if isinstance(x, torch.Tensor):
-        x = x.to(device)
+    if isinstance(x, torch.Tensor) and args.method in ("bare", "naive"):
+        x = x.to(device)  # the floor: inputs already on the device; rank_spectrum gets them as a loader would
     import pandas  # noqa: F401  one-time imports of rank_spectrum, not timed
     import tqdm.auto  # noqa: F401
     with torch.inference_mode():  # warm-up: one batch
@@ -175,7 +175,8 @@ def worker(args) -> dict:
             for start in range(0, len(x), block):
                 xb = x[start:start + block]
                 chunk = rank_chunk(bs, len(xb), len(ks))
-                for _ in rank_blocks(xb, ks, chunk=chunk, clamp=True, factors=svd_factors(xb)):
+                factors = svd_factors(xb)
+                for _ in rank_blocks(xb.to(device), ks, chunk=chunk, clamp=True, factors=factors):
                     pass
     else:
         with torch.inference_mode():
