@@ -9,14 +9,15 @@
 #   bash bench/gpu_checks.sh            # there, with .whl carried: the benches -> $OUT
 #   DEVICE=cpu N=8 QUICK=1 bash bench/gpu_checks.sh    # the same commands, tiny, on a CPU
 #
-# In order of priority, each under its own time limit (510 s in all: run it with the device
+# In order of priority, each under its own time limit (540 s in all: run it with the device
 # tool's timeout_s=600, carry [".whl"]), so one slow bench cannot starve the rest:
 #   1. issue 15's GPU half: ResNet-50 (torchvision architecture, random weights) on N = 1,000
 #      random images x 225 ranks, bfloat16, channels-last: rank_spectrum against the bare
 #      model, the rank-k images alone, and the GPU's busy share of each;
 #   2. the ImageNet-size bench (EfficientNet-Lite0, 7 ranks) on the GPU;
 #   3. RIG against its bare forward-backward passes and captum's IG;
-#   4. the training bench with the GPU rows (airbench94);
+#   4. the training bench with the GPU rows (the gpu and paper profiles' networks, 16,384
+#      images: the rates rankcore.book.runs.estimate assumes are printed beside them);
 #   5. the rank-image bench and the PGD bench;
 #   6. the SVD factors on the CPU and the GPU (float64 Gram eigenvectors against the float32 SVD).
 # Output: $OUT/gpu_checks.log (everything), $OUT/nvidia-smi.csv (utilisation every 0.5 s).
@@ -65,14 +66,15 @@ if command -v nvidia-smi > /dev/null; then
     trap 'kill $! 2> /dev/null' EXIT
 fi
 
-if [ -n "$QUICK" ]; then ranks=0:max:56; rig=(--ranks 56:max:56 --repeat 1); else ranks=all; rig=(--captum); fi
+if [ -n "$QUICK" ]; then ranks=0:max:56; rig=(--ranks 56:max:56 --repeat 1); train_n=128
+else ranks=all; rig=(--captum); train_n=16384; fi
 amp=$([ "$DEVICE" = cuda ] && echo bf16 || echo none)
 step 240 $PY bench/spectrum_bench.py --model resnet50 --random-init --data random --n "$N" \
     --ranks "$ranks" --device "$DEVICE" --amp "$amp" --methods bare,spectrum,images
 step 75 $PY bench/spectrum_bench.py --size imagenet --data random --n "$N" --device "$DEVICE" \
     --amp "$amp" --methods bare,spectrum,images
 step 45 $PY bench/attribution_bench.py --device "$DEVICE" "${rig[@]}"
-step 60 $PY bench/train_bench.py --device "$DEVICE" --gpu-rows ${QUICK:+--n 256}
+step 90 $PY bench/train_bench.py --device "$DEVICE" --gpu-rows --n "$train_n"
 step 30 $PY bench/rank_bench.py --device "$DEVICE" ${QUICK:+--n 2 --skip-per-k --repeat 1}
 step 30 $PY bench/attack_bench.py --device "$DEVICE" ${QUICK:+--batch 8 --repeat 1}
 devices=$([ "$DEVICE" = cpu ] && echo cpu || echo "cpu,$DEVICE")

@@ -8,12 +8,15 @@ Rows (each a full ``rankcore.train.train`` call on the same images, same epochs)
   airbench layout at widths 32/64/128, batch 512, uint8-resident data, reflect translate +
   flip, label smoothing, shift learning-rate scale, bfloat16 autocast.
 - ``new airbench_cpu fp32``: the same without bfloat16 (does autocast pay on this CPU?).
-- ``--gpu-rows``: ``airbench94`` too (the gpu profile's network).
+- ``--gpu-rows``: the natural recipes of the ``gpu`` profile (``airbench94``,
+  ``cifar_resnet20``) and the ``paper`` profile (``resnet50_cifar``) too.
 
 Each is run natural and with FGSM-RS (L-inf 8/255). Printed: images per second (image
 passes of training, attack passes not counted), wall seconds, CPU milliseconds per image
 (all threads; steadier than the wall clock on a shared machine) and, with ``--real``, the
-top-1 on 2,000 CIFAR-10 test images after training on ``--n`` real training images.
+top-1 on 2,000 CIFAR-10 test images after training on ``--n`` real training images. On a
+GPU each row also prints its passes per second (the FGSM-RS attack's pass counted) beside
+the rate ``rankcore.book.runs.estimate`` assumes for that network.
 
 Run: ``python bench/train_bench.py [--device cuda] [--n 4096] [--epochs 1] [--real]
 [--malloc glibc]``.
@@ -40,7 +43,11 @@ def _configs(epochs: int, gpu_rows: bool) -> dict[str, T.TrainConfig]:
     rows = {"old resnet8": old, "new airbench_cpu": new,
             "new airbench_cpu fp32": new.replace(amp=False)}
     if gpu_rows:
-        rows["new airbench94"] = new.replace(arch="airbench94")
+        for profile in ("gpu", "paper"):
+            for family in runs.families(profile):
+                cfg = runs.preset("natural", profile, family, epochs=epochs, n_train=None,
+                                  n_test=None)
+                rows[f"{profile} {cfg.arch}"] = cfg
     return rows
 
 
@@ -50,7 +57,7 @@ def main():
     p.add_argument("--n", type=int, default=4096, help="training images")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--real", action="store_true", help="CIFAR-10 images + test top-1")
-    p.add_argument("--gpu-rows", action="store_true", help="add airbench94")
+    p.add_argument("--gpu-rows", action="store_true", help="add the gpu and paper profiles' networks")
     p.add_argument("--no-adv", action="store_true")
     p.add_argument("--malloc", choices=["tuned", "glibc"], default="tuned",
                    help="tuned: rankcore's allocator settings (torch_utils.tune_allocator), "
@@ -84,9 +91,13 @@ def main():
                 torch.cuda.synchronize()
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             top1 = model.train_history[-1]["test_top1"]
+            assumed = runs.GPU_IMAGES_PER_S.get(cfg.arch) if device.type == "cuda" else None
+            rate = passes * (2 if adv else 1) / wall  # FGSM-RS: one attack pass per image
             print(f"  {adv or 'natural':8s} {name:24s} {passes / wall:8.0f} img/s  "
                   f"{wall:7.1f} s wall  {1000 * cpu / passes:6.2f} CPU ms/img"
-                  + (f"  top-1 {top1:.3f}" if top1 is not None else ""), flush=True)
+                  + (f"  top-1 {top1:.3f}" if top1 is not None else "")
+                  + (f"  {rate:8.0f} passes/s (estimate assumes {assumed})" if assumed else ""),
+                  flush=True)
 
 
 if __name__ == "__main__":

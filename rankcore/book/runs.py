@@ -332,8 +332,9 @@ def _finished(config: T.TrainConfig) -> bool:
 
 
 #: Assumed image passes per second of one training step (forward + backward) on one
-#: H100 in bfloat16: rough planning figures for :func:`estimate`, not measurements.
-_GPU_IMAGES_PER_S = {"airbench_cpu": 150_000, "airbench94": 60_000, "cifar_resnet20": 40_000,
+#: H100 in bfloat16: rough planning figures for :func:`estimate`, not measurements
+#: (``bench/train_bench.py --gpu-rows`` prints each beside the measured rate).
+GPU_IMAGES_PER_S = {"airbench_cpu": 150_000, "airbench94": 60_000, "cifar_resnet20": 40_000,
                      "resnet50_cifar": 5_000}
 
 
@@ -347,7 +348,7 @@ def estimate(name: str, profile: str, family: str | None = None) -> dict:
     c = preset(name, profile, family)
     n = c.n_train or 50_000
     passes = {None: 1, "fgsm-rs": 2}.get(c.adv, 1 + c.adv_steps)
-    rate = _GPU_IMAGES_PER_S.get(c.arch, 5_000)
+    rate = GPU_IMAGES_PER_S.get(c.arch, 5_000)
     return {"gpu_hours": round(n * c.epochs * passes / rate / 3600, 4),
             "cached": _finished(c), "dir": str(run_dir(c))}
 
