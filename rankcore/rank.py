@@ -305,10 +305,11 @@ def svd_factors(x: Tensor) -> tuple[Tensor, Tensor]:
 
     From the SVD ``U S Vh`` these are ``(U S, Vh)``. Float32 images on the CPU or a CUDA
     GPU take the eigenvectors of the smaller Gram matrix in float64 instead (the rank-k
-    image is the projection onto its top k), which is faster and closer to the float64
-    SVD (1e-11 before the final rounding to float32, against 2e-5 for LAPACK's float32
-    SVD). Per 224 x 224 matrix: 2.0 against 2.3 ms on 2 CPU cores; on one H100, 1.83
-    against 5.60 ms for cuSOLVER's float32 SVD (``bench/spectrum_bench.py``'s notes).
+    image is the projection onto its top k), which is closer to the float64 SVD (1e-11
+    before the final rounding to float32; the rank-k images within 1e-7 of it, against
+    1e-4 for the float32 SVD). Per 224 x 224 matrix (``bench/factors_bench.py``): 2.2-2.3
+    against 1.9-2.0 ms for LAPACK's float32 SVD on 2 CPU cores, so the accuracy costs
+    about 15% there; on one H100, 1.83 against 5.60 ms for cuSOLVER's float32 SVD.
 
     Computing them apart lets a caller overlap the SVD of the next images with other
     work (e.g. on a CPU thread while a GPU runs the model).
