@@ -57,7 +57,8 @@ def main():
     p.add_argument("--n", type=int, default=4096, help="training images")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--real", action="store_true", help="CIFAR-10 images + test top-1")
-    p.add_argument("--gpu-rows", action="store_true", help="add the gpu and paper profiles' networks")
+    p.add_argument("--gpu-rows", action="store_true",
+                   help="add the gpu and paper profiles' networks")
     p.add_argument("--no-adv", action="store_true")
     p.add_argument("--malloc", choices=["tuned", "glibc"], default="tuned",
                    help="tuned: rankcore's allocator settings (torch_utils.tune_allocator), "
@@ -92,7 +93,7 @@ def main():
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             top1 = model.train_history[-1]["test_top1"]
             assumed = runs.GPU_IMAGES_PER_S.get(cfg.arch) if device.type == "cuda" else None
-            rate = passes * (2 if adv else 1) / wall  # FGSM-RS: one attack pass per image
+            rate = passes * runs.passes_per_image(cfg) / wall
             print(f"  {adv or 'natural':8s} {name:24s} {passes / wall:8.0f} img/s  "
                   f"{wall:7.1f} s wall  {1000 * cpu / passes:6.2f} CPU ms/img"
                   + (f"  top-1 {top1:.3f}" if top1 is not None else "")

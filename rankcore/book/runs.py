@@ -43,7 +43,8 @@ from . import profiles
 
 __all__ = ["NAMES", "preset", "names", "families", "table2_family", "run_dir", "load_data",
            "cached", "train_spec", "load_model", "LOAD_ERRORS", "skip_reason", "load_models",
-           "curves", "summary", "history", "estimate", "train_all", "register_cli", "train_command"]
+           "curves", "summary", "history", "estimate", "passes_per_image", "train_all",
+           "register_cli", "train_command"]
 
 #: The run names (``K`` a rank).
 NAMES = ("natural", "adv", "adv_l2", "low_rank:K", "high_rank:K")
@@ -338,6 +339,12 @@ GPU_IMAGES_PER_S = {"airbench_cpu": 150_000, "airbench94": 60_000, "cifar_resnet
                      "resnet50_cifar": 5_000}
 
 
+def passes_per_image(config: T.TrainConfig) -> int:
+    """Forward-backward passes one training image costs: 1, plus one per attack step
+    (FGSM-RS takes one)."""
+    return {None: 1, "fgsm-rs": 2}.get(config.adv, 1 + config.adv_steps)
+
+
 def estimate(name: str, profile: str, family: str | None = None) -> dict:
     """Rough GPU hours of a named run and whether it is cached already.
 
@@ -347,9 +354,8 @@ def estimate(name: str, profile: str, family: str | None = None) -> dict:
     """
     c = preset(name, profile, family)
     n = c.n_train or 50_000
-    passes = {None: 1, "fgsm-rs": 2}.get(c.adv, 1 + c.adv_steps)
     rate = GPU_IMAGES_PER_S.get(c.arch, 5_000)
-    return {"gpu_hours": round(n * c.epochs * passes / rate / 3600, 4),
+    return {"gpu_hours": round(n * c.epochs * passes_per_image(c) / rate / 3600, 4),
             "cached": _finished(c), "dir": str(run_dir(c))}
 
 
