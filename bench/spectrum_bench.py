@@ -156,7 +156,8 @@ def worker(args) -> dict:
     bs = args.batch_size or default_batch_size(shape, device)
     amp, cl = args.amp == "bf16", device.type == "cuda"
     if isinstance(x, torch.Tensor) and args.method in ("bare", "naive"):
-        x = x.to(device)  # the floor: inputs already on the device; rank_spectrum gets them as a loader would
+        # the floor's inputs wait on the device; rank_spectrum gets them as a loader would
+        x = x.to(device)
     import pandas  # noqa: F401  one-time imports of rank_spectrum, not timed
     import tqdm.auto  # noqa: F401
     with torch.inference_mode():  # warm-up: one batch

@@ -236,8 +236,8 @@ def prefetched(blocks: Iterator, device: torch.device, dtype: torch.dtype) -> It
         try:
             for b, x, y in blocks:
                 x = x.to(dtype)
-                if device.type == "cuda" and x.device.type == "cpu":  # lets run_block copy asynchronously
-                    x = x.pin_memory()
+                if device.type == "cuda" and x.device.type == "cpu":
+                    x = x.pin_memory()  # lets run_block copy it asynchronously
                 q.put((b, x, y, svd_factors(x)))
             q.put(stop)
         except BaseException as e:  # handed to the caller
