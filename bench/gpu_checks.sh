@@ -74,9 +74,9 @@ step 60 $PY -m pytest -q -p no:cacheprovider -k cuda tests/test_rank.py tests/te
     tests/test_attribution.py
 # ResNet-50 took 18 s bare, 20 s spectrum and 4 s images on one H100 (2026-11-26)
 step 150 $PY bench/spectrum_bench.py --model resnet50 --random-init --data random --n "$N" \
-    --ranks "$ranks" --device "$DEVICE" --amp "$amp" --methods bare,spectrum,images
+    --ranks "$ranks" --device "$DEVICE" --amp "$amp" --methods bare,spectrum,images --repeat 1
 step 75 $PY bench/spectrum_bench.py --size imagenet --data random --n "$N" --device "$DEVICE" \
-    --amp "$amp" --methods bare,spectrum,images
+    --amp "$amp" --methods bare,spectrum,images --repeat 1
 step 45 $PY bench/attribution_bench.py --device "$DEVICE" "${rig[@]}"
 step 90 $PY bench/train_bench.py --device "$DEVICE" --gpu-rows --n "$train_n"
 step 30 $PY bench/rank_bench.py --device "$DEVICE" ${QUICK:+--n 2 --skip-per-k --repeat 1}

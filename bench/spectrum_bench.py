@@ -143,7 +143,7 @@ class GpuBusy:
 def worker(args) -> dict:
     """Run one method once and return its times and memory."""
     from rankcore._spectrum_blocks import default_block, rank_chunk
-    from rankcore.rank import parse_ranks, rank_blocks, svd_factors
+    from rankcore.rank import _factor_rank, parse_ranks, rank_blocks, svd_factors
     from rankcore.spectrum import default_batch_size, rank_spectrum
     from rankcore.torch_utils import tune_allocator
 
@@ -171,12 +171,12 @@ def worker(args) -> dict:
         rank_spectrum(model, x, y, ranks=ks, batch_size=bs, progress=False,
                       amp="bf16" if amp else None, channels_last=cl)
     elif args.method == "images":  # rank_spectrum's blocks and rank chunks, no model
-        block = default_block(bs)
+        block = default_block(bs, shape)
         with torch.inference_mode():
             for start in range(0, len(x), block):
                 xb = x[start:start + block]
                 chunk = rank_chunk(bs, len(xb), len(ks))
-                factors = svd_factors(xb)
+                factors = svd_factors(xb, _factor_rank(ks, min(shape[-2:])))
                 for _ in rank_blocks(xb.to(device), ks, chunk=chunk, clamp=True, factors=factors):
                     pass
     else:
@@ -248,9 +248,10 @@ def main(argv=None) -> None:
                    help="tuned: rankcore's allocator settings (torch_utils.tune_allocator), as "
                         "its command line and the book run; glibc: the C library's defaults "
                         "(default: tuned)")
-    p.add_argument("--repeat", type=int, default=1,
+    p.add_argument("--repeat", type=int, default=3,
                    help="alternate bare and spectrum this many times; the ratio is the median "
-                        "of the back-to-back pairs (default: 1)")
+                        "of the back-to-back pairs, single pairs of one build scattering by "
+                        "+-5%% on a shared machine (default: 3)")
     p.add_argument("--methods", default="bare,spectrum,naive,images",
                    help="comma list of bare, spectrum, naive, images (default: all four)")
     p.add_argument("--batch-sizes", default=None,

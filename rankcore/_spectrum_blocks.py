@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _io
-from .rank import rank_blocks, svd_factors
+from .rank import _factor_rank, max_rank, rank_blocks, svd_factors
 
 #: Columns of the table returned by ``rank_spectrum``, in order.
 COLUMNS = ("rank", "agreement", "top1", "top5", "mean_true_prob", "n")
@@ -178,9 +178,17 @@ class Forward:
         return torch.cat(out) if len(out) > 1 else out[0]
 
 
-def default_block(batch_size: int) -> int:
-    """Images per block when ``rank_spectrum`` is not told: at most 16, at most a batch."""
-    return max(1, min(16, batch_size))
+#: A default block holds at most this many pixels per channel: 16 images of 224 x 224.
+BLOCK_PIXELS = 16 * 224 * 224
+
+
+def default_block(batch_size: int, shape: tuple[int, ...]) -> int:
+    """Images per block when ``rank_spectrum`` is not told: at most a batch, and at most
+    :data:`BLOCK_PIXELS` (16 images of 224 x 224, 784 of 32 x 32). Small images thus get
+    blocks of a whole batch, so every forward pass is a full batch, as in a plain loop:
+    16-image blocks of CIFAR-10 sent 33 ranks through ResNet-20 in passes of 176, 1-2%
+    slower per image than 256 on 2 cores (``bench/spectrum_bench.py --batch-sizes``)."""
+    return max(1, min(batch_size, BLOCK_PIXELS // (shape[-2] * shape[-1])))
 
 
 def rank_chunk(batch_size: int, images: int, n_ranks: int) -> int:
@@ -226,9 +234,11 @@ def run_block(forward: Forward, x: Tensor, y: Tensor | None, ks: list[int],
     return out
 
 
-def prefetched(blocks: Iterator, device: torch.device, dtype: torch.dtype) -> Iterator:
-    """``(b, x, y, factors)`` with the SVD of the next block computed on a CPU thread while
-    the caller runs the model on the current one (worth it when the model is on a GPU)."""
+def prefetched(blocks: Iterator, device: torch.device, dtype: torch.dtype,
+               ks: list[int]) -> Iterator:
+    """``(b, x, y, factors)`` with the SVD of the next block (the factors ``ks`` need)
+    computed on a CPU thread while the caller runs the model on the current one (worth it
+    when the model is on a GPU)."""
     q: queue.Queue = queue.Queue(maxsize=2)
     stop = object()
 
@@ -238,7 +248,7 @@ def prefetched(blocks: Iterator, device: torch.device, dtype: torch.dtype) -> It
                 x = x.to(dtype)
                 if device.type == "cuda" and x.device.type == "cpu":
                     x = x.pin_memory()  # lets run_block copy it asynchronously
-                q.put((b, x, y, svd_factors(x)))
+                q.put((b, x, y, svd_factors(x, _factor_rank(ks, max_rank(x)))))
             q.put(stop)
         except BaseException as e:  # handed to the caller
             q.put(e)

@@ -138,6 +138,49 @@ def test_rank_blocks_match_the_float64_svd_for_tall_wide_and_rank_deficient_matr
     assert A.shape == (x[..., 0, 0].numel(), shape[-2], w) and B.shape == (A.shape[0], w, shape[-1])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 12, 7), (2, 3, 7, 12)])
+def test_factors_of_a_rank_are_the_leading_factors_and_give_its_rank_k_images(shape, dtype):
+    # Float32 takes the Gram path, float64 the SVD: both cut to the rank asked for.
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    A, B = rankcore.rank.svd_factors(x)
+    A4, B4 = rankcore.rank.svd_factors(x, 4)
+    m = x[..., 0, 0].numel()
+    assert A4.shape == (m, shape[-2], 4) and B4.shape == (m, 4, shape[-1]) and A4.dtype == dtype
+    for k in range(5):
+        np.testing.assert_allclose((A4[..., :k] @ B4[..., :k, :]).reshape(x.shape).numpy(),
+                                   numpy_low_rank(x.numpy(), k), atol=1e-5)
+    torch.testing.assert_close(A4 @ B4, A[..., :4] @ B[..., :4, :])
+    A0, B0 = rankcore.rank.svd_factors(x, 0)
+    assert A0.shape == (m, shape[-2], 0) and B0.shape == (m, 0, shape[-1])
+
+
+def test_rank_blocks_computes_only_the_factors_its_ranks_need():
+    # ranks 0, 3 and full need the 3 leading factors; factors of rank >= 3 are accepted,
+    # narrower ones refused by name.
+    x = torch.rand(2, 3, 10, 10, generator=torch.Generator().manual_seed(2))
+    seen = []
+    real, inner = rankcore.rank.svd_factors, rankcore.rank._factors
+
+    def spy(v, rank):
+        seen.append(rank)
+        return inner(v, rank)
+
+    try:
+        rankcore.rank._factors = spy
+        got = {k: xk for k, xk in rankcore.rank_sweep(x, ranks=[0, 3, 10])}
+    finally:
+        rankcore.rank._factors = inner
+    assert seen == [3]
+    np.testing.assert_allclose(got[3].numpy(), numpy_low_rank(x.numpy(), 3), atol=1e-5)
+    assert torch.equal(got[10], x) and not got[0].any()
+    wide = real(x, 5)
+    blocks = list(rankcore.rank_blocks(x, [3, 10], factors=wide))
+    torch.testing.assert_close(blocks[0][1][0], got[3])
+    with pytest.raises(ValueError, match=r"rank >= 3"):
+        list(rankcore.rank_blocks(x, [3, 10], factors=real(x, 2)))
+
+
 def test_half_precision_in_float32_out_in_own_dtype():
     x = torch.rand(2, 3, 16, 16)
     for dtype in (torch.float16, torch.bfloat16):
@@ -185,10 +228,26 @@ def test_cuda_factors_match_the_float64_svd(shape):
     (lambda: rankcore.low_rank(torch.rand(2, 3, 4, 4), torch.tensor([1.5, 2.0])), "integers"),
     (lambda: list(rankcore.rank_sweep(torch.rand(3, 4, 4), ranks=[0, 5])), r"ranks=\[0, 5\]: every rank must lie in \[0, 4\]"),
     (lambda: list(rankcore.rank_sweep(torch.rand(3, 4, 4), chunk=0)), "chunk"),
+    (lambda: rankcore.rank.svd_factors(torch.rand(3, 4, 6), 5), r"rank must be an int in \[0, 4\].*got 5"),
+    (lambda: rankcore.rank.svd_factors(torch.rand(3, 4, 6), True), "rank must be an int"),
 ])
 def test_bad_inputs_raise_value_error_naming_the_argument(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_single_non_finite_value_anywhere_in_a_large_batch_is_refused(dtype, bad):
+    # Large enough for vectorised reductions, with the value at the start, the middle, a
+    # vector tail and the end.
+    x = torch.rand(2, 3, 37, 41).to(dtype)
+    for index in (0, 4567, x.numel() - 3, x.numel() - 1):
+        y = x.clone()
+        y.view(-1)[index] = bad
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            rankcore.rank.check_images(y)
+    rankcore.rank.check_images(x)
 
 
 def test_wrong_type_raises_type_error():
