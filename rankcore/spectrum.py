@@ -47,7 +47,7 @@ __all__ = ["rank_spectrum", "default_batch_size", "throughput", "summary", "summ
 RATES = ("agreement", "top1", "top5")
 
 #: Bumped when a change alters what a checkpointed block holds, so old files are not resumed.
-CHECKPOINT_VERSION = 5  # 5: CUDA factors from the float64 Gram matrix too
+CHECKPOINT_VERSION = 6  # 6: default blocks of a whole batch of small images (5: CUDA Gram factors)
 #: Seconds between checkpoint writes (the last block is always written).
 _SAVE_SECONDS = 30.0
 #: On the CPU, hand the heap's freed pages back to the system after this many blocks
