@@ -17,17 +17,16 @@ import time
 import torch
 
 import rankcore
+from rankcore.torch_utils import synchronize
 
 
 def timed(fn, device, repeat):
     best = float("inf")
     for _ in range(repeat):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         t = time.perf_counter()
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         best = min(best, time.perf_counter() - t)
     return best
 

@@ -30,20 +30,15 @@ import torch
 
 import rankcore
 from rankcore import attribution, data, models
-from rankcore.torch_utils import evaluating
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+from rankcore.torch_utils import evaluating, synchronize
 
 
 def _timed(fn, device: torch.device) -> tuple[float, float, float]:
     """(wall, user, system) seconds of one call."""
-    _sync(device)
+    synchronize(device)
     r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     fn()
-    _sync(device)
+    synchronize(device)
     r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     return t1 - t0, r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
 

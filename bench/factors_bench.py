@@ -18,12 +18,7 @@ import time
 import torch
 
 from rankcore.rank import _svd, svd_factors
-from rankcore.torch_utils import available_devices
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+from rankcore.torch_utils import available_devices, synchronize
 
 
 def _svd_factors_f32(x: torch.Tensor):
@@ -36,10 +31,10 @@ def _best_time(fn, x, device, repeat):
     fn(x[:1])  # warm-up: library loading, cuSOLVER handles
     best = float("inf")
     for _ in range(repeat):
-        _sync(device)
+        synchronize(device)
         t = time.perf_counter()
         out = fn(x)
-        _sync(device)
+        synchronize(device)
         best = min(best, time.perf_counter() - t)
     return best, out
 

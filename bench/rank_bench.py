@@ -17,20 +17,16 @@ import torch
 
 import rankcore
 from rankcore import data
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+from rankcore.torch_utils import synchronize
 
 
 def timed(fn, device, repeat):
     best = float("inf")
     for _ in range(repeat):
-        _sync(device)
+        synchronize(device)
         t = time.perf_counter()
         fn()
-        _sync(device)
+        synchronize(device)
         best = min(best, time.perf_counter() - t)
     return best
 

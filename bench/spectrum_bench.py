@@ -106,11 +106,6 @@ def _forward(model, xb, amp, channels_last):
         return model(xb).float().softmax(-1).argmax(-1)
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 class GpuBusy:
     """The GPU's busy share while a method runs: NVML's ``utilization.gpu`` (the share of its
     last sample period in which a kernel ran, as ``nvidia-smi`` shows it) read every 0.1 s on
@@ -145,7 +140,7 @@ def worker(args) -> dict:
     from rankcore._spectrum_blocks import default_block, rank_chunk
     from rankcore.rank import _factor_rank, parse_ranks, rank_blocks, svd_factors
     from rankcore.spectrum import default_batch_size, rank_spectrum
-    from rankcore.torch_utils import tune_allocator
+    from rankcore.torch_utils import synchronize, tune_allocator
 
     tuned = args.malloc == "tuned" and tune_allocator()
     device = torch.device(args.device)
@@ -162,7 +157,7 @@ def worker(args) -> dict:
     import tqdm.auto  # noqa: F401
     with torch.inference_mode():  # warm-up: one batch
         _forward(model, torch.rand(bs, *shape, device=device), amp, cl)
-    _sync(device)
+    synchronize(device)
     _rss_reset()
     busy = GpuBusy(device)
     rss0, r0, t0 = _status("VmRSS"), resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
@@ -193,7 +188,7 @@ def worker(args) -> dict:
                     for k in ks:
                         xk = ((u[..., :k] * s[..., None, :k]) @ vh[..., :k, :]).clamp(0, 1)
                         _forward(model, xk, amp, cl)
-    _sync(device)
+    synchronize(device)
     wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
     gpu_busy = busy.mean()
     return {"method": args.method, "wall": wall, "user": r1.ru_utime - r0.ru_utime,

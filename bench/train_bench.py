@@ -33,7 +33,7 @@ import torch
 
 from rankcore import train as T
 from rankcore.book import runs
-from rankcore.torch_utils import tune_allocator
+from rankcore.torch_utils import synchronize, tune_allocator
 
 
 def _configs(epochs: int, gpu_rows: bool) -> dict[str, T.TrainConfig]:
@@ -84,12 +84,10 @@ def main():
         for name, cfg in _configs(args.epochs, args.gpu_rows).items():
             cfg = cfg.replace(adv=adv, guard_n=64)
             model = T.build_model(cfg).to(device)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            synchronize(device)
             t0, c0 = time.perf_counter(), time.process_time()
             model = T.train(model, (x, y), test, cfg, progress=False)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            synchronize(device)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             top1 = model.train_history[-1]["test_top1"]
             assumed = runs.GPU_IMAGES_PER_S.get(cfg.arch) if device.type == "cuda" else None

@@ -38,7 +38,7 @@ from torch import nn
 from . import _spectrum_blocks as eng
 from ._spectrum_blocks import COLUMNS, model_digest
 from .rank import parse_ranks
-from .torch_utils import evaluating, init_distributed, model_device, trim_memory
+from .torch_utils import evaluating, init_distributed, model_device, synchronize, trim_memory
 
 __all__ = ["rank_spectrum", "default_batch_size", "throughput", "summary", "summary_table",
            "saturation_rank", "gap", "wilson_interval", "with_intervals", "model_digest", "COLUMNS"]
@@ -269,8 +269,7 @@ def throughput(model: nn.Module, images: Any, ranks: Any = None, batch_size: int
     for _ in range(repeat):
         start = time.perf_counter()
         df = rank_spectrum(model, images, ranks=ranks, batch_size=batch_size, progress=False)
-        if model_device(model).type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(model_device(model))
         best = min(best, time.perf_counter() - start)
     work = int(df["n"].iloc[0]) * len(df)
     shape = eng.Source(images, None).shape

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 __all__ = ["model_device", "resolve_device", "available_devices", "evaluating", "autocast",
            "predict", "top_k", "accuracy", "distributed", "init_distributed", "wrap_distributed", "trim_memory",
-           "tune_allocator", "ALLOCATOR_ENV"]
+           "tune_allocator", "ALLOCATOR_ENV", "synchronize"]
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -40,6 +40,16 @@ def available_devices() -> list[str]:
     if mps is not None and mps.is_available():
         out.append("mps")
     return out
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait until the work queued on ``device`` has run, so that a timer read next includes
+    it (GPU kernels run asynchronously). A no-op on the CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def resolve_device(device: str | torch.device | None = None, name: str = "device") -> torch.device:

@@ -11,7 +11,7 @@ import torchvision
 
 from rankcore import data, models
 from rankcore.paths import data_root
-from rankcore.torch_utils import accuracy
+from rankcore.torch_utils import accuracy, synchronize
 
 REAL = Path(os.environ["RANKCORE_DATA"]) if os.environ.get("RANKCORE_DATA") else None
 AKAMASTER = models.find_weights("cifar_resnet20")  # <data root>/models, $RANKCORE_MODELS
@@ -311,3 +311,13 @@ def test_akamaster_resnet20_top1_on_shared_cifar10():
     assert models.weights.sha256(model.source) == models.get_cfg("cifar_resnet20").sha256
     x, y = data.load("cifar10", progress=False)
     assert accuracy(model, x, y) >= 0.78  # about 81% on the JPEGs
+
+
+@pytest.mark.parametrize("device, expected", [("cpu", []), ("cuda", [torch.device("cuda")]),
+                                              (torch.device("cuda:1"), [torch.device("cuda:1")])])
+def test_synchronize_waits_on_the_named_gpu_and_is_a_no_op_on_the_cpu(monkeypatch, device, expected):
+    # Recorded instead of run, so the dispatch is checked without a GPU.
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda d=None: calls.append(d))
+    synchronize(device)
+    assert calls == expected

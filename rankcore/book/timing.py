@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..rank import check_images, low_rank, max_rank, parse_ranks, rank_sweep
-from ..torch_utils import resolve_device
+from ..torch_utils import resolve_device, synchronize
 
 __all__ = ["device_name", "devices_to_time", "rank_k_times", "summarise", "plot", "METHODS"]
 
@@ -57,22 +57,17 @@ def devices_to_time(spec: str = "auto") -> list[str]:
             for d in spec.split(",") if d.strip()]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _time_per_k(xi: Tensor, k: int) -> float:
     t0 = time.perf_counter()
     low_rank(xi, k, clamp=True)
-    _sync(xi.device)
+    synchronize(xi.device)
     return time.perf_counter() - t0
 
 
 def _time_sweep(xi: Tensor, ranks: list[int], chunk: int) -> list[tuple[int, float]]:
     steps, t0 = [], time.perf_counter()
     for k, _ in rank_sweep(xi, ranks, chunk=chunk, clamp=True):
-        _sync(xi.device)
+        synchronize(xi.device)
         t1 = time.perf_counter()
         steps.append((k, t1 - t0))
         t0 = t1
@@ -115,7 +110,7 @@ def rank_k_times(x: Tensor, ranks=None, per_k_ranks=None, chunk: int = 16, repea
     per_k = ranks if per_k_ranks is None else parse_ranks(per_k_ranks, w)
     device, name = x.device, device_name(x.device)
     low_rank(x[:1], 1)  # warm-up: library loading and, on CUDA, the solver's workspace
-    _sync(device)
+    synchronize(device)
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats={repeats!r}; expected a positive int")
     rows = []
