@@ -98,10 +98,10 @@ def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
     (and so its BatchNorm statistics) are left as they were.
 
     The cost is the model's forward passes plus the SVDs and the rank-k images. On 2 CPU
-    cores (``bench/spectrum_bench.py``, medians of back-to-back pairs) it was 1.05-1.08x
-    the bare model for every rank of CIFAR-10 images, and 1.08-1.11x for 7 ranks of
-    ImageNet images (single pairs 1.06-1.17), where the SVD factors and rank-k images
-    alone take 9-9.5% of the model's time. On one H100 (bfloat16, channels-last, images
+    cores (``bench/spectrum_bench.py``, medians of back-to-back pairs) it was 1.00-1.02x
+    the bare model for every rank of CIFAR-10 images, and 1.06-1.09x for 7 ranks of
+    ImageNet images (single pairs 1.04-1.15), where the SVD factors and rank-k images
+    alone take 7.6-8.7% of the model's time. On one H100 (bfloat16, channels-last, images
     handed over on the CPU, 16 CPU cores), ResNet-50 on 1,000 images x all 225 ranks took
     20.2 s against 18.1 s for the bare model (1.12x, two runs; the GPU busy 90-92% of the
     time against 99%). A model too small to keep the GPU busy waits for the SVDs instead:
