@@ -82,9 +82,33 @@ def test_paper_comparison_rows_and_summary():
     assert fig7c[0]["verdict"] == "reproduced" and fig7c[1]["verdict"] == "needs GPU or data"
     assert "WeightsMissingError" in fig7c[1]["note"]
     assert by[("fig6", "ImageNet saturation")]["verdict"] == "needs GPU or data"
+    assert by[("fig7b", "ImageNet saturation")]["verdict"] == "needs GPU or data"
     md = ch02.summary_markdown("quick", {"CIFAR-10": cifar}, rows, {"L2": "WeightsMissingError: x"})
     assert "**quick**" in md and "L2: skipped: WeightsMissingError" in md
     assert "reproduced" in md and "[" in md                 # intervals printed
+
+
+def test_imagenet_rows_compare_the_natural_and_the_robust_saturation_ranks():
+    # Figure 6 for the natural model, Figure 7b for the robust one, each against rank ~100;
+    # a robust model that could not be loaded says why.
+    ranks = [0, 25, 50, 75, 100, 150, 224]
+    imagenet = {"natural": table([0.0, 0.1, 0.3, 0.6, 0.75, 0.76, 0.76], ranks=ranks),
+                "robust": table([0.0, 0.3, 0.5, 0.55, 0.56, 0.56, 0.56], ranks=ranks)}
+    rows = ch02.paper_comparison(
+        _paper, imagenet=imagenet, cifar={}, archs={}, natural="natural", robust="robust",
+        imagenet_has_labels=True, cifar_pairs={}, skipped={}, notes={})
+    by = {r["ref"]: r for r in rows}
+    assert by["fig6"]["ours"] == ch02.saturation_rank(imagenet["natural"])
+    assert by["fig7b"]["ours"] == ch02.saturation_rank(imagenet["robust"])
+    assert by["fig7b"]["item"] == "ImageNet saturation rank, robust (robust)"
+    assert by["fig7b"]["verdict"] == ch02.saturation_verdict(by["fig7b"]["ours"], 100, 224,
+                                                             "imagenet")
+    rows = ch02.paper_comparison(
+        _paper, imagenet={"natural": imagenet["natural"]}, cifar={}, archs={}, natural="natural",
+        robust="robust", imagenet_has_labels=True, cifar_pairs={},
+        skipped={"robust": "WeightsMissingError: no file"}, notes={})
+    fig7b = next(r for r in rows if r["ref"] == "fig7b")
+    assert fig7b["verdict"] == "needs GPU or data" and "WeightsMissingError" in fig7b["note"]
 
 
 def test_spectra_skips_models_that_cannot_be_loaded(monkeypatch):

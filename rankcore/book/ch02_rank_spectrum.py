@@ -319,6 +319,19 @@ def paper_comparison(paper_get, imagenet: dict, cifar: dict, archs: dict, *,
     else:
         row("fig6", "ImageNet saturation rank, natural", sat_paper, "no labels",
             "needs GPU or data", "the embedded samples have no ImageNet labels")
+    # Figure 7b is Figure 6's spectrum with the robust model beside the natural one; the
+    # paper puts the ImageNet saturation near rank 100 for both kinds.
+    if imagenet_has_labels and robust in imagenet:
+        df = imagenet[robust]
+        sat = saturation_rank(df)
+        row("fig7b", f"ImageNet saturation rank, robust ({robust})", sat_paper, sat,
+            saturation_verdict(sat, sat_paper, int(df["rank"].max()), "imagenet"),
+            notes.get("imagenet", ""))
+    else:
+        row("fig7b", "ImageNet saturation rank, robust", sat_paper,
+            "no labels" if not imagenet_has_labels else "no robust model", "needs GPU or data",
+            "the embedded samples have no ImageNet labels" if not imagenet_has_labels else
+            skipped.get(robust or "", "robust ImageNet checkpoints are not available offline"))
     cifar_sat = paper_get("text.cifar10_saturation_rank.value")
     for label, df in cifar.items():
         sat = saturation_rank(df)
