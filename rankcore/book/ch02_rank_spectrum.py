@@ -310,28 +310,22 @@ def paper_comparison(paper_get, imagenet: dict, cifar: dict, archs: dict, *,
                      "verdict": verdict, "note": note})
 
     sat_paper = paper_get("text.imagenet_saturation_rank.value")
-    if imagenet_has_labels and natural in imagenet:
-        df = imagenet[natural]
-        sat = saturation_rank(df)
-        row("fig6", f"ImageNet saturation rank, natural ({natural})", sat_paper, sat,
-            saturation_verdict(sat, sat_paper, int(df["rank"].max()), "imagenet"),
-            notes.get("imagenet", ""))
-    else:
-        row("fig6", "ImageNet saturation rank, natural", sat_paper, "no labels",
-            "needs GPU or data", "the embedded samples have no ImageNet labels")
     # Figure 7b is Figure 6's spectrum with the robust model beside the natural one; the
     # paper puts the ImageNet saturation near rank 100 for both kinds.
-    if imagenet_has_labels and robust in imagenet:
-        df = imagenet[robust]
-        sat = saturation_rank(df)
-        row("fig7b", f"ImageNet saturation rank, robust ({robust})", sat_paper, sat,
-            saturation_verdict(sat, sat_paper, int(df["rank"].max()), "imagenet"),
-            notes.get("imagenet", ""))
-    else:
-        row("fig7b", "ImageNet saturation rank, robust", sat_paper,
-            "no labels" if not imagenet_has_labels else "no robust model", "needs GPU or data",
-            "the embedded samples have no ImageNet labels" if not imagenet_has_labels else
-            skipped.get(robust or "", "robust ImageNet checkpoints are not available offline"))
+    for ref, kind, label in (("fig6", "natural", natural), ("fig7b", "robust", robust)):
+        if imagenet_has_labels and label in imagenet:
+            df = imagenet[label]
+            sat = saturation_rank(df)
+            row(ref, f"ImageNet saturation rank, {kind} ({label})", sat_paper, sat,
+                saturation_verdict(sat, sat_paper, int(df["rank"].max()), "imagenet"),
+                notes.get("imagenet", ""))
+        elif not imagenet_has_labels:
+            row(ref, f"ImageNet saturation rank, {kind}", sat_paper, "no labels",
+                "needs GPU or data", "the embedded samples have no ImageNet labels")
+        else:
+            row(ref, f"ImageNet saturation rank, {kind}", sat_paper, f"no {kind} model",
+                "needs GPU or data",
+                skipped.get(label or "", f"no {kind} ImageNet model in this profile"))
     cifar_sat = paper_get("text.cifar10_saturation_rank.value")
     for label, df in cifar.items():
         sat = saturation_rank(df)
