@@ -138,7 +138,7 @@ class GpuBusy:
 def worker(args) -> dict:
     """Run one method once and return its times and memory."""
     from rankcore._spectrum_blocks import default_block, rank_chunk
-    from rankcore.rank import _factor_rank, parse_ranks, rank_blocks, svd_factors
+    from rankcore.rank import factor_rank, parse_ranks, rank_blocks, svd_factors
     from rankcore.spectrum import default_batch_size, rank_spectrum
     from rankcore.torch_utils import synchronize, tune_allocator
 
@@ -171,7 +171,7 @@ def worker(args) -> dict:
             for start in range(0, len(x), block):
                 xb = x[start:start + block]
                 chunk = rank_chunk(bs, len(xb), len(ks))
-                factors = svd_factors(xb, _factor_rank(ks, min(shape[-2:])))
+                factors = svd_factors(xb, factor_rank(ks, min(shape[-2:])))
                 for _ in rank_blocks(xb.to(device), ks, chunk=chunk, clamp=True, factors=factors):
                     pass
     else:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _io
-from .rank import _factor_rank, max_rank, rank_blocks, svd_factors
+from .rank import factor_rank, max_rank, rank_blocks, svd_factors
 
 #: Columns of the table returned by ``rank_spectrum``, in order.
 COLUMNS = ("rank", "agreement", "top1", "top5", "mean_true_prob", "n")
@@ -248,7 +248,7 @@ def prefetched(blocks: Iterator, device: torch.device, dtype: torch.dtype,
                 x = x.to(dtype)
                 if device.type == "cuda" and x.device.type == "cpu":
                     x = x.pin_memory()  # lets run_block copy it asynchronously
-                q.put((b, x, y, svd_factors(x, _factor_rank(ks, max_rank(x)))))
+                q.put((b, x, y, svd_factors(x, factor_rank(ks, max_rank(x)))))
             q.put(stop)
         except BaseException as e:  # handed to the caller
             q.put(e)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["low_rank", "high_rank", "rank_sweep", "rank_blocks", "singular_values", "max_rank",
-           "parse_ranks", "check_images", "svd_factors"]
+           "parse_ranks", "check_images", "svd_factors", "factor_rank"]
 
 #: Accepted forms of a set of ranks.
 Ranks = Union[int, Sequence[int], range, Tensor, str, None]
@@ -366,9 +366,16 @@ def _gram_factors(m: Tensor, rank: int) -> tuple[Tensor, Tensor]:
     return (d @ v).float(), v.mT.float()
 
 
-def _factor_rank(ks: list[int], w: int) -> int:
-    """The factors rank-k images for ``ks`` need: the largest k below the full rank ``w``
-    (the full-rank image is the input itself)."""
+def factor_rank(ks: Sequence[int], w: int) -> int:
+    """The ``rank`` of :func:`svd_factors` that the rank-k images for the ranks ``ks`` need,
+    for images of full rank ``w = min(H, W)``: the largest k below ``w`` (the full-rank image
+    is the input itself), 0 if none.
+
+    Examples::
+
+        >>> factor_rank([5, 10, 100, 224], 224)
+        100
+    """
     return max((k for k in ks if k < w), default=0)
 
 
@@ -405,7 +412,7 @@ def rank_blocks(x: Tensor, ranks: Ranks = None, chunk: int = 16,
     w = max_rank(x)
     ks = parse_ranks(ranks, w)
     batch_shape, (h, wd) = x.shape[:-2], x.shape[-2:]
-    need = _factor_rank(ks, w)
+    need = factor_rank(ks, w)
     if factors is None:
         US, Vh = _factors(x, need)                 # (B, h, need), (B, need, wd)
     else:

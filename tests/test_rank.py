@@ -171,7 +171,8 @@ def test_rank_blocks_computes_only_the_factors_its_ranks_need():
         got = {k: xk for k, xk in rankcore.rank_sweep(x, ranks=[0, 3, 10])}
     finally:
         rankcore.rank._factors = inner
-    assert seen == [3]
+    assert seen == [3] == [rankcore.rank.factor_rank([0, 3, 10], 10)]
+    assert rankcore.rank.factor_rank([10], 10) == rankcore.rank.factor_rank([], 10) == 0
     np.testing.assert_allclose(got[3].numpy(), numpy_low_rank(x.numpy(), 3), atol=1e-5)
     assert torch.equal(got[10], x) and not got[0].any()
     wide = real(x, 5)
