@@ -75,9 +75,12 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
 
     Examples::
 
+        >>> import rankcore
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
         >>> x, y = torch.rand(2, 3, 32, 32), torch.tensor([0, 1])
         >>> x_adv = rankcore.pgd(model, x, y, eps=4 / 255, steps=5)
+        >>> bool(((x_adv - x).abs().max() <= 4 / 255 + 1e-6) and x_adv.min() >= 0)
+        True
     """
     _check_inputs(x, y, eps, steps, norm, restarts, keep)
     step_size = 2.5 * eps / max(1, steps) if step_size is None else step_size

@@ -205,6 +205,7 @@ def dataset(name: str, split: str = "test", n: int | None = None, seed: int = 0,
 
     Examples::
 
+        >>> import rankcore
         >>> ds = rankcore.data.dataset("samples", size=64)
         >>> x, label = ds[0]
         >>> x.dtype, tuple(x.shape), label
@@ -449,9 +450,15 @@ def load(name: str, split: str = "test", n: int | None = None, seed: int = 0,
 
     Examples::
 
-        >>> x, y = rankcore.data.load("cifar10", n=100)
-        >>> x.shape, y.shape
+        CIFAR-10 (under the data root, or downloaded when online), then the embedded photos:
+
+        >>> import rankcore
+        >>> x, y = rankcore.data.load("cifar10", n=100)  # doctest: +SKIP
+        >>> x.shape, y.shape  # doctest: +SKIP
         (torch.Size([100, 3, 32, 32]), torch.Size([100]))
+        >>> x, y = rankcore.data.load("samples", n=2, size=64)  # embedded: unlabelled photos
+        >>> tuple(x.shape), y
+        ((2, 3, 64, 64), None)
     """
     ds = dataset(name, split, n, seed, root, size, resize, interpolation, download, progress)
     if ds.array is not None and ds.array.shape[-1] == ds.size:

@@ -449,8 +449,11 @@ def rank_sweep(x: Tensor, ranks: Ranks = None, chunk: int = 16,
     Examples::
 
         >>> x = torch.rand(4, 3, 32, 32)
-        >>> for k, xk in rank_sweep(x, ranks=range(0, 33, 8)):
-        ...     print(k, xk.shape)  # 0, 8, 16, 24, 32: torch.Size([4, 3, 32, 32])
+        >>> for k, xk in rank_sweep(x, ranks=range(0, 33, 16)):
+        ...     print(k, tuple(xk.shape))
+        0 (4, 3, 32, 32)
+        16 (4, 3, 32, 32)
+        32 (4, 3, 32, 32)
     """
     for block_ks, block in rank_blocks(x, ranks, chunk, clamp):
         for k, xk in zip(block_ks, block):

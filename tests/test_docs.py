@@ -2,7 +2,10 @@
 to argument validation (``--dry-run``, ``make -n``), so the documentation cannot drift."""
 from __future__ import annotations
 
+import doctest
+import importlib.util
 import os
+import pkgutil
 import re
 import shlex
 import subprocess
@@ -98,3 +101,18 @@ def test_launch_buttons_only_where_they_work():
     assert not config["html"].get("use_repository_button") or config["repository"]["url"]
     for path in [REPO / "README.md", REPO / "pyproject.toml", REPO / "book" / "intro.md"]:
         assert "github.com/rankcore" not in path.read_text(), path
+
+
+def _modules_with_examples() -> list[str]:
+    import rankcore
+    names = [info.name for info in pkgutil.walk_packages(rankcore.__path__, "rankcore.")
+             if not info.name.endswith("__main__")]       # __main__ runs the command line
+    return [n for n in names if ">>>" in (importlib.util.find_spec(n).loader.get_source(n) or "")]
+
+
+@pytest.mark.parametrize("name", _modules_with_examples())
+def test_the_docstring_examples_run_and_print_what_they_show(name):
+    # Each example imports what it uses, as a reader pasting it would.
+    result = doctest.testmod(importlib.import_module(name),
+                             optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted and not result.failed

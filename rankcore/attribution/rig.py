@@ -297,6 +297,7 @@ class RankIntegratedGradients(GradientAttribution):
             ...                           torch.nn.LazyLinear(10)).eval()
             >>> rig = RankIntegratedGradients(net)
             >>> attr = rig.attribute(torch.rand(2, 3, 32, 32), target=3, ranks="4:max:4")
+            >>> from captum.attr import NoiseTunnel
             >>> smooth = NoiseTunnel(rig).attribute(torch.rand(2, 3, 32, 32), target=3,
             ...                                     nt_type="smoothgrad", nt_samples=4)
         """

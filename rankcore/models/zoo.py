@@ -30,6 +30,7 @@ def create(name: str, num_classes: int | None = None) -> Normalized:
 
     Examples::
 
+        >>> import rankcore
         >>> model = rankcore.models.create("cifar_resnet8")
         >>> model(torch.rand(2, 3, 32, 32)).shape
         torch.Size([2, 10])
