@@ -609,3 +609,18 @@ def test_heap_trimmed_every_so_many_blocks_on_the_cpu(monkeypatch):
     x, y = x.repeat(4, 1, 1, 1), y.repeat(4)              # 84 blocks of one image
     df = rank_spectrum(model, x, y, ranks=[1, SIDE], block=1, progress=False)
     assert len(calls) == len(x) // spectrum._TRIM_BLOCKS >= 2 and df["n"].iloc[0] == len(x)
+
+
+def test_small_images_meet_the_model_in_full_batches_by_default():
+    # Default blocks of small images hold a whole batch, so each rank of a block is one full
+    # pass (the old 16-image blocks sent 20-image batches through in passes of 16); the
+    # last block's one image goes through with all its 5 ranks in one pass.
+    model, (x, y) = toy_model(), toy_data()
+    sizes = []
+    model.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[0]))
+    df = rank_spectrum(model, x, y, ranks="0:12:3", batch_size=20, progress=False)
+    assert sizes == [20] * 5 + [5]
+    pd.testing.assert_frame_equal(df, rank_spectrum(model, x, y, ranks="0:12:3", batch_size=20,
+                                                    block=3, progress=False))
+    blocks = spectrum.eng.default_block
+    assert blocks(20, (3, 224, 224)) == 16 and blocks(1024, (3, 32, 32)) == 784
