@@ -21,12 +21,15 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib import metadata
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from . import __version__
-from .torch_utils import tune_allocator
+
+if TYPE_CHECKING:
+    import torch
+
+# Nothing heavy is imported here: the parser, --help and --version run without torch,
+# pandas or timm (about 2.6 s of imports); each command imports what it needs when it runs.
 
 #: Entry-point group through which other packages (the book) add commands.
 ENTRY_POINT_GROUP = "rankcore.cli"
@@ -42,9 +45,8 @@ class UsageError(ValueError):
 
 def add_device_argument(p: argparse.ArgumentParser) -> None:
     """``--device`` (cpu, cuda, cuda:N, mps, auto); ``args.device`` becomes a ``torch.device``."""
-    from .torch_utils import resolve_device
-
     def device(text: str) -> torch.device:
+        from .torch_utils import resolve_device
         try:
             return resolve_device(text, name="--device")
         except (TypeError, ValueError) as err:
@@ -118,8 +120,8 @@ def check_classes(model_name: str, data_name: str, agreement_only: bool) -> None
                      f"pass --agreement-only to compare predictions across ranks only")
 
 
-class _Unlabelled(torch.utils.data.Dataset):
-    """A data set's images with label -1 (unlabelled): only agreement is scored."""
+class _Unlabelled:
+    """A data set's images with label -1 (unlabelled): only agreement is scored (map-style)."""
 
     def __init__(self, data):
         self.data, self.source = data, getattr(data, "source", "data")
@@ -132,6 +134,8 @@ class _Unlabelled(torch.utils.data.Dataset):
 
 
 def _spectrum_run(args: argparse.Namespace) -> int:
+    import torch
+
     from . import _io, data, models
     from .rank import parse_ranks
     from .spectrum import rank_spectrum, summary
@@ -300,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    tune_allocator()  # rankcore is the application here: keep CPU activations off fresh mmaps
+    from . import torch_utils
+    torch_utils.tune_allocator()  # rankcore is the application here: keep CPU activations off fresh mmaps
     try:
         return int(args.run(args) or 0)
     except _user_errors() as err:

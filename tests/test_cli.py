@@ -24,9 +24,45 @@ def test_version():
     assert proc.returncode == 0 and proc.stdout.strip() == f"rankcore {rankcore.__version__}"
 
 
+#: What the parser must not import: ~2.6 s on 2 cores before argparse had read a word.
+HEAVY = ("torch", "torchvision", "pandas", "timm", "captum", "matplotlib", "sklearn", "skimage",
+         "scipy", "papermill")
+
+
+def imported_heavy(code: str) -> list[str]:
+    """The heavy modules in ``sys.modules`` after ``code`` ran (or exited) in a fresh python."""
+    probe = (f"import sys\ntry:\n    exec({code!r})\nexcept SystemExit:\n    pass\n"
+             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return ast.literal_eval(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["spectrum", "--help"],
+                                  ["models", "--help"]])
+def test_the_parser_imports_nothing_heavy(argv):
+    # The library's own commands; the entry-point commands are checked by their modules below.
+    code = f"from rankcore import cli; cli.plugins = lambda: []; cli.main({argv!r})"
+    assert imported_heavy(code) == []
+
+
+def test_import_rankcore_is_light_and_its_names_arrive_on_use():
+    assert imported_heavy("import rankcore") == []
+    assert "torch" in imported_heavy("import rankcore; rankcore.low_rank")
+    assert set(rankcore.__all__) <= set(dir(rankcore))
+    assert rankcore.low_rank is rankcore.rank.low_rank and rankcore.pgd is rankcore.attacks.pgd
+    with pytest.raises(AttributeError, match="no attribute 'lowrank'"):
+        rankcore.lowrank  # noqa: B018
+
+
+def test_the_book_command_registers_without_heavy_imports():
+    assert imported_heavy("import rankcore.book.runner") == []
+
+
 def test_the_command_line_tunes_the_allocator_before_it_runs(monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(cli, "tune_allocator", lambda: calls.append(1) or True)
+    monkeypatch.setattr(rankcore.torch_utils, "tune_allocator", lambda: calls.append(1) or True)
     assert cli.main(["models"]) == 0 and calls == [1] and "efficientnet_lite0" in capsys.readouterr().out
 
 

@@ -38,7 +38,6 @@ import yaml
 
 from .. import _io
 from ..paths import REPO_ROOT
-from ..torch_utils import ALLOCATOR_ENV
 from . import profiles
 from .provenance import (RunState, data_sources, device_info, fingerprint, git_state,
                          library_digest, recover, results_dir, swap_in, versions)
@@ -215,6 +214,8 @@ def executed_dir(profile: str, out: Path | None = None) -> Path:
 def _execute(chapter: Chapter, params: dict[str, Any], output: Path, progress: bool,
              log_output: bool, stage: Path, profile: str) -> None:
     import papermill
+
+    from ..torch_utils import ALLOCATOR_ENV  # here: `rankcore book --help` needs no torch
     tmp = output.with_name(f".{output.name}.running.ipynb")
     output.parent.mkdir(parents=True, exist_ok=True)
     # The kernel inherits this environment: the stage, and the allocator settings that keep
