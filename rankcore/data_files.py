@@ -466,7 +466,8 @@ class Sample:
 
 
 #: The embedded default: real photographs that ship with scikit-image, matplotlib and
-#: scikit-learn, so ``load("samples")`` works offline with no download.
+#: scikit-learn, so ``load("samples")`` works offline with no download. Those packages are
+#: the ``samples`` extra (``pip install 'rankcore[samples]'``), not core dependencies.
 SAMPLES: tuple[Sample, ...] = (
     Sample("astronaut", "skimage", "data/astronaut.png", "public domain (NASA)"),
     Sample("chelsea", "skimage", "data/chelsea.png", "CC0 (Stefan van der Walt)"),
@@ -489,5 +490,6 @@ def sample_path(s: Sample) -> Path:
     spec = importlib.util.find_spec(s.package)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(f"sample {s.name!r} ships with the package {s.package!r}, "
-                                f"which is not installed (pip install {s.package})")
+                                "which is not installed: pip install 'rankcore[samples]' "
+                                "(scikit-image, scikit-learn and matplotlib)")
     return Path(spec.submodule_search_locations[0]) / s.path
