@@ -132,13 +132,34 @@ def test_python_dash_m_forms_keep_working():
 
 def test_spectrum_runs_end_to_end_on_the_shipped_photos(tmp_path):
     out = tmp_path / "s.csv"
+    picture = tmp_path / "s.png"
     proc = rankcore_cmd("spectrum", "--model", "efficientnet_lite0", "--data", "samples", "--n", "2",
-                        "--ranks", "0,112,max", "--device", "cpu", "--no-progress", "--out", str(out))
+                        "--ranks", "0,112,max", "--device", "cpu", "--no-progress", "--out", str(out),
+                        "--plot", str(picture))
     assert proc.returncode == 0, proc.stderr
     df = pd.read_csv(out)
     assert list(df["rank"]) == [0, 112, 224] and (df["n"] == 2).all()
     assert df["agreement"].iloc[-1] == 1.0 and df["top1"].isna().all()  # samples carry no labels
     assert "efficientnet_lite0 on 3 ranks x 2" in proc.stdout
+    assert "top-1 at rank 224: n/a, no labels" in proc.stdout and "nan" not in proc.stdout
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_summary_line_gives_top1_where_labelled():
+    df = pd.DataFrame({"rank": [0, 32], "agreement": [0.25, 1.0], "top1": [0.1, 0.625],
+                       "n": [8, 8]})
+    line = cli.spectrum_line(df, "m", "cifar10")
+    assert line.endswith("top-1 at rank 32: 0.625") and "AUC 0.625" in line
+
+
+def test_errors_use_the_command_lines_spellings(tmp_path):
+    missing = tmp_path / "nowhere.pth"
+    proc = rankcore_cmd("spectrum", "--model", "torchvision:resnet18", "--weights", str(missing),
+                        "--data", "samples", "--out", str(tmp_path / "x.csv"))
+    assert proc.returncode == 2 and f"--weights '{missing}' does not exist" in proc.stderr
+    assert "weights=" not in proc.stderr
+    assert cli.cli_spelling("pass weights=PATH, or download=False; n=100 > 10") == \
+        "pass --weights PATH, or --no-download; --n 100 > 10"
 
 
 def test_agreement_only_lets_a_model_meet_a_data_set_of_other_classes(tmp_path):
@@ -160,7 +181,23 @@ def test_dry_run_checks_without_running(tmp_path):
     proc = rankcore_cmd("spectrum", "--model", "efficientnet_lite0", "--data", "imagenet-auto",
                         "--ranks", "0:224:8", "--device", "cpu", "--dry-run", "--out", str(out))
     assert proc.returncode == 0 and "would run the rank spectrum of efficientnet_lite0" in proc.stdout
-    assert not out.exists()
+    assert "weights " in proc.stdout and not out.exists()
+
+
+def test_dry_run_refuses_what_the_run_would_refuse(tmp_path, monkeypatch):
+    args = ["spectrum", "--data", "samples", "--dry-run", "--out", str(tmp_path / "x.csv")]
+    too_many = rankcore_cmd(*args, "--model", "efficientnet_lite0", "--n", "100")
+    assert too_many.returncode == 2
+    assert "--n 100 but --data samples (samples, split test) has 10 images" in too_many.stderr
+    monkeypatch.setenv("RANKCORE_MODELS", str(tmp_path / "no-models"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-hub"))
+    online = rankcore_cmd(*args, "--model", "torchvision:resnet18", "--n", "2")
+    assert online.returncode == 0, online.stderr
+    assert "downloaded from https://download.pytorch.org/models/resnet18" in online.stdout
+    offline = rankcore_cmd(*args, "--model", "torchvision:resnet18", "--no-download")
+    assert offline.returncode == 2 and "pass --weights FILE" in offline.stderr
+    bad_plot = rankcore_cmd(*args, "--model", "efficientnet_lite0", "--plot", "x.gif")
+    assert bad_plot.returncode == 2 and "--plot x.gif: expected a file ending in .png" in bad_plot.stderr
 
 
 def test_debug_shows_the_traceback():

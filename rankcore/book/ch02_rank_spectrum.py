@@ -47,7 +47,7 @@ def load_data_for(model: nn.Module, data: str, n: int | None = None, seed: int =
     """``rankcore.data.dataset(data, ...)`` with the model's own preprocessing (input size,
     resize before the centre crop, interpolation): uint8 items decoded one at a time, so
     any number of images fits in memory. ``n`` larger than the set takes all of it."""
-    config = dict(getattr(model, "data_config", None) or {"size": tuple(model.input_size)[-1]})
+    config = dict(getattr(model, "data_kwargs", None) or {"size": tuple(model.input_size)[-1]})
     full = len(data_mod.dataset(data, root=root, progress=False, **config))
     n = None if n is None or n >= full else n
     return data_mod.dataset(data, n=n, seed=seed, root=root, progress=False, **config)
