@@ -263,19 +263,23 @@ def _models_arguments(p: argparse.ArgumentParser) -> None:
                    help="also file, URL, SHA-256, licence and published accuracy")
 
 
-def _models_run(args: argparse.Namespace) -> int:
-    import pandas as pd
+def _text_table(df) -> str:
+    """``df`` as aligned text: a header, then one row per line, every cell left-aligned
+    (cells with spaces, such as ``weights by``, stay readable)."""
+    rows = [list(map(str, df.columns))] + [[str(v) for v in r] for r in df.itertuples(index=False)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
+
+def _models_run(args: argparse.Namespace) -> int:
     from . import models
     table = models.registry_table()
     if args.dataset:
         table = table[table["dataset"] == args.dataset]
     table = table.assign(here=table["here"].map({True: "yes", False: "no"}))
     columns = list(table.columns) if args.all_columns else \
-        ["model", "dataset", "input", "source", "here", "in paper"]
-    with pd.option_context("display.max_rows", None, "display.max_columns", None,
-                           "display.width", 200, "display.max_colwidth", 60):
-        print(table[columns].to_string(index=False))
+        ["model", "dataset", "input", "source", "here", "in paper", "weights by"]
+    print(_text_table(table[columns]))
     print(f"{len(table)} models; also any timm:NAME or torchvision:NAME architecture "
           "(--weights FILE, or their download when online)")
     return 0

@@ -110,6 +110,8 @@ def test_models_lists_every_model_with_source_input_and_weights_here():
         assert rows[r["model"]][2] == r["input"] and rows[r["model"]][3] == r["source"]
         assert rows[r["model"]][4] == ("yes" if r["here"] else "no")
     assert rows["efficientnet_lite0"][4] == "yes"  # embedded weights are always here
+    lite = next(line for line in lines if line.startswith("efficientnet_lite0 "))
+    assert "Google's TF weights" in lite and "not timm's efficientnet_lite0" in lite
     assert "timm:NAME or torchvision:NAME" in lines[-1]
 
 

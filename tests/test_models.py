@@ -325,3 +325,16 @@ def test_synchronize_waits_on_the_named_gpu_and_is_a_no_op_on_the_cpu(monkeypatc
     monkeypatch.setattr(torch.cuda, "synchronize", lambda d=None: calls.append(d))
     synchronize(device)
     assert calls == expected
+
+
+def test_whose_weights_every_entry_says():
+    from rankcore.models.registry import weights_by
+    table = models.registry_table()
+    by = dict(zip(table["model"], table["weights by"]))
+    assert by["cifar_resnet20"] == "akamaster/pytorch_resnet_cifar10"
+    assert by["robust_resnet50_imagenet_linf4"] == "MadryLab/robustness"
+    assert by["airbench94"] == "untrained" and by["resnet50"] == "torchvision"
+    # same architecture name as timm's, other weights: said in the registry, not left implied
+    assert "tf_efficientnet_lite0.in1k" in weights_by(models.get_cfg("efficientnet_lite0"))
+    import timm
+    assert "tf_efficientnet_lite0.in1k" in timm.list_pretrained("tf_efficientnet_lite0*")

@@ -40,6 +40,9 @@ class ModelCfg:
             (``state_dict``, ``robustness``, ``efficientnet_lite``, ``akamaster``).
         file, url (str): weight file name and where to download it. sha256 (str): its
             digest (full, or the prefix a file name carries).
+        weights_by (str): who trained the weight set, where the name alone could mislead
+            (``efficientnet_lite0`` holds Google's TensorFlow weights, not timm's own
+            ``efficientnet_lite0``). :func:`weights_by` gives it for every entry.
         published_top1 (float): the published clean top-1 as a fraction in [0, 1].
         published_source (str): where that number is published.
         ignore (tuple): checkpoint key prefixes the network lacks (auxiliary heads).
@@ -61,6 +64,7 @@ class ModelCfg:
     training: str = "natural"                    # or the adversarial training, "Linf 4/255"
     in_paper: bool = False                       # one of the paper's Table 1 models
     licence: str = ""
+    weights_by: str = ""                         # who trained the weights, when not obvious
     published_top1: float | None = None          # fraction in [0, 1]
     published_source: str = ""
     ignore: tuple[str, ...] = ()
@@ -199,6 +203,20 @@ def where(cfg: ModelCfg) -> str:
     if cfg.weights == "none":
         return "none: untrained, train it with rankcore.train"
     return f"{cfg.weights}: {cfg.url}" + (f" ({cfg.file})" if cfg.file else "")
+
+
+def weights_by(cfg: ModelCfg) -> str:
+    """Who trained the weights of ``cfg``: its ``weights_by``, else the licence's project
+    (``"MIT (MadryLab/robustness)"`` -> ``MadryLab/robustness``) or the weight kind."""
+    if cfg.weights_by:
+        return cfg.weights_by
+    if cfg.weights == "none":
+        return "untrained"
+    if cfg.weights in ("torchvision", "timm"):
+        return cfg.weights
+    if "(" in cfg.licence:
+        return cfg.licence.split("(", 1)[1].rstrip(")")
+    return cfg.weights
 
 
 def available() -> dict[str, str]:
