@@ -3,7 +3,7 @@
     rankcore --version
     rankcore models                      # every model: source, input size, weights here?
     rankcore data                        # every data set: where it is found here
-    rankcore spectrum --model efficientnet_lite0 --data imagenet-auto --n 100 \\
+    rankcore spectrum --model efficientnet_lite0 --data imagenet-val --n 100 \\
         --ranks 0:20:2,30:max:10,max --out lite0.csv
     rankcore spectrum --model timm:convnext_tiny --weights convnext.pth --data imagenet-val ...
     torchrun --nproc_per_node 4 -m rankcore spectrum --model resnet50 --data imagenet-val \\
