@@ -11,7 +11,7 @@ that line the time is spent.
 
 Target (issue 27): ``rankcore --version`` under 1 s on the 2-core development machine
 (it was 3.4 s with every submodule, torch and timm imported before argparse ran).
-Run: ``python bench/cli_bench.py [--repeat 7] [--args "--help"]``
+Run: ``python bench/cli_bench.py [--repeat 7] [--args=--help]``
 """
 from __future__ import annotations
 
