@@ -12,23 +12,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import torch
 
 import rankcore
-from rankcore.torch_utils import synchronize
-
-
-def timed(fn, device, repeat):
-    best = float("inf")
-    for _ in range(repeat):
-        synchronize(device)
-        t = time.perf_counter()
-        fn()
-        synchronize(device)
-        best = min(best, time.perf_counter() - t)
-    return best
+from _timing import best, paired_ratio, paired_times
 
 
 def main():
@@ -55,14 +43,14 @@ def main():
         "rankcore.pgd keep=best": lambda: rankcore.pgd(model, x, y, eps, steps=args.steps,
                                                         step_size=alpha, keep="best"),
     }
-    for fn in runs.values():  # warm-up
-        fn()
-    times = {name: timed(fn, device, args.repeat) for name, fn in runs.items()}
+    times = paired_times(runs, args.repeat)
     base = times["torchattacks.PGD"]
     print(f"PGD-{args.steps}, batch {args.batch}, {args.arch}, {device} "
-          f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
+          f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
+          f"best of {args.repeat} rounds, ratios the median of the rounds' pairs)")
     for name, t in times.items():
-        print(f"  {name:26s} {t * 1000:9.1f} ms   {base / t:5.2f}x torchattacks' speed")
+        print(f"  {name:26s} {best(t) * 1000:9.1f} ms   {paired_ratio(base, t):5.2f}x "
+              "torchattacks' speed")
 
 
 if __name__ == "__main__":

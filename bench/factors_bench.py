@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import torch
 
 from rankcore.rank import _svd, svd_factors
-from rankcore.torch_utils import available_devices, synchronize
+from _timing import best, paired_times
+from rankcore.torch_utils import available_devices
 
 
 def _svd_factors_f32(x: torch.Tensor):
@@ -28,15 +28,10 @@ def _svd_factors_f32(x: torch.Tensor):
 
 
 def _best_time(fn, x, device, repeat):
+    """Best of ``repeat`` rounds (bench/_timing.py: torch's Timer, which synchronises the
+    accelerator and warms up), and ``fn(x)``'s result."""
     fn(x[:1])  # warm-up: library loading, cuSOLVER handles
-    best = float("inf")
-    for _ in range(repeat):
-        synchronize(device)
-        t = time.perf_counter()
-        out = fn(x)
-        synchronize(device)
-        best = min(best, time.perf_counter() - t)
-    return best, out
+    return best(paired_times({"fn": lambda: fn(x)}, repeat)["fn"]), fn(x)
 
 
 def _error(factors, ref, ks):

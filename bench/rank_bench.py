@@ -11,24 +11,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import torch
 
 import rankcore
 from rankcore import data
-from rankcore.torch_utils import synchronize
-
-
-def timed(fn, device, repeat):
-    best = float("inf")
-    for _ in range(repeat):
-        synchronize(device)
-        t = time.perf_counter()
-        fn()
-        synchronize(device)
-        best = min(best, time.perf_counter() - t)
-    return best
+from _timing import best, paired_ratio, paired_times
 
 
 def sweep(x, chunk):
@@ -71,15 +59,18 @@ def main():
         x = x.repeat((args.n + len(x) - 1) // len(x), 1, 1, 1)[: args.n]
     hw = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     print(f"{args.n} images {tuple(x.shape[1:])}, all {min(x.shape[-2:]) + 1} ranks, device {device} ({hw}), torch {torch.__version__}")
-    t_sweep = timed(lambda: sweep(x, args.chunk), device, args.repeat)
-    t_floor = timed(lambda: floor(x, args.chunk), device, args.repeat)
+    times = paired_times({"sweep": lambda: sweep(x, args.chunk),
+                          "floor": lambda: floor(x, args.chunk)}, args.repeat)
+    t_sweep, t_floor = best(times["sweep"]), best(times["floor"])
     print(f"rank_sweep          {t_sweep:8.3f} s")
-    print(f"floor (1 SVD+write) {t_floor:8.3f} s   rank_sweep / floor = {t_sweep / t_floor:5.2f}x  (target <= 3x)")
+    print(f"floor (1 SVD+write) {t_floor:8.3f} s   rank_sweep / floor = "
+          f"{paired_ratio(times['sweep'], times['floor']):5.2f}x  (target <= 3x)")
     if not args.skip_per_k:
         w = min(x.shape[-2:])
         every = list(range(w + 1))
         sample = every if args.per_k_sample <= 0 else every[:: max(1, (w + 1) // args.per_k_sample)]
-        t_perk = timed(lambda: per_k_svd(x, sample), device, 1) * (w + 1) / len(sample)
+        t_perk = best(paired_times({"per-k": lambda: per_k_svd(x, sample)}, 1)["per-k"]) \
+            * (w + 1) / len(sample)
         how = "measured" if len(sample) == w + 1 else f"{len(sample)} ranks timed, scaled to {w + 1}"
         print(f"per-k SVD (Alg. 1)  {t_perk:8.3f} s   per-k / rank_sweep = {t_perk / t_sweep:5.1f}x  "
               f"(target >= 30x; {how})")

@@ -92,7 +92,7 @@ def _images(args, model, n, stream: bool):
     if args.data == "random":  # timing only: no data set needed (e.g. on a GPU box)
         g = torch.Generator().manual_seed(args.seed)
         return torch.rand(n, *tuple(model.input_size), generator=g), None
-    config = dict(getattr(model, "data_config", None) or {"size": tuple(model.input_size)[-1]})
+    config = dict(getattr(model, "data_kwargs", None) or {"size": tuple(model.input_size)[-1]})
     if stream:
         return data.dataset(args.data, n=n, seed=args.seed, progress=False, **config), None
     loaded = data.load(args.data, n=n, seed=args.seed, progress=False, **config)

@@ -1,6 +1,6 @@
 """rankcore: the reproducible companion to *A Singular Value Perspective on Model Robustness*.
 
-The public face of the library; every submodule below is an attribute after ``import rankcore``::
+The public face of the library; every name below is an attribute after ``import rankcore``::
 
     rankcore.low_rank(x, k)             # keep the k largest singular values per channel
     rankcore.high_rank(x, k)            # remove them (the paper's reverse truncation)
@@ -15,18 +15,61 @@ baselines), ``attacks`` (PGD), ``train`` (the trainer), ``imagenet_training`` (t
 ImageNet folder), ``models`` (the zoo and safe checkpoint loading), ``data`` and ``data_files``
 (data sets), ``torch_utils`` (device, batched prediction, accuracy), ``paths``, ``cli``.
 The book that regenerates the paper's figures lives in ``rankcore.book`` and is not imported here.
+
+Why the names are loaded on first use (PEP 562 ``__getattr__``, the scheme of Scientific
+Python's SPEC 1 that numpy, scipy and scikit-image use): the ``rankcore`` command is this
+package's ``cli`` module, and Python runs this file before it. Imported eagerly, the
+submodules cost every ``rankcore --version`` or ``--help`` about 2.6 s (torch, torchvision,
+timm, captum, pandas) before argparse has read a word. The table :data:`_LAZY` below is the
+whole list (name -> module), ``dir(rankcore)`` shows it, and type checkers read the plain
+imports under ``TYPE_CHECKING``. ``import rankcore.rank`` and ``from rankcore import low_rank``
+work as always.
 """
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from . import (attacks, attribution, cli, data, data_files, imagenet_training, models, paths,  # noqa: E402
-               rank, spectrum, torch_utils, train)
-from .attacks import pgd  # noqa: E402
-from .attribution import RankIntegratedGradients, rank_ig, rig  # noqa: E402
-from .rank import high_rank, low_rank, parse_ranks, rank_blocks, rank_sweep, singular_values  # noqa: E402
-from .spectrum import rank_spectrum  # noqa: E402
-from .train import TrainConfig  # noqa: E402
+_SUBMODULES = ("attacks", "attribution", "cli", "data", "data_files", "imagenet_training",
+               "models", "paths", "rank", "spectrum", "torch_utils", "train")
+
+#: Public name -> the submodule that defines it.
+_LAZY: dict[str, str] = {
+    "low_rank": "rank", "high_rank": "rank", "rank_sweep": "rank", "rank_blocks": "rank",
+    "singular_values": "rank", "parse_ranks": "rank",
+    "rank_spectrum": "spectrum",
+    "rig": "attribution", "rank_ig": "attribution", "RankIntegratedGradients": "attribution",
+    "pgd": "attacks",
+    "TrainConfig": "train",
+}
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
+    from . import (attacks, attribution, cli, data, data_files, imagenet_training, models,
+                   paths, rank, spectrum, torch_utils, train)
+    from .attacks import pgd
+    from .attribution import RankIntegratedGradients, rank_ig, rig
+    from .rank import high_rank, low_rank, parse_ranks, rank_blocks, rank_sweep, singular_values
+    from .spectrum import rank_spectrum
+    from .train import TrainConfig
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule that holds ``name`` on first use (then it is a plain attribute)."""
+    if name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    else:
+        raise AttributeError(f"module 'rankcore' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "__version__",

@@ -8,8 +8,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
     """Call ``write(f)`` on a temporary file beside ``path``, then rename it into place.
@@ -50,6 +48,8 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    import torch  # here, not on top: the command line's parser uses this module without torch
+
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
@@ -61,6 +61,8 @@ def load_cache(path: str | os.PathLike, what: str = "cache file") -> Any | None:
     rebuilds it. Cache files are never unpickled with code execution.
     """
     import warnings
+
+    import torch
 
     path = Path(path)
     if not path.exists():

@@ -3,7 +3,7 @@
     rankcore --version
     rankcore models                      # every model: source, input size, weights here?
     rankcore data                        # every data set: where it is found here
-    rankcore spectrum --model efficientnet_lite0 --data imagenet-auto --n 100 \\
+    rankcore spectrum --model efficientnet_lite0 --data imagenet-val --n 100 \\
         --ranks 0:20:2,30:max:10,max --out lite0.csv
     rankcore spectrum --model timm:convnext_tiny --weights convnext.pth --data imagenet-val ...
     torchrun --nproc_per_node 4 -m rankcore spectrum --model resnet50 --data imagenet-val \\
@@ -21,12 +21,15 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib import metadata
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from . import __version__
-from .torch_utils import tune_allocator
+
+if TYPE_CHECKING:
+    import torch
+
+# Nothing heavy is imported here: the parser, --help and --version run without torch,
+# pandas or timm (about 2.6 s of imports); each command imports what it needs when it runs.
 
 #: Entry-point group through which other packages (the book) add commands.
 ENTRY_POINT_GROUP = "rankcore.cli"
@@ -42,9 +45,8 @@ class UsageError(ValueError):
 
 def add_device_argument(p: argparse.ArgumentParser) -> None:
     """``--device`` (cpu, cuda, cuda:N, mps, auto); ``args.device`` becomes a ``torch.device``."""
-    from .torch_utils import resolve_device
-
     def device(text: str) -> torch.device:
+        from .torch_utils import resolve_device
         try:
             return resolve_device(text, name="--device")
         except (TypeError, ValueError) as err:
@@ -103,6 +105,9 @@ def _spectrum_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="check the arguments (model, data, ranks, device), run nothing")
     p.add_argument("--out", required=True, help="CSV file for the table (one row per rank)")
+    p.add_argument("--plot", default=None, metavar="FILE",
+                   help="also draw agreement (and top-1 where labelled) against rank into FILE "
+                        "(.png, .pdf, .svg; needs matplotlib: pip install 'rankcore[plot]')")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -118,8 +123,8 @@ def check_classes(model_name: str, data_name: str, agreement_only: bool) -> None
                      f"pass --agreement-only to compare predictions across ranks only")
 
 
-class _Unlabelled(torch.utils.data.Dataset):
-    """A data set's images with label -1 (unlabelled): only agreement is scored."""
+class _Unlabelled:
+    """A data set's images with label -1 (unlabelled): only agreement is scored (map-style)."""
 
     def __init__(self, data):
         self.data, self.source = data, getattr(data, "source", "data")
@@ -131,47 +136,122 @@ class _Unlabelled(torch.utils.data.Dataset):
         return self.data[i][0], -1
 
 
+#: Images per split of CIFAR-10 (the dry run checks ``--n`` without decoding the set).
+_CIFAR10_IMAGES = {"train": 50_000, "test": 10_000, "val": 10_000}
+_PLOT_FORMATS = (".png", ".pdf", ".svg")
+
+
+def _check_plot(path: str | None) -> None:
+    if path is None:
+        return
+    if not path.lower().endswith(_PLOT_FORMATS):
+        raise UsageError(f"--plot {path}: expected a file ending in {', '.join(_PLOT_FORMATS)}")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'rankcore[plot]'") from None
+
+
+def _weights_state(args: argparse.Namespace, cfg) -> str:
+    """Where the dry run's weights would come from; a ``UsageError`` when from nowhere."""
+    from . import models
+    path = models.find_weights(args.model, args.weights)
+    if path is not None:
+        return f"weights {path}"
+    if args.weights is not None:  # a folder without the file, or a missing path
+        raise UsageError(f"--weights {args.weights} holds no {cfg.file or 'weight file'} for "
+                         f"{args.model}")
+    if cfg.weights in ("none", "embedded") or not cfg.url:
+        raise UsageError(f"no weights for {args.model} here; {models.how_to_get(cfg)}")
+    if args.no_download:
+        raise UsageError(f"no weights for {args.model} here and --no-download: pass --weights "
+                         f"FILE, or drop --no-download to fetch {cfg.url}")
+    return f"weights not here: downloaded from {cfg.url} when the run starts (needs the network)"
+
+
+def _images_state(args: argparse.Namespace) -> str:
+    """How many images the run would read; a ``UsageError`` when ``--n`` exceeds the set."""
+    from . import data
+    source = data.resolve(args.data, args.root)
+    if source == "cifar10":
+        if data.find_cifar10(args.root) is None and args.no_download:
+            raise UsageError("--data cifar10 is not under the data root and --no-download")
+        total = _CIFAR10_IMAGES[args.split]
+    else:
+        total = len(data.dataset(args.data, split=args.split, root=args.root, download=False,
+                                 progress=False))
+    if args.n is not None and args.n > total:
+        raise UsageError(f"--n {args.n} but --data {args.data} ({source}, split {args.split}) "
+                         f"has {total} images")
+    return f"{args.n or total} of {total} {source} images"
+
+
 def _spectrum_run(args: argparse.Namespace) -> int:
+    import torch
+
     from . import _io, data, models
     from .rank import parse_ranks
-    from .spectrum import rank_spectrum, summary
+    from .spectrum import rank_spectrum
     from .torch_utils import resolve_device
 
     check_classes(args.model, args.data, args.agreement_only)
     cfg = models.get_cfg(args.model)
     parse_ranks(args.ranks, min(cfg.input_size[-2:]), name="--ranks")
+    _check_plot(args.plot)
     device = args.device or resolve_device(None)
     if args.dry_run:
         print(f"would run the rank spectrum of {args.model} ({cfg.dataset}, input "
-              f"{'x'.join(map(str, cfg.input_size))}) on {data.resolve(args.data, args.root)} "
-              f"(n={args.n or 'all'}, ranks {args.ranks}) on {device} -> {args.out}")
+              f"{'x'.join(map(str, cfg.input_size))}; {_weights_state(args, cfg)}) on "
+              f"{_images_state(args)} (ranks {args.ranks}) on {device} -> {args.out}"
+              + (f", {args.plot}" if args.plot else ""))
         return 0
     if device.type == "cuda":
         torch.cuda.set_device(device)  # nccl's collectives use the current device
     model = models.load(args.model, weights=args.weights, device=device,
                         download=not args.no_download)
-    # The model's own preprocessing (size, resize before the crop, interpolation).
-    config = getattr(model, "data_config", {"size": tuple(model.input_size)[-1]})
     loaded = data.dataset(args.data, split=args.split, n=args.n, seed=args.seed, root=args.root,
-                          download=not args.no_download, progress=not args.no_progress, **config)
+                          download=not args.no_download, progress=not args.no_progress,
+                          **models.data_kwargs(model))
     images = _Unlabelled(loaded) if args.agreement_only else loaded
     df = rank_spectrum(model, images, ranks=args.ranks, batch_size=args.batch_size, device=device,
                        progress=not args.no_progress, checkpoint=args.checkpoint,
                        block=args.block, amp=None if args.amp == "none" else args.amp)
     import torch.distributed as dist
 
-    rank0 = not dist.is_initialized() or dist.get_rank() == 0
-    if rank0:
+    if not dist.is_initialized() or dist.get_rank() == 0:
         _io.write_text(args.out, df.to_csv(index=False))
-        s = summary(df)
-        top1 = summary(df, "top1")["full"] if df["top1"].notna().all() else float("nan")
-        source = getattr(loaded, "source", args.data)
-        print(f"{args.model} on {len(df['rank'])} ranks x {int(df['n'].iloc[0])} {source} "
-              f"images: agreement 50% at rank {s['rank_50']:g}, 90% at rank {s['rank_90']:g}, "
-              f"AUC {s['auc']:.3f}; top-1 at rank {s['max_rank']:g}: {top1:.3f} -> {args.out}")
+        if args.plot:
+            _write_plot(df, args.plot, f"{args.model} on {getattr(loaded, 'source', args.data)}")
+        print(spectrum_line(df, args.model, getattr(loaded, "source", args.data)) +
+              f" -> {args.out}" + (f", {args.plot}" if args.plot else ""))
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
+
+
+def spectrum_line(df, model: str, source: str) -> str:
+    """The one-line summary of a spectrum table; top-1 says ``n/a, no labels`` when the
+    images had none (its column is NaN), never ``nan``."""
+    from .spectrum import summary
+    s = summary(df)
+    top1 = "n/a, no labels" if df["top1"].isna().all() else f"{summary(df, 'top1')['full']:.3f}"
+    return (f"{model} on {len(df['rank'])} ranks x {int(df['n'].iloc[0])} {source} images: "
+            f"agreement 50% at rank {s['rank_50']:g}, 90% at rank {s['rank_90']:g}, AUC "
+            f"{s['auc']:.3f}; top-1 at rank {s['max_rank']:g}: {top1}")
+
+
+def _write_plot(df, path: str, title: str) -> None:
+    import io
+
+    from matplotlib.figure import Figure
+
+    from . import _io
+    from .spectrum import plot
+    fig = Figure(figsize=(5.5, 3.6), layout="constrained")
+    plot(df, ["agreement", "top1"], ax=fig.add_subplot(), title=title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.rsplit(".", 1)[-1].lower(), dpi=150)
+    _io.write_bytes(path, buf.getvalue())
 
 
 # ---------------------------------------------------------------------------- models, data
@@ -183,19 +263,23 @@ def _models_arguments(p: argparse.ArgumentParser) -> None:
                    help="also file, URL, SHA-256, licence and published accuracy")
 
 
-def _models_run(args: argparse.Namespace) -> int:
-    import pandas as pd
+def _text_table(df) -> str:
+    """``df`` as aligned text: a header, then one row per line, every cell left-aligned
+    (cells with spaces, such as ``weights by``, stay readable)."""
+    rows = [list(map(str, df.columns))] + [[str(v) for v in r] for r in df.itertuples(index=False)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
+
+def _models_run(args: argparse.Namespace) -> int:
     from . import models
     table = models.registry_table()
     if args.dataset:
         table = table[table["dataset"] == args.dataset]
     table = table.assign(here=table["here"].map({True: "yes", False: "no"}))
     columns = list(table.columns) if args.all_columns else \
-        ["model", "dataset", "input", "source", "here", "in paper"]
-    with pd.option_context("display.max_rows", None, "display.max_columns", None,
-                           "display.width", 200, "display.max_colwidth", 60):
-        print(table[columns].to_string(index=False))
+        ["model", "dataset", "input", "source", "here", "in paper", "weights by"]
+    print(_text_table(table[columns]))
     print(f"{len(table)} models; also any timm:NAME or torchvision:NAME architecture "
           "(--weights FILE, or their download when online)")
     return 0
@@ -280,6 +364,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The library's Python spellings -> the command line's, for errors raised under the command
+#: line (``weights=PATH`` -> ``--weights PATH``). Applied to the printed message only.
+CLI_SPELLINGS: tuple[tuple[str, str], ...] = (
+    (r"\bdownload=False\b", "--no-download"), (r"\bweights=", "--weights "),
+    (r"\broot=", "--root "), (r"\bn=(?=[\d'N])", "--n "), (r"\bseed=", "--seed "),
+    (r"\bsplit=", "--split "), (r"\branks=", "--ranks "), (r"\bbatch_size=", "--batch-size "),
+    (r"\bblock=", "--block "), (r"\bcheckpoint=", "--checkpoint "), (r"\bdevice=", "--device "),
+)
+
+
+def cli_spelling(message: str) -> str:
+    """``message`` with the library's argument spellings replaced by the command line's."""
+    import re
+    for pattern, spelling in CLI_SPELLINGS:
+        message = re.sub(pattern, spelling, message)
+    return message
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     errors: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotFoundError,
                                                KeyError)
@@ -300,14 +402,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    tune_allocator()  # rankcore is the application here: keep CPU activations off fresh mmaps
+    from . import torch_utils
+    torch_utils.tune_allocator()  # rankcore is the application here: keep CPU activations off fresh mmaps
     try:
         return int(args.run(args) or 0)
     except _user_errors() as err:
         if args.debug:
             raise
         message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-        print(f"rankcore {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
+        print(f"rankcore {args.command}: error: {cli_spelling(' '.join(message.split()))}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"rankcore {args.command}: interrupted", file=sys.stderr)

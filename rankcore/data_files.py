@@ -22,8 +22,7 @@ import importlib.util
 import logging
 import os
 import pickle
-import socket
-import urllib.parse
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,9 +229,16 @@ def cifar10_arrays(split: str, root: Path, download: bool = True, progress: bool
     cached), else a torchvision download when ``download`` and online."""
     official = root / "cifar-10-batches-py"
     found = find_cifar10(root, split)
-    if found is None and download and online():
+    if found is None and download:
+        # Try the download itself (no reachability probe first): torchvision fetches through
+        # urllib, which honours $HTTPS_PROXY, and checks the archive's MD5.
         import torchvision
-        torchvision.datasets.CIFAR10(str(root), train=split == "train", download=True)
+        try:
+            torchvision.datasets.CIFAR10(str(root), train=split == "train", download=True)
+        except (OSError, RuntimeError) as err:  # URLError is an OSError; a bad archive: RuntimeError
+            missing = cifar_missing(root, split)
+            raise FileNotFoundError(f"{missing} The download failed: {type(err).__name__}: "
+                                    f"{str(err)[:200]}") from err
         found = official
     if found == official:
         return read_cifar_official(official, split)
@@ -243,35 +249,27 @@ def cifar10_arrays(split: str, root: Path, download: bool = True, progress: bool
 
 # ---------------------------------------------------------------------------- network
 
-def online(host: str = "www.cs.toronto.edu", port: int = 443, timeout: float = 2.0) -> bool:
-    """Whether ``host:port`` can be reached, through ``$HTTPS_PROXY`` when one is set.
+def online(url: str = "https://www.cs.toronto.edu/", timeout: float = 5.0) -> bool:
+    """Whether a request for ``url`` gets an answer: one ``HEAD`` through :mod:`urllib`
+    (which honours ``$HTTPS_PROXY``/``$HTTP_PROXY``, their credentials and ``$NO_PROXY``).
 
-    With a proxy (and ``host`` not in ``$NO_PROXY``) the check opens a ``CONNECT`` tunnel
-    and expects a 2xx answer, as a download through that proxy would.
+    Downloads never ask this first: they attempt the download and report its error. It
+    serves a pre-flight (``rankcore book check``) that must say "downloadable" without
+    downloading. Any HTTP answer of the server counts (a 403 or 405 to ``HEAD`` still proves
+    the way is open), a proxy's 407 (credentials refused) does not; a bare host name means
+    ``https://HOST/``.
     """
-    proxy = urllib.request.getproxies_environment().get("https")
-    if proxy and not urllib.request.proxy_bypass_environment(host):
-        parsed = urllib.parse.urlsplit(proxy if "//" in proxy else f"http://{proxy}")
-        try:
-            with socket.create_connection((parsed.hostname, parsed.port or 8080),
-                                          timeout=timeout) as s:
-                auth = ""
-                if parsed.username:  # http://user:password@proxy:port
-                    import base64
-                    token = base64.b64encode(urllib.parse.unquote(
-                        f"{parsed.username}:{parsed.password or ''}").encode()).decode()
-                    auth = f"Proxy-Authorization: Basic {token}\r\n"
-                s.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}\r\n"
-                          .encode())
-                status = s.recv(64).split(b"\r\n", 1)[0].split()
-            return len(status) >= 2 and status[1][:1] == b"2"
-        except OSError:
-            return False
+    if "://" not in url:
+        url = f"https://{url}/"
     try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return True
-    except OSError:
+        # a fresh opener: urlopen's shared one keeps the proxy settings of its first call
+        urllib.request.build_opener().open(urllib.request.Request(url, method="HEAD"),
+                                           timeout=timeout).close()
+    except urllib.error.HTTPError as err:
+        return err.code != 407
+    except (OSError, ValueError):
         return False
+    return True
 
 
 # ---------------------------------------------------------------------------- ImageNet
@@ -466,7 +464,8 @@ class Sample:
 
 
 #: The embedded default: real photographs that ship with scikit-image, matplotlib and
-#: scikit-learn, so ``load("samples")`` works offline with no download.
+#: scikit-learn, so ``load("samples")`` works offline with no download. Those packages are
+#: the ``samples`` extra (``pip install 'rankcore[samples]'``), not core dependencies.
 SAMPLES: tuple[Sample, ...] = (
     Sample("astronaut", "skimage", "data/astronaut.png", "public domain (NASA)"),
     Sample("chelsea", "skimage", "data/chelsea.png", "CC0 (Stefan van der Walt)"),
@@ -489,5 +488,6 @@ def sample_path(s: Sample) -> Path:
     spec = importlib.util.find_spec(s.package)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(f"sample {s.name!r} ships with the package {s.package!r}, "
-                                f"which is not installed (pip install {s.package})")
+                                "which is not installed: pip install 'rankcore[samples]' "
+                                "(scikit-image, scikit-learn and matplotlib)")
     return Path(spec.submodule_search_locations[0]) / s.path

@@ -240,16 +240,35 @@ def _finish(y: Tensor, x: Tensor, clamp: bool) -> Tensor:
 def low_rank(x: Tensor, k: int | Tensor, clamp: bool = False) -> Tensor:
     """Best rank-k approximation of every channel of every image (equation 2, Figure 2).
 
+    Three rules, the same everywhere in the library:
+
+    * **Clamping.** ``low_rank`` and :func:`high_rank` return the approximation itself
+      (equation 2, which may leave ``[0, 1]``: values from -0.27 to 1.40 at rank 10 of a
+      photograph) unless ``clamp=True``. The functions that feed a model with rank-k
+      images (:func:`rankcore.rank_spectrum`, :func:`rankcore.rig`, the low-rank training
+      transform) clamp, because a model's input is a picture. For a picture, pass
+      ``clamp=True``.
+    * **uint8.** A ``uint8`` tensor is a picture with values 0-255, as
+      :func:`rankcore.rank_spectrum` and :mod:`rankcore.data` take it: the result is the
+      rank-k approximation of ``x / 255``, clamped and rounded back to ``uint8``
+      (``clamp`` is ignored: a uint8 picture cannot leave 0-255). :func:`high_rank`
+      refuses ``uint8`` (its residual is signed).
+    * **Large k.** Any ``k >= min(H, W)`` keeps every singular value and returns ``x``
+      (a matrix is its own best approximation of any rank at least its own). A *list of
+      ranks to evaluate* (``ranks=`` of :func:`rankcore.rank.parse_ranks`,
+      :func:`rank_spectrum`, :func:`rank_sweep`) must lie in ``0..min(H, W)`` instead:
+      each rank labels a row of a table, and a row "rank 500" of a 224-pixel image would
+      repeat the full-rank row under a rank the image cannot have.
+
     Args:
         x (Tensor): images ``(..., C, H, W)``, float (half precision is computed in
-            float32 and returned in its own dtype), on any device.
+            float32 and returned in its own dtype) or uint8 (see above), on any device.
         k (int or Tensor): the number of largest singular values kept, ``>= 0``. An int
             applies to all images; a 1-D integer tensor of length ``x.shape[0]`` gives
             each image its own rank. ``k = 0`` gives zeros; ``k >= min(H, W)`` gives
             ``x`` back exactly.
         clamp (bool, optional): clamp the result to ``[0, 1]``, as a model input or a
-            picture needs. The raw reconstruction can leave that range slightly.
-            Default: ``False``.
+            picture needs. Default: ``False`` (the approximation of equation 2 itself).
 
     Returns:
         Tensor: same shape, dtype and device as ``x``.
@@ -261,7 +280,17 @@ def low_rank(x: Tensor, k: int | Tensor, clamp: bool = False) -> Tensor:
         torch.Size([2, 3, 32, 32])
         >>> low_rank(x, torch.tensor([1, 32])).shape
         torch.Size([2, 3, 32, 32])
+        >>> bool((low_rank(x, 5, clamp=True) >= 0).all())  # a picture
+        True
+        >>> torch.equal(low_rank(x, 500), x)                 # k >= min(H, W): x itself
+        True
+        >>> pixels = (255 * x).round().to(torch.uint8)
+        >>> low_rank(pixels, 5).dtype                        # uint8 in, uint8 out
+        torch.uint8
     """
+    if isinstance(x, Tensor) and x.dtype == torch.uint8:
+        y = low_rank(x.to(torch.float32) / 255, k, clamp=True)
+        return (y * 255).round_().to(torch.uint8)
     check_images(x)
     k = _check_k(k, x)
     w = max_rank(x)
@@ -289,13 +318,18 @@ def high_rank(x: Tensor, k: int | Tensor, clamp: bool = False) -> Tensor:
     near zero and takes negative values; ``clamp=True`` clips it to ``[0, 1]``.
 
     Args:
-        x (Tensor): images ``(..., C, H, W)``, float.
-        k (int or Tensor): number of largest singular values removed, as in :func:`low_rank`.
+        x (Tensor): images ``(..., C, H, W)``, float (not uint8: the residual is signed;
+            pass ``x.float() / 255``).
+        k (int or Tensor): number of largest singular values removed, as in :func:`low_rank`
+            (``k >= min(H, W)`` gives zeros).
         clamp (bool, optional): clamp the result to ``[0, 1]``. Default: ``False``.
 
     Returns:
         Tensor: same shape, dtype and device as ``x``.
     """
+    if isinstance(x, Tensor) and x.dtype == torch.uint8:
+        raise ValueError("x is uint8, but high_rank's residual is signed: pass "
+                         "x.float() / 255 (low_rank takes uint8 pictures)")
     check_images(x)
     k = _check_k(k, x)
     work = x.to(_work_dtype(x))

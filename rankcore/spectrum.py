@@ -424,3 +424,76 @@ def gap(robust, natural, column: str = "top1", confidence: float = 0.95):
     else:
         lo = hi = np.full(len(d), np.nan)
     return m.assign(gap=d, gap_lo=lo, gap_hi=hi)[["rank", "gap", "gap_lo", "gap_hi"]]
+
+
+# ---------------------------------------------------------------------------- plot
+
+#: Axis names of the table's columns.
+COLUMN_NAMES = {"top1": "top-1 accuracy", "agreement": "agreement with full rank",
+                "top5": "top-5 accuracy", "mean_true_prob": "mean true-class probability"}
+
+
+def plot(tables, column: str | Sequence[str] = "top1", ax=None, percent: bool = True,
+         title: str | None = None):
+    """Draw rank spectra: ``column`` against input rank, one curve per table and column
+    (Figures 6, 7 and 13 of the paper), with the interval band of :func:`with_intervals`
+    where the table has ``<column>_lo`` and ``<column>_hi``.
+
+    Needs matplotlib (``pip install 'rankcore[plot]'``), imported only here.
+
+    Args:
+        tables (DataFrame or dict of str to DataFrame): a table of :func:`rank_spectrum`,
+            or several keyed by their legend label (e.g. ``{"natural": df1, "robust": df2}``).
+        column (str or sequence of str, optional): the columns to draw (``"top1"``,
+            ``"agreement"``, ``"top5"``, ``"mean_true_prob"``). A column that is all NaN
+            (``top1`` of unlabelled images) is left out. Default: ``"top1"``.
+        ax (matplotlib Axes, optional): where to draw. Default: a new 5.5 x 3.6 inch figure.
+        percent (bool, optional): rates in percent. Default: True.
+        title (str, optional): the axes' title. Default: none.
+
+    Returns:
+        matplotlib.axes.Axes: the axes drawn on.
+
+    Examples::
+
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"rank": [0, 16, 32], "agreement": [0.1, 0.8, 1.0],
+        ...                    "top1": [float("nan")] * 3})
+        >>> ax = plot(df, ["agreement", "top1"])
+        >>> [line.get_label() for line in ax.get_lines()]  # top1 is all NaN: left out
+        ['agreement with full rank']
+    """
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ImportError("rankcore.spectrum.plot needs matplotlib: "
+                          "pip install 'rankcore[plot]'") from err
+    if not isinstance(tables, dict):
+        tables = {"": tables}
+    columns = [column] if isinstance(column, str) else list(column)
+    for label, df in tables.items():
+        missing = [c for c in ["rank", *columns] if c not in df.columns]
+        if missing:
+            raise ValueError(f"table {label!r} has no column {missing[0]!r} "
+                             f"(its columns: {list(df.columns)})")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.6))
+    scale = 100 if percent else 1
+    for label, df in tables.items():
+        for c in columns:
+            if df[c].isna().all():
+                continue
+            name = " ".join(filter(None, [label, COLUMN_NAMES.get(c, c) if len(columns) > 1
+                                          or not label else ""]))
+            line, = ax.plot(df["rank"], scale * df[c], marker=".", ms=3, label=name)
+            if f"{c}_lo" in df.columns:
+                ax.fill_between(df["rank"], scale * df[f"{c}_lo"], scale * df[f"{c}_hi"],
+                                color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_xlabel("input rank k")
+    ylabel = COLUMN_NAMES.get(columns[0], columns[0]) if len(columns) == 1 else "fraction"
+    ax.set_ylabel(ylabel + (" (%)" if percent else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return ax

@@ -38,12 +38,14 @@ def rank_k_reference(x, k):
     return ((u * s[..., None, :]) @ vh).clamp(0, 1).to(x.dtype)
 
 
-def rig_reference(model, x, target, ks, weight):
-    """Equation 3 as written: loop over k, autograd of the softmax prob, max over channels."""
+def rig_reference(model, x, target, ks, weight, prob=True):
+    """Equation 3 as written: loop over k, autograd of the softmax prob (or of the model's
+    output as it is, ``prob=False``), max over channels."""
     total = torch.zeros(x.shape[0], *x.shape[2:], dtype=x.dtype)
     for k in ks:
         xk = rank_k_reference(x, k).requires_grad_(True)
-        p = model(xk).softmax(1)[torch.arange(len(x)), target].sum()
+        out = model(xk)
+        p = (out.softmax(1) if prob else out)[torch.arange(len(x)), target].sum()
         g, = torch.autograd.grad(p, xk)
         total += weight(k) * g.max(dim=1).values
     return total
@@ -374,13 +376,85 @@ def test_rank_integrated_gradients_is_a_captum_attribution():
     target = torch.tensor([0, 2, 4])
     rig = A.RankIntegratedGradients(net)
     assert isinstance(rig, GradientAttribution)
-    attr = rig.attribute(x, target=target, ranks="3:max:3")
+    attr = rig.attribute(x, target=target, ranks="3:max:3", output="prob")
     assert attr.shape == x.shape and attr.dtype == x.dtype
     ref = rig_reference(net, x, target, range(3, 12, 3), lambda k: (12 - k) / 12 * 3)
     for c in range(3):                               # the paper's map in every channel
         torch.testing.assert_close(attr[:, c], ref, atol=1e-5, rtol=0)
     per_channel = rig.attribute((x,), target=1, channel_reduce=None)
     assert isinstance(per_channel, tuple) and per_channel[0].shape == x.shape
+    assert not rig.has_convergence_delta()
+
+
+def test_the_captum_class_differentiates_what_the_forward_returns_by_default():
+    """Like every captum attribution: a forward ending in softmax is not softmaxed again."""
+    net, x = small_cnn(), images()
+    target = torch.tensor([0, 2, 4])
+    ends_in_softmax = nn.Sequential(net, nn.Softmax(1))
+    ref = rig_reference(net, x, target, range(3, 12, 3), lambda k: (12 - k) / 12 * 3)
+    got = A.RankIntegratedGradients(ends_in_softmax).attribute(x, target=target, ranks="3:max:3")
+    torch.testing.assert_close(got[:, 0], ref, atol=1e-5, rtol=0)      # = the paper's RIG
+    logits = rig_reference(net, x, target, range(3, 12, 3), lambda k: (12 - k) / 12 * 3, prob=False)
+    torch.testing.assert_close(A.RankIntegratedGradients(net).attribute(
+        x, target=target, ranks="3:max:3")[:, 0], logits, atol=1e-5, rtol=0)
+
+
+class _Scaled(nn.Module):
+    """A forward with captum-style extra arguments: a float and a per-example tensor."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, temperature, bias):
+        return self.net(x) / temperature + bias                   # bias: (N, classes)
+
+
+@pytest.mark.parametrize("cls", ["RankIntegratedGradients", "RankPathIntegratedGradients"])
+def test_additional_forward_args_reach_the_forward_per_example(cls):
+    net, x = small_cnn(), images()
+    target = torch.tensor([0, 2, 4])
+    bias = torch.randn(3, 5, generator=torch.Generator().manual_seed(2), dtype=x.dtype)
+    method = getattr(A, cls)
+    ranks = "0:max:3" if cls == "RankPathIntegratedGradients" else "3:max:3"
+    # small internal batches: several passes, each with its own slice of the bias
+    got = method(_Scaled(net)).attribute(x, target=target, ranks=ranks, output="prob",
+                                         additional_forward_args=(2.0, bias),
+                                         internal_batch_size=2)
+    for i in range(3):  # the same example alone, with its arguments baked into the model
+        baked = nn.Sequential(net, _Affine(2.0, bias[i]))
+        alone = method(baked).attribute(x[i:i + 1], target=target[i:i + 1], ranks=ranks,
+                                        output="prob")
+        torch.testing.assert_close(got[i:i + 1], alone, atol=1e-10, rtol=0)
+
+
+class _Affine(nn.Module):
+    def __init__(self, temperature, bias):
+        super().__init__()
+        self.temperature, self.bias = temperature, bias
+
+    def forward(self, y):
+        return y / self.temperature + self.bias
+
+
+def test_rank_path_convergence_delta_is_captums():
+    """The delta captum's own compute_convergence_delta gives for the rank path's start (the
+    black image) and end (the input), with the extra forward arguments; and rank_ig's gap."""
+    net, x = small_cnn(), images()
+    target = torch.tensor([1, 0, 3])
+    bias = torch.randn(3, 5, generator=torch.Generator().manual_seed(3), dtype=x.dtype)
+    ig = A.RankPathIntegratedGradients(_Scaled(net))
+    assert ig.has_convergence_delta()
+    attr, delta = ig.attribute(x, target=target, ranks="0:max:2", substeps=2,
+                               additional_forward_args=(1.5, bias),
+                               return_convergence_delta=True)
+    ref = ig.compute_convergence_delta(attr, torch.zeros_like(x), x, target=target,
+                                       additional_forward_args=(1.5, bias))
+    torch.testing.assert_close(delta, ref.to(delta.dtype), atol=1e-10, rtol=0)
+    assert delta.abs().max() < 0.1 * ig.forward_func(x, 1.5, bias).abs().max()
+    _, gap = rankcore.rank_ig(nn.Sequential(net, _Affine(1.5, bias[:1])), x[:1], target[:1],
+                              ranks="0:max:2", substeps=2, output="logit", return_gap=True)
+    torch.testing.assert_close(gap, delta[:1], atol=1e-10, rtol=0)
 
 
 def test_noise_tunnel_over_rank_integrated_gradients_matches_explicit_mean():
@@ -402,7 +476,7 @@ def test_noise_tunnel_over_rank_integrated_gradients_matches_explicit_mean():
     torch.manual_seed(0)
     smooth = NoiseTunnel(Recording(net)).attribute(
         x, nt_type="smoothgrad", nt_samples=3, nt_samples_batch_size=3, stdevs=0.05,
-        target=target, ranks="2:max:2")
+        target=target, ranks="2:max:2", output="prob")
     assert smooth.shape == x.shape
     noisy = torch.cat(seen).view(len(x), 3, *x.shape[1:])          # (N, samples, C, H, W)
     assert (noisy - x[:, None]).abs().max() > 1e-3                  # noise was added

@@ -66,7 +66,7 @@ ROWS = [
     ("captum 3-D inputs", lambda: A.RankIntegratedGradients(MODEL).attribute(X[0]), ValueError, "inputs must have shape"),
     ("captum NaN inputs", lambda: A.RankIntegratedGradients(MODEL).attribute(NAN), ValueError, "inputs must be finite"),
     ("captum two inputs", lambda: A.RankIntegratedGradients(MODEL).attribute((X, X)), ValueError, "inputs must be one"),
-    ("captum forward args", lambda: A.RankIntegratedGradients(MODEL).attribute(X, additional_forward_args=(1,)), ValueError, "additional_forward_args"),
+    ("captum forward args", lambda: A.RankIntegratedGradients(MODEL).attribute(X, additional_forward_args=(torch.zeros(len(X) + 1),)), ValueError, "additional_forward_args[0] is a tensor of shape (3,)"),
     ("captum target", lambda: A.RankIntegratedGradients(MODEL).attribute(X, target=7), ValueError, "target must lie"),
     ("captum ranks", lambda: A.RankIntegratedGradients(MODEL).attribute(X, ranks="0:4"), ValueError, "ranks='0:4'"),
     # ---- baselines

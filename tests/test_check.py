@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +118,36 @@ def test_a_run_in_a_profile_without_a_runs_block_is_missing_and_says_why(machine
     needs = _by_name(n for n in check.needs("big", online=False) if n.kind == "training")
     assert set(needs) == {("a", "natural"), ("a", "adv@resnet")}
     assert all(n.status == "missing" and "has no runs: block" in n.detail for n in needs.values())
+
+
+def _readme_hours() -> dict[str, int]:
+    """The GPU-hour cells of the README's paper-profile table, by the row's first words."""
+    import re
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = re.findall(r"^\| (the 11 CIFAR-10|the five ImageNet|all of it)[^|]*\| ~(\d+) h \|", text,
+                      flags=re.M)
+    return {k: int(v) for k, v in rows}
+
+
+def test_the_readme_gpu_hours_are_checks_estimates():
+    items = check.needs("paper", online=False)
+    hours = {n.name: n.gpu_hours for n in items if n.kind == "training"}  # each run once
+    cifar = sum(h for name, h in hours.items() if name.endswith("@resnet"))
+    imagenet = [name for name in hours if name.endswith("@imagenet")]
+    assert sorted(imagenet) == sorted(f"{r}@imagenet" for r in
+                                      ["low_rank:30", "low_rank:40", "low_rank:50", "low_rank:100",
+                                       "natural"])
+    assert any(n.kind == "data" and n.name == "imagenet" and n.size == check.DATA_SIZES["imagenet"]
+               for n in items)
+    readme = _readme_hours()
+    assert readme == {"the 11 CIFAR-10": round(cifar),
+                      "the five ImageNet": round(sum(hours[n] for n in imagenet)),
+                      "all of it": round(sum(hours.values()))}
+    if all(n.status != "present" for n in items if n.kind == "training"):
+        assert round(check.gpu_hours_to_train(items)) == readme["all of it"]
+
+
+def test_to_train_is_not_counted_as_present_or_downloadable(machine, capsys):
+    check.main("big")
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "present or downloadable" not in last and " to train, " in last

@@ -24,9 +24,45 @@ def test_version():
     assert proc.returncode == 0 and proc.stdout.strip() == f"rankcore {rankcore.__version__}"
 
 
+#: What the parser must not import: ~2.6 s on 2 cores before argparse had read a word.
+HEAVY = ("torch", "torchvision", "pandas", "timm", "captum", "matplotlib", "sklearn", "skimage",
+         "scipy", "papermill")
+
+
+def imported_heavy(code: str) -> list[str]:
+    """The heavy modules in ``sys.modules`` after ``code`` ran (or exited) in a fresh python."""
+    probe = (f"import sys\ntry:\n    exec({code!r})\nexcept SystemExit:\n    pass\n"
+             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return ast.literal_eval(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["spectrum", "--help"],
+                                  ["models", "--help"]])
+def test_the_parser_imports_nothing_heavy(argv):
+    # The library's own commands; the entry-point commands are checked by their modules below.
+    code = f"from rankcore import cli; cli.plugins = lambda: []; cli.main({argv!r})"
+    assert imported_heavy(code) == []
+
+
+def test_import_rankcore_is_light_and_its_names_arrive_on_use():
+    assert imported_heavy("import rankcore") == []
+    assert "torch" in imported_heavy("import rankcore; rankcore.low_rank")
+    assert set(rankcore.__all__) <= set(dir(rankcore))
+    assert rankcore.low_rank is rankcore.rank.low_rank and rankcore.pgd is rankcore.attacks.pgd
+    with pytest.raises(AttributeError, match="no attribute 'lowrank'"):
+        rankcore.lowrank  # noqa: B018
+
+
+def test_the_book_command_registers_without_heavy_imports():
+    assert imported_heavy("import rankcore.book.runner") == []
+
+
 def test_the_command_line_tunes_the_allocator_before_it_runs(monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(cli, "tune_allocator", lambda: calls.append(1) or True)
+    monkeypatch.setattr(rankcore.torch_utils, "tune_allocator", lambda: calls.append(1) or True)
     assert cli.main(["models"]) == 0 and calls == [1] and "efficientnet_lite0" in capsys.readouterr().out
 
 
@@ -74,6 +110,8 @@ def test_models_lists_every_model_with_source_input_and_weights_here():
         assert rows[r["model"]][2] == r["input"] and rows[r["model"]][3] == r["source"]
         assert rows[r["model"]][4] == ("yes" if r["here"] else "no")
     assert rows["efficientnet_lite0"][4] == "yes"  # embedded weights are always here
+    lite = next(line for line in lines if line.startswith("efficientnet_lite0 "))
+    assert "Google's TF weights" in lite and "not timm's efficientnet_lite0" in lite
     assert "timm:NAME or torchvision:NAME" in lines[-1]
 
 
@@ -96,13 +134,34 @@ def test_python_dash_m_forms_keep_working():
 
 def test_spectrum_runs_end_to_end_on_the_shipped_photos(tmp_path):
     out = tmp_path / "s.csv"
+    picture = tmp_path / "s.png"
     proc = rankcore_cmd("spectrum", "--model", "efficientnet_lite0", "--data", "samples", "--n", "2",
-                        "--ranks", "0,112,max", "--device", "cpu", "--no-progress", "--out", str(out))
+                        "--ranks", "0,112,max", "--device", "cpu", "--no-progress", "--out", str(out),
+                        "--plot", str(picture))
     assert proc.returncode == 0, proc.stderr
     df = pd.read_csv(out)
     assert list(df["rank"]) == [0, 112, 224] and (df["n"] == 2).all()
     assert df["agreement"].iloc[-1] == 1.0 and df["top1"].isna().all()  # samples carry no labels
     assert "efficientnet_lite0 on 3 ranks x 2" in proc.stdout
+    assert "top-1 at rank 224: n/a, no labels" in proc.stdout and "nan" not in proc.stdout
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_summary_line_gives_top1_where_labelled():
+    df = pd.DataFrame({"rank": [0, 32], "agreement": [0.25, 1.0], "top1": [0.1, 0.625],
+                       "n": [8, 8]})
+    line = cli.spectrum_line(df, "m", "cifar10")
+    assert line.endswith("top-1 at rank 32: 0.625") and "AUC 0.625" in line
+
+
+def test_errors_use_the_command_lines_spellings(tmp_path):
+    missing = tmp_path / "nowhere.pth"
+    proc = rankcore_cmd("spectrum", "--model", "torchvision:resnet18", "--weights", str(missing),
+                        "--data", "samples", "--out", str(tmp_path / "x.csv"))
+    assert proc.returncode == 2 and f"--weights '{missing}' does not exist" in proc.stderr
+    assert "weights=" not in proc.stderr
+    assert cli.cli_spelling("pass weights=PATH, or download=False; n=100 > 10") == \
+        "pass --weights PATH, or --no-download; --n 100 > 10"
 
 
 def test_agreement_only_lets_a_model_meet_a_data_set_of_other_classes(tmp_path):
@@ -124,7 +183,23 @@ def test_dry_run_checks_without_running(tmp_path):
     proc = rankcore_cmd("spectrum", "--model", "efficientnet_lite0", "--data", "imagenet-auto",
                         "--ranks", "0:224:8", "--device", "cpu", "--dry-run", "--out", str(out))
     assert proc.returncode == 0 and "would run the rank spectrum of efficientnet_lite0" in proc.stdout
-    assert not out.exists()
+    assert "weights " in proc.stdout and not out.exists()
+
+
+def test_dry_run_refuses_what_the_run_would_refuse(tmp_path, monkeypatch):
+    args = ["spectrum", "--data", "samples", "--dry-run", "--out", str(tmp_path / "x.csv")]
+    too_many = rankcore_cmd(*args, "--model", "efficientnet_lite0", "--n", "100")
+    assert too_many.returncode == 2
+    assert "--n 100 but --data samples (samples, split test) has 10 images" in too_many.stderr
+    monkeypatch.setenv("RANKCORE_MODELS", str(tmp_path / "no-models"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-hub"))
+    online = rankcore_cmd(*args, "--model", "torchvision:resnet18", "--n", "2")
+    assert online.returncode == 0, online.stderr
+    assert "downloaded from https://download.pytorch.org/models/resnet18" in online.stdout
+    offline = rankcore_cmd(*args, "--model", "torchvision:resnet18", "--no-download")
+    assert offline.returncode == 2 and "pass --weights FILE" in offline.stderr
+    bad_plot = rankcore_cmd(*args, "--model", "efficientnet_lite0", "--plot", "x.gif")
+    assert bad_plot.returncode == 2 and "--plot x.gif: expected a file ending in .png" in bad_plot.stderr
 
 
 def test_debug_shows_the_traceback():

@@ -487,36 +487,45 @@ def _fake_proxy(answer: bytes):
     return f"http://127.0.0.1:{server.getsockname()[1]}", seen
 
 
-@pytest.mark.parametrize("answer, expected", [
-    (b"HTTP/1.1 200 Connection established\r\n\r\n", True),
-    (b"HTTP/1.1 403 Forbidden\r\n\r\n", False)])
-def test_online_check_goes_through_https_proxy(monkeypatch, answer, expected):
-    from rankcore import data_files
-    for var in ("NO_PROXY", "no_proxy", "https_proxy"):
+@pytest.fixture
+def no_proxy_env(monkeypatch):
+    for var in ("NO_PROXY", "no_proxy", "https_proxy", "http_proxy", "HTTPS_PROXY", "HTTP_PROXY"):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.mark.parametrize("answer, expected", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", True),
+    (b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n", True),  # HEAD refused: reached
+    (b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n", False)])
+def test_online_asks_through_the_proxy_with_urllib(monkeypatch, no_proxy_env, answer, expected):
+    from rankcore import data_files
     url, seen = _fake_proxy(answer)
-    monkeypatch.setenv("HTTPS_PROXY", url)
-    assert data_files.online("example.invalid", timeout=5) is expected
-    assert seen and seen[0].startswith("CONNECT example.invalid:443 ")
+    monkeypatch.setenv("HTTP_PROXY", url)
+    assert data_files.online("http://example.invalid/cifar.tar.gz", timeout=5) is expected
+    assert seen and seen[0].startswith("HEAD http://example.invalid/cifar.tar.gz HTTP/1.1")
 
 
-def test_online_check_sends_proxy_credentials(monkeypatch):
+def test_online_sends_the_proxys_credentials(monkeypatch, no_proxy_env):
     import base64
     from rankcore import data_files
-    for var in ("NO_PROXY", "no_proxy", "https_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    url, seen = _fake_proxy(b"HTTP/1.1 200 OK\r\n\r\n")
-    monkeypatch.setenv("HTTPS_PROXY", url.replace("http://", "http://ann:s%40cret@"))
-    assert data_files.online("example.invalid", timeout=5)
+    url, seen = _fake_proxy(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    monkeypatch.setenv("HTTP_PROXY", url.replace("http://", "http://ann:s%40cret@"))
+    assert data_files.online("http://example.invalid/", timeout=5)
     token = base64.b64encode(b"ann:s@cret").decode()
     assert f"Proxy-Authorization: Basic {token}" in seen[0]
 
 
-def test_online_false_when_offline(offline, monkeypatch):
+def test_online_false_when_offline(offline, no_proxy_env):
     from rankcore import data_files
-    for var in ("HTTPS_PROXY", "https_proxy"):
-        monkeypatch.delenv(var, raising=False)
     assert data_files.online() is False
+
+
+def test_cifar_download_is_attempted_and_its_error_reported(tmp_path, offline, no_proxy_env):
+    with pytest.raises(FileNotFoundError) as e:
+        data.load("cifar10", root=tmp_path)
+    assert "The download failed: URLError" in str(e.value)
+    assert str(tmp_path / "cifar-10-batches-py") in str(e.value)
+    assert not list(tmp_path.glob("*.tar.gz"))            # nothing half-written left behind
 
 
 def test_fingerprint_follows_files_labels_and_settings(tmp_path):

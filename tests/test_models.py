@@ -246,7 +246,7 @@ def test_torchvision_architecture_with_weights_file(tmp_path):
     torch.save(ref.state_dict(), path)
     model = models.load("torchvision:resnet18", weights=path, device="cpu")
     cfg = models.get_cfg("torchvision:resnet18")
-    assert model.input_size == (3, 224, 224) and model.data_config["resize"] == 256
+    assert model.input_size == (3, 224, 224) and model.data_kwargs["resize"] == 256
     assert cfg.published_top1 == pytest.approx(0.69758) and model.source == str(path)
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
@@ -263,9 +263,13 @@ def test_timm_architecture_uses_its_pretrained_config(tmp_path):
     safetensors.torch.save_file(ref.state_dict(), str(path))
     model = models.load("timm:resnet18", weights=path, device="cpu")
     assert model.input_size == tuple(pc["input_size"])
-    assert model.data_config == {"size": pc["input_size"][-1],
+    assert model.data_kwargs == {"size": pc["input_size"][-1],
                                  "resize": round(pc["input_size"][-1] / pc["crop_pct"]),
                                  "interpolation": pc["interpolation"]}
+    # data_config speaks timm's language: the keys and values of timm's own resolver.
+    timm_config = timm.data.resolve_data_config({}, model=ref)
+    assert {k: model.data_config[k] for k in timm_config} == \
+        {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in timm_config.items()}
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x), ref(_normalise(x, pc["mean"], pc["std"])))
@@ -296,7 +300,7 @@ def test_efficientnet_lite0_recognises_the_cat():
 @needs_imagenet
 def test_efficientnet_lite0_top1_on_shared_imagenet():
     model = models.load("efficientnet_lite0", device="cpu")
-    x, y = data.load("imagenet-val", progress=False, **model.data_config)
+    x, y = data.load("imagenet-val", progress=False, **model.data_kwargs)
     assert len(y) == 1300
     assert accuracy(model, x, y) >= 0.78  # about 82-85% here
 
@@ -321,3 +325,16 @@ def test_synchronize_waits_on_the_named_gpu_and_is_a_no_op_on_the_cpu(monkeypatc
     monkeypatch.setattr(torch.cuda, "synchronize", lambda d=None: calls.append(d))
     synchronize(device)
     assert calls == expected
+
+
+def test_whose_weights_every_entry_says():
+    from rankcore.models.registry import weights_by
+    table = models.registry_table()
+    by = dict(zip(table["model"], table["weights by"]))
+    assert by["cifar_resnet20"] == "akamaster/pytorch_resnet_cifar10"
+    assert by["robust_resnet50_imagenet_linf4"] == "MadryLab/robustness"
+    assert by["airbench94"] == "untrained" and by["resnet50"] == "torchvision"
+    # same architecture name as timm's, other weights: said in the registry, not left implied
+    assert "tf_efficientnet_lite0.in1k" in weights_by(models.get_cfg("efficientnet_lite0"))
+    import timm
+    assert "tf_efficientnet_lite0.in1k" in timm.list_pretrained("tf_efficientnet_lite0*")

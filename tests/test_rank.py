@@ -200,6 +200,25 @@ def test_clamp_keeps_unit_range_and_raw_can_leave_it():
     torch.testing.assert_close(clamped, raw.clamp(0, 1))
 
 
+def test_uint8_pictures_are_approximated_as_x_over_255_and_rounded_back():
+    x = real_images()
+    pixels = (255 * x).round().to(torch.uint8)
+    got = rankcore.low_rank(pixels, 3)
+    assert got.dtype == torch.uint8 and got.shape == pixels.shape
+    ref = np.clip(numpy_low_rank(pixels.numpy().astype(np.float64) / 255, 3), 0, 1)
+    # float32 against float64, then rounding: at most one grey level apart
+    assert np.abs(got.numpy().astype(int) - np.round(255 * ref).astype(int)).max() <= 1
+    assert torch.equal(rankcore.low_rank(pixels, 10_000), pixels)
+
+
+def test_any_k_beyond_the_image_rank_is_the_image_but_a_rank_list_must_fit():
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.equal(rankcore.low_rank(x, 500), x)
+    assert torch.equal(rankcore.high_rank(x, 500), torch.zeros_like(x))
+    with pytest.raises(ValueError, match="500"):
+        rankcore.parse_ranks(500, 8)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     x = torch.rand(2, 3, 32, 32)
@@ -221,6 +240,7 @@ def test_cuda_factors_match_the_float64_svd(shape):
 @pytest.mark.parametrize("call, message", [
     (lambda: rankcore.low_rank(torch.rand(5), 1), "at least 2 dimensions"),
     (lambda: rankcore.low_rank(torch.ones(3, 4, 4, dtype=torch.int64), 1), "floating-point"),
+    (lambda: rankcore.high_rank(torch.ones(3, 4, 4, dtype=torch.uint8), 1), "uint8, but high_rank's residual is signed"),
     (lambda: rankcore.low_rank(torch.tensor([[1.0, float("nan")], [0.0, 1.0]]), 1), "NaN"),
     (lambda: rankcore.high_rank(torch.tensor([[1.0, float("inf")], [0.0, 1.0]]), 1), "NaN or infinite"),
     (lambda: rankcore.low_rank(torch.rand(3, 4, 4), -1), "k must be >= 0"),

@@ -26,9 +26,11 @@ from .baselines import blur_ig, gaussian_blur, integrated_gradients, smoothgrad,
 from .common import METHODS, OUTPUTS, REDUCTIONS, Method, reduce_channels, register
 from .evaluation import (DeletionInsertion, auc_summary, compare_methods, deletion_insertion,
                          edge_alignment, saliency_map, spatial_coherence)
-from .rig import RankIntegratedGradients, rank_ig, rig, rig_ranks, rig_terms
+from .rig import (RankIntegratedGradients, RankPathIntegratedGradients, rank_ig, rig, rig_ranks,
+                  rig_terms)
 
 __all__ = ["rig", "rig_terms", "rig_ranks", "rank_ig", "RankIntegratedGradients",
+           "RankPathIntegratedGradients",
            "vanilla_gradient", "integrated_gradients", "smoothgrad", "blur_ig", "gaussian_blur",
            "deletion_insertion", "DeletionInsertion", "saliency_map", "compare_methods",
            "auc_summary", "edge_alignment", "spatial_coherence", "reduce_channels",

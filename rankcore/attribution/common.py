@@ -137,6 +137,37 @@ def prepared(model: Any, x: Any, target: Any = None, output: str = "prob",
         yield x, resolve_target(model, x, target, batch_size)
 
 
+# --------------------------------------------------------------------------- forward args
+
+def check_forward_args(args: Any, n: int) -> tuple:
+    """captum's ``additional_forward_args`` as a tuple: ``None`` -> ``()``, one value -> a
+    1-tuple. Tensors must have the ``n`` examples along dimension 0 (captum's rule)."""
+    if args is None:
+        return ()
+    args = args if isinstance(args, tuple) else (args,)
+    for i, a in enumerate(args):
+        if isinstance(a, Tensor) and (a.dim() == 0 or a.shape[0] != n):
+            raise ValueError(f"additional_forward_args[{i}] is a tensor of shape "
+                             f"{tuple(a.shape)}; a tensor argument must have the {n} examples "
+                             "along dimension 0 (other values are passed as they are)")
+    return args
+
+
+def slice_args(args: tuple, sl: slice) -> tuple:
+    """The forward args of the examples ``sl``: tensors sliced, other values as they are."""
+    return tuple(a[sl] if isinstance(a, Tensor) else a for a in args)
+
+
+def with_args(model: Callable, args: tuple, repeats: int) -> Callable:
+    """``model`` called as ``model(x, *args)`` on a pass of ``repeats`` path points of the
+    same examples, point-major (``(repeats * B, C, H, W)``): each tensor argument ``(B, ...)``
+    is repeated per point, as captum's ``IntegratedGradients`` expands it for its steps."""
+    if not args:
+        return model
+    expanded = tuple(torch.cat([a] * repeats) if isinstance(a, Tensor) else a for a in args)
+    return lambda x: model(x, *expanded)
+
+
 # --------------------------------------------------------------------------- arithmetic
 
 def score(model: Callable, x: Tensor, target: Tensor, output: str) -> Tensor:
@@ -212,15 +243,18 @@ def register(name: str, reduce: str, cite: str) -> Callable:
 
 # --------------------------------------------------------------------------- path integrals
 
-def integrate_path(model: Callable, blocks: Iterator[Tensor], target: Tensor, output: str):
+def integrate_path(model: Callable, blocks: Iterator[Tensor], target: Tensor, output: str,
+                   forward_args: tuple = ()):
     """Trapezoid rule for the path integral of grad f along ordered points.
 
-    ``blocks`` yields consecutive path points ``(P, B, C, H, W)``. Returns
+    ``blocks`` yields consecutive path points ``(P, B, C, H, W)``; ``forward_args`` are the
+    B examples' extra forward arguments (see :func:`with_args`). Returns
     ``(attributions (B, C, H, W), f(first point) (B,), f(last point) (B,))``.
     """
     attr = prev_x = prev_g = f_first = f_last = None
     for xs in blocks:
-        g, f = grad(model, xs.flatten(0, 1), target.repeat(len(xs)), output)
+        g, f = grad(with_args(model, forward_args, len(xs)), xs.flatten(0, 1),
+                    target.repeat(len(xs)), output)
         g, f = g.view_as(xs), f.view(len(xs), -1)                        # (P, B, ...), (P, B)
         if prev_x is None:
             attr, f_first, pts, grads = torch.zeros_like(xs[0]), f[0], xs, g
@@ -233,7 +267,8 @@ def integrate_path(model: Callable, blocks: Iterator[Tensor], target: Tensor, ou
 
 
 def run_path(model: Callable, x: Tensor, target: Tensor, output: str, internal_batch_size: int,
-             n_points: int, make_blocks: Callable, desc: str, progress: bool):
+             n_points: int, make_blocks: Callable, desc: str, progress: bool,
+             forward_args: tuple = ()):
     """Integrate along a path per image group; ``make_blocks(xg, per_pass)`` yields the points.
 
     Returns ``(attributions (N, C, H, W), completeness gap (N,))``.
@@ -248,7 +283,7 @@ def run_path(model: Callable, x: Tensor, target: Tensor, output: str, internal_b
                 yield xs
                 bar.update(len(xs))
         a, f0, f1 = integrate_path(model, counted(make_blocks(x[sl], per_pass)), target[sl],
-                                   output)
+                                   output, slice_args(forward_args, sl))
         attr[sl], gap[sl] = a, a.flatten(1).sum(1) - (f1 - f0)
     bar.close()
     return attr, gap

@@ -96,7 +96,7 @@ def clean_accuracy_table(names: list[str] | None = None, weights_dirs: list | No
                 ds = data.dataset("imagenet-val" if cfg.dataset == "imagenet" else "cifar10",
                                   n=imagenet_n if cfg.dataset == "imagenet" else cifar_n,
                                   seed=seed, root=root, download=False, progress=False,
-                                  **model.data_config)
+                                  **model.data_kwargs)
                 r = data.evaluate(model, ds, batch_size=batch_size, workers=workers,
                                   topk=(1,), progress=False)
                 row.update({"evaluated on": ds.source, "images": r["n"],

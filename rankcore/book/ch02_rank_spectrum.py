@@ -47,7 +47,7 @@ def load_data_for(model: nn.Module, data: str, n: int | None = None, seed: int =
     """``rankcore.data.dataset(data, ...)`` with the model's own preprocessing (input size,
     resize before the centre crop, interpolation): uint8 items decoded one at a time, so
     any number of images fits in memory. ``n`` larger than the set takes all of it."""
-    config = dict(getattr(model, "data_config", None) or {"size": tuple(model.input_size)[-1]})
+    config = dict(getattr(model, "data_kwargs", None) or {"size": tuple(model.input_size)[-1]})
     full = len(data_mod.dataset(data, root=root, progress=False, **config))
     n = None if n is None or n >= full else n
     return data_mod.dataset(data, n=n, seed=seed, root=root, progress=False, **config)
@@ -106,31 +106,9 @@ def spectra(specs: dict[str, str], data: str, n: int | None = None, ranks: Any =
 
 # ---------------------------------------------------------------------------- figures
 
-_NAMES = {"top1": "top-1 accuracy", "agreement": "agreement with full rank",
-          "top5": "top-5 accuracy", "mean_true_prob": "mean true-class probability"}
-
-
-def plot(tables: dict[str, Any], column: str = "top1", ax=None, percent: bool = True,
-         title: str | None = None):
-    """Curves of ``column`` against input rank, one per model, with their interval band
-    (``<column>_lo``/``_hi`` when the table has them) (Figures 6, 7, 13)."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5.5, 3.6))
-    scale = 100 if percent else 1
-    for label, df in tables.items():
-        line, = ax.plot(df["rank"], scale * df[column], marker=".", ms=3, label=label)
-        if f"{column}_lo" in df.columns:
-            ax.fill_between(df["rank"], scale * df[f"{column}_lo"], scale * df[f"{column}_hi"],
-                            color=line.get_color(), alpha=0.2, lw=0)
-    ax.set_xlabel("input rank k")
-    ax.set_ylabel(_NAMES.get(column, column) + (" (%)" if percent else ""))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    return ax
+#: Curves of a column against input rank with their interval bands (Figures 6, 7, 13): the
+#: library's :func:`rankcore.spectrum.plot`, so a user draws the chapter's figure from a table.
+from ..spectrum import plot  # noqa: E402
 
 
 def plot_gap(g, ax=None, title: str | None = None):

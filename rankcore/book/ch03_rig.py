@@ -43,7 +43,7 @@ def stride(s: int) -> str:
 def load_images(model: nn.Module, name: str, n: int, seed: int = 0):
     """``n`` images of data set ``name`` in ``model``'s preprocessing (``rankcore.data.load``),
     at most as many as the set holds (the embedded photos are few)."""
-    config = dict(getattr(model, "data_config", None) or {})
+    config = dict(getattr(model, "data_kwargs", None) or {})
     full = len(data.dataset(name, progress=False, **config))
     return data.load(name, n=min(n, full), seed=seed, progress=False, **config)
 

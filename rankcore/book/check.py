@@ -127,6 +127,22 @@ def _training_need(chapter: str, name: str, family: str, profile: str) -> Need:
                 detail=est.get("dir", "") if est.get("cached") else "trained when its chapter runs")
 
 
+def _imagenet_needs(chapter: str, ranks: Any, online: bool) -> list[Need]:
+    """Chapter 05's ImageNet runs (Figure 15, Table 2: one per training rank and the full-rank
+    model), with the GPU hours of :func:`rankcore.imagenet_training.resources`, and the
+    ImageNet training set they read."""
+    from .. import imagenet_training as it
+    from . import ch05_low_rank_training as ch05
+    out = [_data_need(chapter, "imagenet", online)]
+    for name in ch05.run_names(list(ranks)):
+        hours = it.resources(ch05.imagenet_config(name))["gpu_hours"]
+        done = ch05.imagenet_status([name])["ready"]
+        out.append(Need(chapter, "training", f"{name}@imagenet", "present" if done else "to train",
+                        None, hours, detail=str(ch05.imagenet_dir(name)) if done else
+                        "ResNet-50, 90 epochs: torchrun -m rankcore.imagenet_training"))
+    return out
+
+
 def needs(profile: str, online: bool) -> list[Need]:
     """Every need of ``profile``, in chapter order (see the module docstring)."""
     from .. import data, models
@@ -161,6 +177,8 @@ def needs(profile: str, online: bool) -> list[Need]:
                 out.append(_checkpoint_need(chapter, s, online))
             elif s in data_names:
                 out.append(_data_need(chapter, s, online))
+        if chapter == "05_low_rank_training" and values.get("imagenet_ranks"):
+            out += _imagenet_needs(chapter, values["imagenet_ranks"], online)
     block = profiles.runs(profile)
     if block.get("families"):
         for family in runs.families(profile):
@@ -189,15 +207,22 @@ def report(items: list[Need], profile: str, online: bool) -> str:
         gpu = f"  ~{n.gpu_hours:.2f} GPU h" if n.gpu_hours is not None else ""
         lines.append(f"  {n.kind:10s} {n.name:34s} {n.status:12s} {_size(n.size):>9s}{gpu}"
                      + (f"  {n.detail}" if n.detail else ""))
-    missing = [n for n in items if n.status == "missing"]
-    # a run named by several chapters (and the runs: block) is trained once
-    to_train = sum({n.name: n.gpu_hours or 0 for n in items
-                    if n.kind == "training" and n.status != "present"}.values())
+    count = {s: sum(n.status == s for n in items)
+             for s in ("present", "downloadable", "to train", "missing")}
     download = sum(n.size or 0 for n in items if n.status == "downloadable")
-    lines.append(f"{len(items)} needs: {len(items) - len(missing)} present or downloadable "
-                 f"({_size(download)} to download), {len(missing)} missing; "
-                 f"~{to_train:.1f} GPU hours of training to do")
+    absent = sum(n.size or 0 for n in items if n.status == "missing")
+    lines.append(f"{len(items)} needs: {count['present']} present, {count['downloadable']} "
+                 f"downloadable ({_size(download)}), {count['to train']} to train, "
+                 f"{count['missing']} missing ({_size(absent)} of known size); "
+                 f"~{gpu_hours_to_train(items):.1f} GPU hours of training to do")
     return "\n".join(lines)
+
+
+def gpu_hours_to_train(items: list[Need]) -> float:
+    """GPU hours of the trainings not done yet; a run named by several chapters (and the
+    ``runs:`` block) is trained once."""
+    return sum({n.name: n.gpu_hours or 0 for n in items
+                if n.kind == "training" and n.status != "present"}.values())
 
 
 def main(profile: str = "paper", offline: bool = False) -> int:

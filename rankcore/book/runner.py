@@ -38,7 +38,6 @@ import yaml
 
 from .. import _io
 from ..paths import REPO_ROOT
-from ..torch_utils import ALLOCATOR_ENV
 from . import profiles
 from .provenance import (RunState, data_sources, device_info, fingerprint, git_state,
                          library_digest, recover, results_dir, swap_in, versions)
@@ -212,9 +211,18 @@ def executed_dir(profile: str, out: Path | None = None) -> Path:
     return Path(out) if out else ROOT / "_build" / "executed" / profile
 
 
+def status_line(name: str) -> dict[str, Any]:
+    """papermill's progress bar as one live line per chapter: the cell running (cells
+    done + 1, of the notebook's cells) and the time since the chapter started."""
+    return {"desc": f"  {name}", "unit": "cell", "leave": False, "dynamic_ncols": True,
+            "bar_format": "{desc}: {n_fmt} of {total_fmt} cells done, {elapsed} elapsed"}
+
+
 def _execute(chapter: Chapter, params: dict[str, Any], output: Path, progress: bool,
              log_output: bool, stage: Path, profile: str) -> None:
     import papermill
+
+    from ..torch_utils import ALLOCATOR_ENV  # here: `rankcore book --help` needs no torch
     tmp = output.with_name(f".{output.name}.running.ipynb")
     output.parent.mkdir(parents=True, exist_ok=True)
     # The kernel inherits this environment: the stage, and the allocator settings that keep
@@ -226,7 +234,8 @@ def _execute(chapter: Chapter, params: dict[str, Any], output: Path, progress: b
     try:
         papermill.execute_notebook(str(chapter.source), str(tmp), parameters=params,
                                    kernel_name="python3", cwd=str(ROOT),
-                                   progress_bar=progress, log_output=log_output)
+                                   progress_bar=status_line(chapter.name) if progress else False,
+                                   log_output=log_output)
     except papermill.PapermillExecutionError as err:
         failed = output.with_name(f"{output.stem}.failed.ipynb")
         os.replace(tmp, failed)
@@ -431,15 +440,32 @@ def _run_command(args: argparse.Namespace) -> int:
         from . import check
         return check.main(args.profile, offline=args.offline)
     else:
-        values = load_profile(args.profile)
-        for chapter in chapters():
-            if chapter.is_notebook:
-                declared = {k: v["default"] for k, v in notebook_parameters(chapter).items()}
-                print(f"{chapter.name}: defaults {declared}; profile {args.profile}: "
-                      f"{values.get(chapter.name, {})}")
-            else:
-                print(f"{chapter.name}: (text page)")
+        print(parameter_table(args.profile))
     return 0
+
+
+def parameter_table(profile: str) -> str:
+    """``book list``: per chapter, a table of its parameters with their declared type, the
+    notebook's default and the profile's value (``= default`` when the profile keeps it)."""
+    values = load_profile(profile)
+    out = []
+    for chapter in chapters():
+        if not chapter.is_notebook:
+            out.append(f"{chapter.name}  (text page, no parameters)\n")
+            continue
+        declared = notebook_parameters(chapter)
+        rows = [("parameter", "type", "default", f"profile {profile}")]
+        for name, spec in declared.items():
+            mine = values.get(chapter.name, {})
+            value = repr(mine[name]) if name in mine else "= default"
+            rows.append((name, spec.get("inferred_type_name") or "any", spec["default"], value))
+        widths = [min(max(len(str(r[i])) for r in rows), 40) for i in range(3)]
+        out.append(chapter.name)
+        for r in rows:
+            cells = [str(c).ljust(w) for c, w in zip(r[:3], widths)] + [str(r[3])]
+            out.append("  " + "  ".join(cells).rstrip())
+        out.append("")
+    return "\n".join(out).rstrip()
 
 
 def validate(profile: str, only: list[str] | None = None,

