@@ -55,7 +55,8 @@ def _members(path: Path) -> set[str]:
 def test_cpu_dry_run_runs_the_chapters_then_renders_what_came_back(tmp_path):
     repo = _checkout(tmp_path / "repo")
     out = tmp_path / "out"
-    env = dict(DEVICE="cpu", OUT=str(out), RANKCORE_RESULTS=str(tmp_path / "results"),
+    # BOOK_S: the GPU call stops its book run at 460 s; a busy CPU may need longer.
+    env = dict(DEVICE="cpu", OUT=str(out), BOOK_S="3600", RANKCORE_RESULTS=str(tmp_path / "results"),
                RANKCORE_CACHE=os.environ.get("RANKCORE_CACHE") or str(tmp_path / "cache"))
     run = _script(repo, "run", **env)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
@@ -98,6 +99,22 @@ def test_cpu_dry_run_runs_the_chapters_then_renders_what_came_back(tmp_path):
     for c in CHAPTERS[:3]:  # the chapters with figures show them
         assert "<img" in (html / f"{c}.html").read_text()
     assert not (html / "03_rig.html").exists()
+
+
+@pytest.mark.data
+@needs_cifar
+def test_run_out_of_time_runs_nothing_more_and_still_packs(tmp_path):
+    repo = _checkout(tmp_path / "repo")
+    out = tmp_path / "out"
+    proc = _script(repo, "run", DEVICE="cpu", OUT=str(out), BOOK_S="5",
+                   RANKCORE_RESULTS=str(tmp_path / "results"), RANKCORE_CACHE=str(tmp_path / "cache"))
+    assert proc.returncode == 124
+    log = (out / "gpu_book.log").read_text()
+    for c in CHAPTERS:
+        assert f"not run: {c} (the book run's 5 s are spent)" in log
+    times = (out / "times.txt").read_text()
+    assert all(f"chapter {c}" in times and "not finished" in times for c in CHAPTERS), times
+    assert not (repo / "_build" / "executed").exists()
 
 
 def _sparse(path: Path, mib: int) -> None:
