@@ -286,6 +286,14 @@ def table(blocks: dict[int, dict[str, Tensor]], ks: list[int], has_labels: bool)
 
 # ---------------------------------------------------------------------------- resume
 
+#: The first entry of every checkpoint this module writes: tells ours from other files.
+CHECKPOINT_TAG = "rankcore rank_spectrum checkpoint"
+
+
+def _well_formed(state: dict) -> bool:
+    return isinstance(state.get("blocks"), dict) and isinstance(state.get("fingerprint"), dict)
+
+
 def part_path(path: Path, rank: int, world: int) -> Path:
     return path if world == 1 else path.with_name(f"{path.name}.part{rank}of{world}")
 
@@ -295,9 +303,11 @@ def load_checkpoints(path: Path, fingerprint: dict) -> dict[int, dict[str, Any]]
     digest of its images and labels; the caller reuses a block only if that still matches)."""
     blocks: dict[int, dict[str, Any]] = {}
     for f in [path] + sorted(path.parent.glob(f"{path.name}.part*of*")):
-        state = _io.load_cache(f, "rank spectrum checkpoint")
-        if not isinstance(state, dict) or not isinstance(state.get("blocks"), dict):
-            continue  # missing, corrupt (warned) or not a checkpoint: computed afresh
+        # a file that is not ours raises; a damaged one of ours is moved aside (warned)
+        state = _io.load_own(f, CHECKPOINT_TAG, "rank spectrum checkpoint",
+                             ("fingerprint", "blocks"), valid=_well_formed)
+        if state is None:
+            continue  # missing or damaged: computed afresh
         old = state.get("fingerprint") or {}
         if old.get("version") != fingerprint["version"]:  # an older rankcore's: not the user's doing
             warnings.warn(f"checkpoint {str(f)!r} was written by another rankcore (checkpoint "
@@ -313,7 +323,7 @@ def load_checkpoints(path: Path, fingerprint: dict) -> dict[int, dict[str, Any]]
 
 
 def save_checkpoint(path: Path, fingerprint: dict, blocks: dict[int, dict[str, Any]]) -> None:
-    _io.torch_save({"fingerprint": fingerprint, "blocks": blocks}, path)
+    _io.save_own({"fingerprint": fingerprint, "blocks": blocks}, path, CHECKPOINT_TAG)
 
 
 def gather(blocks: dict[int, dict[str, Tensor]], world: int) -> dict[int, dict[str, Tensor]]:

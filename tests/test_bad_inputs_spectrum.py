@@ -13,6 +13,8 @@ from torch import nn
 from rankcore import rank, spectrum
 from rankcore.spectrum import rank_spectrum
 
+import hostile
+
 SIDE, N, CLASSES = 6, 5, 4
 
 
@@ -89,6 +91,69 @@ def test_checkpoint_of_another_run_names_the_checkpoint(tmp_path):
     rank_spectrum(model, images, checkpoint=ckpt, **kwargs)
     with pytest.raises(ValueError, match="checkpoint"):
         rank_spectrum(model, images, checkpoint=ckpt, **{**kwargs, "ranks": [0, 1]})
+
+
+# ---------------------------------------------------------------------------- issue 28: the checkpoint file
+
+def _weights(tmp_path):
+    torch.save(MeanModel().state_dict(), tmp_path / "model.pt")  # the model's own weights
+    return tmp_path / "model.pt"
+
+
+def _text(tmp_path):
+    (tmp_path / "notes.txt").write_text("my notes, not a checkpoint\n")
+    return tmp_path / "notes.txt"
+
+
+def _damaged(tmp_path):  # a checkpoint of ours, cut short by a disk or a copy
+    kwargs = good()
+    model, images = kwargs.pop("model"), kwargs.pop("images")
+    rank_spectrum(model, images, checkpoint=tmp_path / "c.pt", **kwargs)
+    (tmp_path / "c.pt").write_bytes((tmp_path / "c.pt").read_bytes()[:700])
+    return tmp_path / "c.pt"
+
+
+def _read_only(tmp_path, monkeypatch):
+    (tmp_path / "ro").mkdir()
+    hostile.read_only(monkeypatch, tmp_path / "ro")
+    return tmp_path / "ro" / "c.pt"
+
+
+# (case, make(tmp_path, monkeypatch) -> the --checkpoint path, text of the one-line error)
+CHECKPOINT_ROWS = [
+    ("checkpoint: the model's weights", lambda t, m: _weights(t), "not a rank spectrum checkpoint"),
+    ("checkpoint: a text file", lambda t, m: _text(t), "not a rank spectrum checkpoint"),
+    ("checkpoint: a directory", lambda t, m: t, "is a directory"),
+    ("checkpoint: a read-only folder", _read_only, "cannot be written"),
+]
+
+
+@pytest.mark.parametrize("case,make,text", CHECKPOINT_ROWS, ids=[r[0] for r in CHECKPOINT_ROWS])
+def test_checkpoint_not_ours_is_refused_untouched_before_any_work(tmp_path, monkeypatch, case,
+                                                                   make, text):
+    path = make(tmp_path, monkeypatch)
+    before = path.read_bytes() if path.is_file() else None
+    kwargs = good()
+    model, images = kwargs.pop("model"), kwargs.pop("images")
+    calls = []
+    model.register_forward_hook(lambda *a: calls.append(1))
+    with pytest.raises(ValueError, match="checkpoint") as e:
+        rank_spectrum(model, images, checkpoint=path, **kwargs)
+    assert text in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value)
+    assert calls == []                               # refused before the computation
+    assert (path.read_bytes() if path.is_file() else None) == before
+
+
+def test_damaged_checkpoint_of_ours_is_moved_aside_never_overwritten(tmp_path):
+    path = _damaged(tmp_path)
+    torn = path.read_bytes()
+    kwargs = good()
+    model, images = kwargs.pop("model"), kwargs.pop("images")
+    with pytest.warns(RuntimeWarning, match="damaged.*moved it to .*c.pt.corrupt-"):
+        df = rank_spectrum(model, images, checkpoint=path, **kwargs)
+    aside = list(tmp_path.glob("c.pt.corrupt-*"))
+    assert [f.read_bytes() for f in aside] == [torn]
+    assert df.equals(rank_spectrum(model, images, **kwargs))
 
 
 SUMMARY_ROWS = [
