@@ -140,6 +140,9 @@ def _spectrum_run(args: argparse.Namespace) -> int:
     check_classes(args.model, args.data, args.agreement_only)
     cfg = models.get_cfg(args.model)
     parse_ranks(args.ranks, min(cfg.input_size[-2:]), name="--ranks")
+    for flag, value in (("--out", args.out), ("--checkpoint", args.checkpoint)):
+        if value is not None:  # before the work, not after it
+            _io.check_writable(value, flag)
     device = args.device or resolve_device(None)
     if args.dry_run:
         print(f"would run the rank spectrum of {args.model} ({cfg.dataset}, input "
@@ -168,7 +171,8 @@ def _spectrum_run(args: argparse.Namespace) -> int:
         source = getattr(loaded, "source", args.data)
         print(f"{args.model} on {len(df['rank'])} ranks x {int(df['n'].iloc[0])} {source} "
               f"images: agreement 50% at rank {s['rank_50']:g}, 90% at rank {s['rank_90']:g}, "
-              f"AUC {s['auc']:.3f}; top-1 at rank {s['max_rank']:g}: {top1:.3f} -> {args.out}")
+              f"AUC {s['auc']:.3f}; top-1 at rank {s['max_rank']:g}: {top1:.3f} -> {args.out} "
+              f"(weights: {model.source})")
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
@@ -281,8 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    errors: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotFoundError,
-                                               KeyError)
+    # OSError: the file system refused (a directory, a read-only folder, a full disk)
+    errors: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError, KeyError)
     try:
         from .models import WeightsError
         errors += (WeightsError,)
