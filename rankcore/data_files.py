@@ -130,6 +130,9 @@ def cifar_listing(folder: Path) -> tuple[list[str], list[int], str]:
         entries = sorted((e for e in os.scandir(d)
                           if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES),
                          key=lambda e: e.name)
+        if not entries:  # a class with no images would bias every accuracy silently
+            raise FileNotFoundError(f"CIFAR-10 folder copy {folder}: the class folder {cls!r} "
+                                    f"holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         for e in entries:
             st = e.stat()
             h.update(f"{cls}/{e.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
@@ -318,6 +321,9 @@ def read_label_file(path: Path, base: Path, sep: str | None,
         seen[name] = line_no
         files.append(base / parts[0])
         labels.append(label)
+    if not files:
+        raise ValueError(f"{path} lists no images; expected '<file>{sep or ''} <class index>' "
+                         "lines")
     return files, labels
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import nbformat
 import pytest
 import yaml
 
+import rankcore
 from rankcore import cli
 from rankcore.book import profiles, provenance, results
 from rankcore.book import runner as book
@@ -199,7 +201,7 @@ def _sleeper(toy: Path) -> None:
 
 
 def _start_runner(toy: Path, marker: Path) -> subprocess.Popen:
-    repo = str(Path(__file__).resolve().parents[1])  # this checkout's rankcore, from any cwd
+    repo = str(Path(rankcore.__file__).resolve().parents[1])  # the rankcore under test
     env = {**os.environ, "MARKER": str(marker), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]),
            "RANKCORE_BOOK_ROOT": str(toy), "RANKCORE_PROFILES": str(toy / "profiles"),
@@ -246,7 +248,7 @@ def test_recover_keeps_the_staging_folder_of_a_live_runner(tmp_path):
     gone = tmp_path / f".a.staging-{dead.pid}"
     gone.mkdir()
     old = time.time() - 3600
-    reused = tmp_path / f".a.staging-{os.getpid()}@{provenance.socket.gethostname()}"
+    reused = tmp_path / f".a.staging-{os.getpid()}@{socket.gethostname()}"
     reused.mkdir()
     os.utime(reused, (old, old))                       # made before this process started
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

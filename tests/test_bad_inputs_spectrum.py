@@ -29,6 +29,13 @@ class MeanModel(nn.Module):
         return x.mean(dim=(1, 2, 3))[:, None] * self.w + torch.arange(CLASSES) * 0.01
 
 
+class NaNModel(MeanModel):
+    """A broken model: NaN logits (e.g. weights that diverged)."""
+
+    def forward(self, x):
+        return super().forward(x) * float("nan")
+
+
 def good() -> dict:
     g = torch.Generator().manual_seed(0)
     return dict(model=MeanModel(), images=torch.rand(N, 3, SIDE, SIDE, generator=g),
@@ -70,6 +77,9 @@ ROWS = [  # (case, changes to the good arguments, error type, argument named in 
     ("amp unknown", dict(amp="fp8"), ValueError, "amp"),
     ("device other than the model's", dict(device="meta"), ValueError, "device"),
     ("input_size mismatch", dict(model="input_size"), ValueError, "input_size"),
+    ("model returns NaN logits", dict(model=NaNModel()), ValueError, "model returned non-finite"),
+    ("data-set label 3.7", dict(images=[(torch.rand(3, SIDE, SIDE), 3.7)] * N, labels=None),
+     TypeError, "labels must be integers, got 3.7"),
 ]
 
 
@@ -216,3 +226,100 @@ def test_wilson_interval_contains_the_estimate(p, n, confidence):
     k = round(p * n)
     lo, hi = spectrum.wilson_interval(k / n, n, confidence)
     assert 0 <= lo <= k / n <= hi <= 1
+
+
+# ---------------------------------------------------------------------------- issue 28 item 4: huge rank specs
+
+HUGE = st.one_of(st.integers(-3, 300), st.integers(-10**25, 10**25))
+RANK_SPECS = st.one_of(
+    st.text(alphabet="0123456789:,- maxMAXall", max_size=40),
+    st.builds(lambda a, b, c: f"{a}:{b}:{c}", HUGE, HUGE, HUGE),
+    st.builds(lambda a, b: f"{a}:{b},max", HUGE, HUGE),
+    st.builds(range, HUGE, HUGE),
+    st.builds(range, HUGE, HUGE, HUGE.filter(bool)),
+    st.builds(lambda a, b: torch.tensor([a, b]), st.integers(-2**62, 2**62), st.integers(-3, 300)),
+    st.lists(HUGE, max_size=5))
+
+
+def _peak_bytes(call):
+    """(result or the exception, the peak of Python allocations during ``call``)."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        try:
+            return call(), tracemalloc.get_traced_memory()[1]
+        except (ValueError, TypeError) as e:
+            return e, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=RANK_SPECS, max_rank=st.integers(0, 300))
+def test_any_rank_spec_is_one_clear_error_or_ranks_within_bounds(spec, max_rank):
+    """parse_ranks never builds more than max_rank + 1 ranks: a huge range or 'a:b:c' is
+    refused before it is expanded (before: range(0, 10**12) grew to 20 GB)."""
+    out, peak = _peak_bytes(lambda: rank.parse_ranks(spec, max_rank))
+    assert peak < 256 * 1024, f"{peak} bytes for {spec!r}"
+    if isinstance(out, Exception):
+        message = str(out)
+        assert message.startswith("ranks") and "\n" not in message and len(message) < 400
+    else:
+        assert out == sorted(set(out)) and 0 <= out[0] and out[-1] <= max_rank
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=st.one_of(RANK_SPECS.filter(lambda s: isinstance(s, str)),
+                      st.builds(lambda a, b, c: f"{a}:{b}:{c}", HUGE, HUGE, HUGE)))
+def test_cli_ranks_are_one_line_or_a_plan_in_bounded_memory(spec, tmp_path_factory):
+    import contextlib
+    import io
+
+    from rankcore import cli
+    out = tmp_path_factory.mktemp("ranks") / "s.csv"
+
+    def main(ranks: str) -> int:
+        try:
+            return cli.main(["spectrum", "--model", "cifar_resnet20", "--data", "cifar10",
+                             f"--ranks={ranks}", "--dry-run", "--out", str(out)])
+        except SystemExit as e:  # argparse's own refusals
+            return e.code
+
+    err, std = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(std):
+        main("0:8")                                      # warm: imports and plugins
+        status, peak = _peak_bytes(lambda: main(spec))
+    assert peak < 8 << 20, f"{peak} bytes for --ranks={spec!r}"
+    if status == 0:
+        assert std.getvalue().count("would run") == 2
+    else:
+        assert status == 2 and len(err.getvalue().strip().splitlines()) == 1
+        assert "--ranks" in err.getvalue()
+
+
+def test_the_issues_huge_rank_specs_fail_fast_under_a_memory_limit():
+    """Before: range(0, 10**12) was OOM-killed at 20 GB, --ranks 0:400000000 a MemoryError
+    traceback, 0:10**20 an OverflowError one. Here each runs under a 1 GiB data limit."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_DATA, (1 << 30, 1 << 30))
+
+    import rankcore
+    repo = str(__import__("pathlib").Path(rankcore.__file__).resolve().parents[1])
+    env = {**__import__("os").environ, "PYTHONPATH": repo}
+    code = ("from rankcore.rank import parse_ranks\ntry:\n parse_ranks(range(0, 10**12), 224)\n"
+            "except ValueError as e:\n print(e)")
+    proc = subprocess.run([sys.executable, "-c", code], preexec_fn=limit, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "max 999999999999" in proc.stdout, proc.stderr[-2000:]
+    for ranks in ("0:400000000", "0:" + "1" + "0" * 20):
+        proc = subprocess.run([sys.executable, "-m", "rankcore", "spectrum", "--model",
+                               "cifar_resnet20", "--data", "cifar10", "--ranks", ranks,
+                               "--dry-run", "--out", "x.csv"], preexec_fn=limit, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert proc.stderr.strip().splitlines()[-1].startswith(
+            f"rankcore spectrum: error: --ranks='{ranks}': every rank must lie in [0, 32]")
