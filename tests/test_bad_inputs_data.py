@@ -161,7 +161,7 @@ def test_empty_cifar_class_folder_is_refused(tmp_path):
         (copy / cls).mkdir(parents=True)
         if cls != "frog":  # an empty class: its images lost in a copy
             Image.fromarray(np.full((32, 32, 3), 20 * i, np.uint8)).save(copy / cls / "0.png")
-    with pytest.raises(FileNotFoundError, match="'frog' holds no images"):
+    with pytest.raises(FileNotFoundError, match="'frog' hold no images"):
         data.load("cifar10", root=tmp_path, download=False, progress=False)
 
 
