@@ -144,7 +144,10 @@ def load_own(path: str | os.PathLike, tag: str, what: str, legacy_keys: tuple[st
     import warnings
 
     path = Path(path)
-    if not path.exists() and not path.is_symlink():
+    if not path.exists():
+        if path.is_symlink():  # writing would replace the link, not fill its target
+            raise NotOurFileError(f"{what} {str(path)!r} is a symbolic link to "
+                                  f"{os.readlink(path)!r}, which does not exist; pass a file path")
         return None
     if path.is_dir():
         raise NotOurFileError(f"{what} {str(path)!r} is a directory; pass a file path")

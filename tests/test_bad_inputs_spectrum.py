@@ -3,6 +3,8 @@ argument (table-driven), and random shapes, dtypes and ranges either work or rai
 ``ValueError``/``TypeError`` naming it (hypothesis)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -129,12 +131,20 @@ def _read_only(tmp_path, monkeypatch):
     return tmp_path / "ro" / "c.pt"
 
 
+def _link(tmp_path, target):
+    (tmp_path / "link.pt").symlink_to(target)
+    return tmp_path / "link.pt"
+
+
 # (case, make(tmp_path, monkeypatch) -> the --checkpoint path, text of the one-line error)
 CHECKPOINT_ROWS = [
     ("checkpoint: the model's weights", lambda t, m: _weights(t), "not a rank spectrum checkpoint"),
     ("checkpoint: a text file", lambda t, m: _text(t), "not a rank spectrum checkpoint"),
     ("checkpoint: a directory", lambda t, m: t, "is a directory"),
     ("checkpoint: a read-only folder", _read_only, "cannot be written"),
+    ("checkpoint: a link to the model's weights", lambda t, m: _link(t, _weights(t)),
+     "not a rank spectrum checkpoint"),
+    ("checkpoint: a dangling link", lambda t, m: _link(t, t / "gone.pt"), "does not exist"),
 ]
 
 
@@ -143,6 +153,7 @@ def test_checkpoint_not_ours_is_refused_untouched_before_any_work(tmp_path, monk
                                                                    make, text):
     path = make(tmp_path, monkeypatch)
     before = path.read_bytes() if path.is_file() else None
+    link = os.readlink(path) if path.is_symlink() else None
     kwargs = good()
     model, images = kwargs.pop("model"), kwargs.pop("images")
     calls = []
@@ -152,6 +163,7 @@ def test_checkpoint_not_ours_is_refused_untouched_before_any_work(tmp_path, monk
     assert text in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value)
     assert calls == []                               # refused before the computation
     assert (path.read_bytes() if path.is_file() else None) == before
+    assert (os.readlink(path) if path.is_symlink() else None) == link
 
 
 def test_damaged_checkpoint_of_ours_is_moved_aside_never_overwritten(tmp_path):
