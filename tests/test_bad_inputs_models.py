@@ -186,4 +186,4 @@ def test_after_the_payload_a_genuine_checkpoint_keeps_its_published_accuracy(tmp
     x, y = data.load("cifar10", n=1000, root=REAL_DATA, progress=False,
                      download=False)
     cfg = models.get_cfg("cifar_resnet20")
-    assert accuracy(model, x, y) >= cfg.published_top1 - 0.13  # 0.9163 published; ~0.81 on the JPEGs
+    assert accuracy(model, x, y) >= cfg.published_top1 - 0.13  # 0.9173 published; 0.808 here on the JPEGs, 0.088 before

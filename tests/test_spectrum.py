@@ -279,7 +279,8 @@ def test_summary_of_a_known_curve():
 # ---------------------------------------------------------------------------- command line
 
 _REAL = Path(os.environ["RANKCORE_DATA"]) if os.environ.get("RANKCORE_DATA") else None
-_AKAMASTER = Path(__file__).resolve().parents[2] / "shared" / "models" / "cifar10-resnet-akamaster"
+# where the library looks for it (a worktree has no ../shared beside it)
+_AKAMASTER = (_REAL or Path("data")) / "models" / "cifar10-resnet-akamaster"
 
 
 @pytest.mark.data
