@@ -73,3 +73,101 @@ def load_cache(path: str | os.PathLike, what: str = "cache file") -> Any | None:
         warnings.warn(f"{what} {path} is unreadable ({type(e).__name__}: {str(e)[:200]}); "
                       "rebuilding it", RuntimeWarning, stacklevel=2)
         return None
+
+
+# ---------------------------------------------------------------------------- files of ours
+
+class NotOurFileError(ValueError):
+    """A path given for a rankcore resume/cache file holds something else; it is left as is."""
+
+
+def check_writable(path: str | os.PathLike, name: str) -> Path:
+    """Raise ``ValueError`` naming ``name`` when ``path`` cannot be written as a file.
+
+    Called before a long computation, so that a directory, a read-only folder or a missing
+    parent is reported at once instead of after the work (the write itself stays atomic).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{name}={str(path)!r} is a directory; expected a file path in it, "
+                         f"e.g. {str(path / 'out')!r}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:  # created on writing
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{name}={str(path)!r}: {str(parent)!r} is not a directory")
+    try:  # a real probe: permissions, read-only mounts and root all answer truthfully
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"{name}={str(path)!r} cannot be written: {str(parent)!r} refuses "
+                         f"new files ({e.strerror or e})") from None
+    return path
+
+
+def save_own(obj: dict, path: str | os.PathLike, tag: str) -> Path:
+    """:func:`torch_save` of ``obj`` with ``tag`` as its first entry, so that the file says
+    what wrote it even when damaged (torch stores the pickle uncompressed near the start)."""
+    return torch_save({"format": tag, **obj}, path)
+
+
+def _tagged(path: Path, tag: str) -> bool:
+    with open(path, "rb") as f:
+        return tag.encode() in f.read(4096)
+
+
+def move_aside(path: Path) -> Path:
+    """Rename ``path`` to ``path.corrupt-<UTC time>`` (never over an existing file)."""
+    import time
+
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for i in range(1000):
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}" + (f"-{i}" if i else ""))
+        if not aside.exists():
+            os.replace(path, aside)
+            return aside
+    raise FileExistsError(f"could not move {path} aside: too many corrupt copies beside it")
+
+
+def load_own(path: str | os.PathLike, tag: str, what: str, legacy_keys: tuple[str, ...],
+             valid: Callable[[dict], bool] = lambda blob: True) -> dict | None:
+    """Read back a file written by :func:`save_own`, without running any code.
+
+    Returns:
+        The dict, or ``None`` when the file is missing or was damaged: a damaged file of ours
+        (it carries ``tag``, or is an older one with ``legacy_keys``) is moved aside to
+        ``FILE.corrupt-<time>`` with a warning, never overwritten.
+
+    Raises:
+        NotOurFileError: the file exists but is something else (the model's weights passed
+            by mistake, a text file, a directory): it is left untouched.
+    """
+    import warnings
+
+    path = Path(path)
+    if not path.exists():
+        if path.is_symlink():  # writing would replace the link, not fill its target
+            raise NotOurFileError(f"{what} {str(path)!r} is a symbolic link to "
+                                  f"{os.readlink(path)!r}, which does not exist; pass a file path")
+        return None
+    if path.is_dir():
+        raise NotOurFileError(f"{what} {str(path)!r} is a directory; pass a file path")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        reason = None
+    except Exception as e:  # truncated, corrupt, code-bearing or not torch at all
+        blob, reason = None, f"{type(e).__name__}: {' '.join(str(e).split())[:160]}"
+    ours = isinstance(blob, dict) and (blob.get("format") == tag or (
+        "format" not in blob and set(legacy_keys) <= set(blob)))
+    if ours and valid(blob):
+        return blob
+    if ours or (reason is not None and _tagged(path, tag)):
+        aside = move_aside(path)
+        warnings.warn(f"{what} {path} is damaged ({reason or 'unexpected contents'}); moved it "
+                      f"to {aside} and starting afresh", RuntimeWarning, stacklevel=3)
+        return None
+    held = reason or (f"a {type(blob).__name__}" + (
+        f" with keys {sorted(map(str, blob))[:6]}" if isinstance(blob, dict) else ""))
+    raise NotOurFileError(f"{what} {str(path)!r} is not a {what} written by rankcore ({held}); "
+                          "it was left untouched: pass another path")

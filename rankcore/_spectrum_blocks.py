@@ -57,6 +57,17 @@ def as_labels(v: Any, n: int | None = None) -> Tensor:
     return y
 
 
+def _item_label(v: Any, i: int) -> int | None:
+    """A data set item's label as an int; a float label (3.7) is refused, never truncated."""
+    if v is None:
+        return None
+    t = torch.as_tensor(v)
+    if t.numel() != 1 or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"labels must be integers, got {v!r} ({type(v).__name__}) as the "
+                        f"label of images[{i}]")
+    return int(t)
+
+
 class Source:
     """Images (and labels) fetched a block at a time from tensors, a data set or a loader.
 
@@ -97,10 +108,10 @@ class Source:
         items = [self._ds[i] for i in range(start, stop)]
         pairs = [it if isinstance(it, (tuple, list)) else (it, None) for it in items]
         x = torch.stack([torch.as_tensor(p[0]) for p in pairs])
-        ys = [p[1] for p in pairs]
-        if any(v is None or int(v) < 0 for v in ys):  # -1: an unlabelled item (samples)
+        ys = [_item_label(p[1], i) for i, p in enumerate(pairs, start)]
+        if any(v is None or v < 0 for v in ys):  # -1: an unlabelled item (samples)
             return x, None
-        return x, torch.as_tensor([int(v) for v in ys], dtype=torch.long)
+        return x, torch.as_tensor(ys, dtype=torch.long)
 
     def get(self, start: int, stop: int) -> tuple[Tensor, Tensor | None]:
         """Images ``[start, stop)`` as ``(B, C, H, W)`` float and their labels ``(B,)`` or None."""
@@ -174,7 +185,16 @@ class Forward:
                 logits = logits[0]
             if logits.dtype in (torch.float16, torch.bfloat16):
                 logits = logits.float()  # softmax of autocast logits in float32
-            out.append(logits.softmax(dim=-1))
+            probs = logits.softmax(dim=-1)
+            # NaN logits argmax to one class at every rank: agreement 1.0, silently wrong
+            if not bool(torch.isfinite(probs).all()):
+                bad = int((~torch.isfinite(probs).all(dim=-1)).sum())
+                raise ValueError(
+                    f"model returned non-finite logits (NaN or inf) for {bad} of {xb.shape[0]} "
+                    "inputs, so its predictions, agreement and accuracy are meaningless; check "
+                    "its weights and input normalisation" + (f" (or run without amp={self.amp!r})"
+                                                             if self.amp else ""))
+            out.append(probs)
         return torch.cat(out) if len(out) > 1 else out[0]
 
 
@@ -286,6 +306,14 @@ def table(blocks: dict[int, dict[str, Tensor]], ks: list[int], has_labels: bool)
 
 # ---------------------------------------------------------------------------- resume
 
+#: The first entry of every checkpoint this module writes: tells ours from other files.
+CHECKPOINT_TAG = "rankcore rank_spectrum checkpoint"
+
+
+def _well_formed(state: dict) -> bool:
+    return isinstance(state.get("blocks"), dict) and isinstance(state.get("fingerprint"), dict)
+
+
 def part_path(path: Path, rank: int, world: int) -> Path:
     return path if world == 1 else path.with_name(f"{path.name}.part{rank}of{world}")
 
@@ -295,9 +323,11 @@ def load_checkpoints(path: Path, fingerprint: dict) -> dict[int, dict[str, Any]]
     digest of its images and labels; the caller reuses a block only if that still matches)."""
     blocks: dict[int, dict[str, Any]] = {}
     for f in [path] + sorted(path.parent.glob(f"{path.name}.part*of*")):
-        state = _io.load_cache(f, "rank spectrum checkpoint")
-        if not isinstance(state, dict) or not isinstance(state.get("blocks"), dict):
-            continue  # missing, corrupt (warned) or not a checkpoint: computed afresh
+        # a file that is not ours raises; a damaged one of ours is moved aside (warned)
+        state = _io.load_own(f, CHECKPOINT_TAG, "rank spectrum checkpoint",
+                             ("fingerprint", "blocks"), valid=_well_formed)
+        if state is None:
+            continue  # missing or damaged: computed afresh
         old = state.get("fingerprint") or {}
         if old.get("version") != fingerprint["version"]:  # an older rankcore's: not the user's doing
             warnings.warn(f"checkpoint {str(f)!r} was written by another rankcore (checkpoint "
@@ -313,7 +343,7 @@ def load_checkpoints(path: Path, fingerprint: dict) -> dict[int, dict[str, Any]]
 
 
 def save_checkpoint(path: Path, fingerprint: dict, blocks: dict[int, dict[str, Any]]) -> None:
-    _io.torch_save({"fingerprint": fingerprint, "blocks": blocks}, path)
+    _io.save_own({"fingerprint": fingerprint, "blocks": blocks}, path, CHECKPOINT_TAG)
 
 
 def gather(blocks: dict[int, dict[str, Tensor]], world: int) -> dict[int, dict[str, Tensor]]:

@@ -198,6 +198,10 @@ def _spectrum_run(args: argparse.Namespace) -> int:
     cfg = models.get_cfg(args.model)
     parse_ranks(args.ranks, min(cfg.input_size[-2:]), name="--ranks")
     _check_plot(args.plot)
+    for flag, value in (("--out", args.out), ("--checkpoint", args.checkpoint),
+                        ("--plot", args.plot)):
+        if value is not None:  # before the work, not after it
+            _io.check_writable(value, flag)
     device = args.device or resolve_device(None)
     if args.dry_run:
         print(f"would run the rank spectrum of {args.model} ({cfg.dataset}, input "
@@ -223,7 +227,8 @@ def _spectrum_run(args: argparse.Namespace) -> int:
         if args.plot:
             _write_plot(df, args.plot, f"{args.model} on {getattr(loaded, 'source', args.data)}")
         print(spectrum_line(df, args.model, getattr(loaded, "source", args.data)) +
-              f" -> {args.out}" + (f", {args.plot}" if args.plot else ""))
+              f" -> {args.out}" + (f", {args.plot}" if args.plot else "") +
+              f" (weights: {model.source})")
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
@@ -383,8 +388,8 @@ def cli_spelling(message: str) -> str:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    errors: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotFoundError,
-                                               KeyError)
+    # OSError: the file system refused (a directory, a read-only folder, a full disk)
+    errors: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError, KeyError)
     try:
         from .models import WeightsError
         errors += (WeightsError,)

@@ -119,7 +119,7 @@ def cifar_listing(folder: Path) -> tuple[list[str], list[int], str]:
     cache; one ``scandir`` pass keeps this cheap (50,000 files in about 0.2 s).
     """
     h = hashlib.sha256()
-    names, labels = [], []
+    names, labels, empty = [], [], []
     for label, cls in enumerate(CIFAR10_CLASSES):
         d = folder / cls
         if not d.is_dir():
@@ -129,11 +129,16 @@ def cifar_listing(folder: Path) -> tuple[list[str], list[int], str]:
         entries = sorted((e for e in os.scandir(d)
                           if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES),
                          key=lambda e: e.name)
+        empty += [cls] if not entries else []
         for e in entries:
             st = e.stat()
             h.update(f"{cls}/{e.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
         names += [f"{cls}/{e.name}" for e in entries]
         labels += [label] * len(entries)
+    if empty:  # a class with no images would bias every accuracy silently
+        raise FileNotFoundError(f"CIFAR-10 folder copy {folder}: the class folder(s) "
+                                f"{', '.join(map(repr, empty))} hold no images "
+                                f"({', '.join(sorted(IMAGE_SUFFIXES))})")
     return names, labels, h.hexdigest()[:16]
 
 
@@ -316,6 +321,9 @@ def read_label_file(path: Path, base: Path, sep: str | None,
         seen[name] = line_no
         files.append(base / parts[0])
         labels.append(label)
+    if not files:
+        raise ValueError(f"{path} lists no images; expected '<file>{sep or ''} <class index>' "
+                         "lines")
     return files, labels
 
 

@@ -120,31 +120,72 @@ def parse_ranks(spec: Ranks | str, max_rank: int, name: str = "ranks") -> list[i
         raise ValueError(f"max_rank must be an int >= 0, got {max_rank!r}")
     if spec is None or (isinstance(spec, str) and spec.strip().lower() == "all"):
         return list(range(max_rank + 1))
+    # Every form is bounds-checked before it is materialised, so the list built never
+    # exceeds max_rank + 1 entries (range(0, 10**12) and "0:10**20" are refused at once).
+    bounds = _Bounds(spec, max_rank, name)
     if isinstance(spec, str):
-        ranks = _parse_rank_string(spec, max_rank, name)
+        for item in _parse_rank_string(spec, max_rank, name):
+            bounds.add(item)
     elif _is_int(spec):
-        ranks = [int(spec)]
+        bounds.add(int(spec))
     elif isinstance(spec, Tensor):
         if spec.is_floating_point() or spec.is_complex() or spec.dtype == torch.bool:
             raise TypeError(f"{name} must hold integers, got a tensor of dtype {spec.dtype}")
-        ranks = [int(r) for r in spec.flatten().tolist()]
-    elif isinstance(spec, (Sequence, range)) or hasattr(spec, "__iter__"):
-        ranks = []
+        if spec.numel():
+            bounds.add(range(int(spec.min()), int(spec.max()) + 1, 1), ends_only=True)
+            bounds.add(torch.unique(spec).tolist())
+    elif isinstance(spec, range):
+        bounds.add(spec)
+    elif isinstance(spec, Sequence) or hasattr(spec, "__iter__"):
         for r in spec:
             if not _is_int(r):
                 raise TypeError(f"{name} must hold integer ranks, got {r!r} "
-                                f"({type(r).__name__}) in {name}={spec!r}")
-            ranks.append(int(r))
+                                f"({type(r).__name__}) in {name}={_short(spec)}")
+            bounds.add(int(r))
     else:
         raise TypeError(f"{name} must be an int, a sequence or range of ints, a rank string "
-                        f"such as '0:32:4,max', or None; got {type(spec).__name__} {spec!r}")
-    out = sorted(set(ranks))
-    if not out:
-        raise ValueError(f"{name}={spec!r} selects no rank")
-    if out[0] < 0 or out[-1] > max_rank:
-        raise ValueError(f"{name}={spec!r}: every rank must lie in [0, {max_rank}] "
-                         f"(min(H, W) of the images), got min {out[0]}, max {out[-1]}")
-    return out
+                        f"such as '0:32:4,max', or None; got {type(spec).__name__} {_short(spec)}")
+    return bounds.result()
+
+
+def _short(spec: Any) -> str:
+    text = repr(spec)
+    return text if len(text) <= 80 else text[:60] + f"... ({len(text)} characters)"
+
+
+class _Bounds:
+    """The ranks of a spec, gathered with their extremes: an int, a list or a ``range``
+    whose ends lie outside ``[0, max_rank]`` is refused without being expanded."""
+
+    def __init__(self, spec: Any, max_rank: int, name: str):
+        self.spec, self.max_rank, self.name = spec, max_rank, name
+        self.ranks: set[int] = set()
+        self.lo = self.hi = None
+
+    def add(self, ranks: int | range | list[int], ends_only: bool = False) -> None:
+        if isinstance(ranks, int):
+            ranks = range(ranks, ranks + 1)
+        if isinstance(ranks, range):
+            if not ranks:
+                return
+            lo, hi = min(ranks[0], ranks[-1]), max(ranks[0], ranks[-1])
+        else:
+            lo, hi = min(ranks, default=None), max(ranks, default=None)
+            if lo is None:
+                return
+        self.lo = lo if self.lo is None else min(self.lo, lo)
+        self.hi = hi if self.hi is None else max(self.hi, hi)
+        if self.lo < 0 or self.hi > self.max_rank:
+            raise ValueError(f"{self.name}={_short(self.spec)}: every rank must lie in "
+                             f"[0, {self.max_rank}] (min(H, W) of the images), got min "
+                             f"{self.lo}, max {self.hi}")
+        if not ends_only:
+            self.ranks.update(ranks)
+
+    def result(self) -> list[int]:
+        if not self.ranks:
+            raise ValueError(f"{self.name}={_short(self.spec)} selects no rank")
+        return sorted(self.ranks)
 
 
 def _is_int(v) -> bool:
@@ -157,21 +198,20 @@ def _is_int(v) -> bool:
     return type(v).__module__ == "numpy" and type(v).__name__.startswith(("int", "uint"))
 
 
-def _parse_rank_string(spec: str, max_rank: int, name: str) -> list[int]:
-    ranks: list[int] = []
+def _parse_rank_string(spec: str, max_rank: int, name: str) -> Iterator[int | range]:
+    """The items of a rank string: each a rank or an (unexpanded) inclusive ``range``."""
     for item in filter(None, (s.strip() for s in spec.split(","))):
         parts = [_rank_token(p, max_rank, spec, name) for p in item.split(":")]
         if len(parts) == 1:
-            ranks.append(parts[0])
+            yield parts[0]
         elif len(parts) in (2, 3):
             start, stop, step = (*parts, 1)[:3]
             if step < 1:
-                raise ValueError(f"{name}={spec!r}: step must be >= 1 in {item!r}")
-            ranks.extend(range(start, stop + 1, step))
+                raise ValueError(f"{name}={_short(spec)}: step must be >= 1 in {item!r}")
+            yield range(start, stop + 1, step)
         else:
-            raise ValueError(f"{name}={spec!r}: {item!r} is not 'k', 'start:stop' or "
+            raise ValueError(f"{name}={_short(spec)}: {item!r} is not 'k', 'start:stop' or "
                              "'start:stop:step'")
-    return ranks
 
 
 def _rank_token(token: str, max_rank: int, spec: str, name: str) -> int:
@@ -179,7 +219,10 @@ def _rank_token(token: str, max_rank: int, spec: str, name: str) -> int:
     if token == "max":
         return max_rank
     if not re.fullmatch(r"-?\d+", token):
-        raise ValueError(f"{name}={spec!r}: {token!r} is not an integer or 'max'")
+        raise ValueError(f"{name}={_short(spec)}: {token[:40]!r} is not an integer or 'max'")
+    if len(token.lstrip("-").lstrip("0")) > 30:  # beyond any image (and int()'s digit limit)
+        raise ValueError(f"{name}={_short(spec)}: {token[:20]}... ({len(token)} digits) is "
+                         f"outside [0, {max_rank}]")
     return int(token)
 
 

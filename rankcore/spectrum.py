@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import _spectrum_blocks as eng
+from . import _io, _spectrum_blocks as eng
 from ._spectrum_blocks import COLUMNS, model_digest
 from .rank import parse_ranks
 from .torch_utils import evaluating, init_distributed, model_device, synchronize, trim_memory
@@ -135,9 +135,11 @@ def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
             most every 30 s and at the end); a re-run after a kill recomputes only the
             blocks that are missing or whose images or labels changed (each block keeps a
             digest of them) and returns the table of an uninterrupted run. A checkpoint
-            of other weights, ranks or settings raises ``ValueError``; an unreadable one,
-            or one from a rankcore with another checkpoint format, is rebuilt with a
-            warning. Under ``torchrun`` each process writes ``<checkpoint>.part<r>of<world>``
+            of other weights, ranks or settings raises ``ValueError``, and so does a file
+            that is not a rank-spectrum checkpoint (the model's weights passed by mistake:
+            it is left untouched) or a path that cannot be written; a damaged checkpoint is
+            moved aside to ``<checkpoint>.corrupt-<time>`` and one from a rankcore with
+            another checkpoint format is rebuilt, each with a warning. Under ``torchrun`` each process writes ``<checkpoint>.part<r>of<world>``
             and process 0 the complete file. Default: None.
         block (int, optional): images per block, the unit of checkpointing, distribution
             and memory. Default: a batch, but at most 16 images' worth of 224 x 224
@@ -198,7 +200,7 @@ def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
 
     rank, world = init_distributed(device)
     n_blocks = -(-source.n // block)
-    path = None if checkpoint is None else Path(checkpoint)
+    path = None if checkpoint is None else _io.check_writable(checkpoint, "checkpoint")
     fingerprint = None if path is None else {  # keys the resume file only
         "version": CHECKPOINT_VERSION, "ranks": ks, "n": source.n, "block": block,
         "batch_size": batch_size, "amp": str(amp), "channels_last": channels_last,

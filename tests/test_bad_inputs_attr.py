@@ -124,6 +124,30 @@ def test_bad_input_gives_a_clear_error(call, error, text):
     assert text in str(info.value), f"{info.value!r} does not name {text!r}"
 
 
+# ----------------------------------------------------------------------------- issue 28: the cache file
+
+def test_compare_methods_cache_not_ours_is_refused_untouched(tmp_path):
+    weights = tmp_path / "model.pt"
+    torch.save(MODEL.state_dict(), weights)             # the model's weights passed by mistake
+    before = weights.read_bytes()
+    with pytest.raises(ValueError, match="model.pt.*not a deletion/insertion cache"):
+        A.compare_methods(MODEL, X, {"vanilla": {}}, steps=2, cache=weights, progress=False)
+    assert weights.read_bytes() == before
+    with pytest.raises(ValueError, match="cache=.*is a directory"):
+        A.compare_methods(MODEL, X, {"vanilla": {}}, steps=2, cache=tmp_path, progress=False)
+
+
+def test_compare_methods_damaged_cache_is_moved_aside(tmp_path):
+    cache = tmp_path / "auc.pt"
+    rows = A.compare_methods(MODEL, X, {"vanilla": {}}, steps=2, cache=cache, progress=False)
+    cache.write_bytes(cache.read_bytes()[:600])           # cut short
+    torn = cache.read_bytes()
+    with pytest.warns(RuntimeWarning, match="damaged.*auc.pt.corrupt-"):
+        again = A.compare_methods(MODEL, X, {"vanilla": {}}, steps=2, cache=cache, progress=False)
+    assert [f.read_bytes() for f in tmp_path.glob("auc.pt.corrupt-*")] == [torn]
+    assert [r["deletion_auc"] for r in again] == [r["deletion_auc"] for r in rows]
+
+
 # ----------------------------------------------------------------------------- issue 14 cases made right
 
 def test_pgd_steps_zero_returns_the_start():

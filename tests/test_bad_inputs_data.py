@@ -144,6 +144,27 @@ def test_corrupt_cifar_labels_rejected(tmp_path):
         data.load("cifar10", root=tmp_path, download=False)
 
 
+# ---------------------------------------------------------------------------- issue 28 item 5
+
+def test_empty_labels_txt_is_refused_not_a_0_image_set(tmp_path):
+    folder = _imagenet_folder(tmp_path, [])
+    for call in (lambda: data.load("imagenet-val", root=tmp_path, progress=False),
+                 lambda: data.dataset("imagenet-val", root=tmp_path)):
+        with pytest.raises(ValueError, match="lists no images") as e:
+            call()
+        assert str(folder / "labels.txt") in str(e.value)
+
+
+def test_empty_cifar_class_folder_is_refused(tmp_path):
+    copy = tmp_path / "cifar10-jpeg" / "test"
+    for i, cls in enumerate(data.CIFAR10_CLASSES):
+        (copy / cls).mkdir(parents=True)
+        if cls != "frog":  # an empty class: its images lost in a copy
+            Image.fromarray(np.full((32, 32, 3), 20 * i, np.uint8)).save(copy / cls / "0.png")
+    with pytest.raises(FileNotFoundError, match="'frog' hold no images"):
+        data.load("cifar10", root=tmp_path, download=False, progress=False)
+
+
 # ---------------------------------------------------------------------------- properties
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -2,15 +2,46 @@
 from __future__ import annotations
 
 import dataclasses
+import io
+import os
 import string
+import zipfile
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rankcore import models
+from rankcore import data, models
 from rankcore.models import weights
+from rankcore.torch_utils import accuracy
+
+# Issue 28 item 1, byte by byte: GLOBAL torch._utils._rebuild_tensor_v2; BUILD with the
+# slot state {'__defaults__': ({'neg': True},)} (pickle's BUILD sets a (None, slots) state
+# with setattr); POP. In front of a genuine data.pkl, an unpickler that hands out the real
+# function and lets BUILD touch it negates every zip tensor rebuilt afterwards.
+def _binunicode(text: bytes) -> bytes:
+    return b"X" + len(text).to_bytes(4, "little") + text
+
+
+PAYLOAD = (b"c" b"torch._utils\n_rebuild_tensor_v2\n"       # GLOBAL
+           b"N" b"}" + _binunicode(b"__defaults__")           # None, {'__defaults__':
+           + b"}" + _binunicode(b"neg") + b"\x88" b"s"       #   ({'neg': True}
+           b"\x85" b"s" b"\x86"                               #   ,)}) as a 2-tuple
+           b"b" b"0")                                          # BUILD, POP
+
+
+def poisoned_copy(genuine: Path, out: Path) -> Path:
+    """``genuine`` (a zip checkpoint) with :data:`PAYLOAD` in front of its ``data.pkl``."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(genuine) as zin, zipfile.ZipFile(buffer, "w") as zout:
+        for info in zin.infolist():
+            body = zin.read(info)
+            zout.writestr(info, PAYLOAD + body if info.filename.endswith("/data.pkl") else body)
+    out.write_bytes(buffer.getvalue())
+    return out
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +56,10 @@ def files(tmp_path):
     text.write_text("not weights\n")
     empty = tmp_path / "empty"
     empty.mkdir()
-    return {"text": text, "empty": empty, "missing": tmp_path / "nope" / "r20.th"}
+    genuine = tmp_path / "r8.pt"
+    torch.save({"state_dict": models.create("cifar_resnet8").net.state_dict()}, genuine)
+    return {"text": text, "empty": empty, "missing": tmp_path / "nope" / "r20.th",
+            "poison": poisoned_copy(genuine, tmp_path / "r8-poison.pt")}
 
 
 # (call, error type, text the message must contain); ``f`` is the fixture's files
@@ -75,6 +109,10 @@ ROWS = [
      "trust=1"),
     ("load-file-missing", lambda f: weights.load_file(f["missing"]), FileNotFoundError,
      str("nope")),
+    ("load-file-payload-patching-torch", lambda f: weights.load_file(f["poison"]),
+     models.UnsafeCheckpointError, "r8-poison.pt"),
+    ("load-payload-patching-torch", lambda f: models.load("cifar_resnet8", weights=f["poison"]),
+     models.UnsafeCheckpointError, "Can only build"),
 ]
 
 
@@ -113,3 +151,39 @@ def test_any_num_classes_builds_or_names_the_argument(k):
         assert "num_classes" in str(e)
     else:
         assert model(torch.rand(1, 3, 32, 32)).shape == (1, k or 10)
+
+
+def test_payload_is_68_bytes_and_leaves_torch_as_it_was(files):
+    assert len(PAYLOAD) == 68
+    defaults = torch._utils._rebuild_tensor_v2.__defaults__
+    with pytest.raises(models.UnsafeCheckpointError):
+        weights.load_file(files["poison"])
+    assert torch._utils._rebuild_tensor_v2.__defaults__ == defaults == (None,)
+
+
+REAL_DATA = Path(os.environ.get("RANKCORE_DATA", "data"))  # before the fixture hides it
+AKAMASTER = REAL_DATA / "models" / "cifar10-resnet-akamaster" / "resnet20-12fca82f.th"
+
+
+@pytest.mark.data
+@pytest.mark.skipif(not AKAMASTER.is_file(), reason=f"needs {AKAMASTER}")
+def test_after_the_payload_a_genuine_checkpoint_keeps_its_published_accuracy(tmp_path):
+    """Issue 28 item 1: the payload refused, then akamaster's ResNet-20, re-saved as a zip
+    checkpoint, loads in the same process with its exact tensors and its accuracy."""
+    source = torch.load(AKAMASTER, map_location="cpu", weights_only=True)["state_dict"]
+    genuine = tmp_path / "resnet20.pt"
+    torch.save({"state_dict": source}, genuine)
+    with pytest.raises(models.UnsafeCheckpointError):
+        weights.load_file(poisoned_copy(genuine, tmp_path / "poison.pt"))
+    loaded = weights.load_file(genuine)["state_dict"]
+    # the bytes torch stored for conv1.weight, read without torch's unpickler
+    with zipfile.ZipFile(genuine) as z:
+        names = {Path(n).name: n for n in z.namelist() if "/data/" in n}
+        key = list(source).index("module.conv1.weight")  # torch.save numbers storages in order
+        raw = np.frombuffer(z.read(names[str(key)]), dtype=np.float32)
+    assert np.array_equal(loaded["module.conv1.weight"].flatten().numpy(), raw)
+    model = models.load("cifar_resnet20", weights=genuine, device="cpu")
+    x, y = data.load("cifar10", n=1000, root=REAL_DATA, progress=False,
+                     download=False)
+    cfg = models.get_cfg("cifar_resnet20")
+    assert accuracy(model, x, y) >= cfg.published_top1 - 0.13  # 0.9173 published; 0.808 here on the JPEGs, 0.088 before

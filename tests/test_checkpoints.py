@@ -10,6 +10,7 @@ import http.server
 import sys
 import threading
 import types
+import urllib.request
 import warnings
 from pathlib import Path
 
@@ -89,8 +90,9 @@ class _DillCode:
         return (self.mod._create_code, (1, 0, 0, 1, 2, 67, b"d\x01S\x00", (None, 0.1)))
 
 
-def _robustness_with_code(tmp_path, mod, target, legacy=False, name="ckpt.pt"):
-    """A robustness-format checkpoint whose schedule is a dill function, plus a payload."""
+def _robustness_with_code(tmp_path, mod, target, legacy=False, name="ckpt.pt", payload=False):
+    """A robustness-format checkpoint whose schedule is a dill function (plus, with
+    ``payload``, an ``exec`` that would create ``target``)."""
     source = models.create(NAME).eval()
     g = torch.Generator().manual_seed(0)
     for m in source.net.modules():
@@ -100,7 +102,8 @@ def _robustness_with_code(tmp_path, mod, target, legacy=False, name="ckpt.pt"):
     blob = torch.load(clean, weights_only=True)
     blob["schedule"] = _DillFunction(mod)
     blob["args"] = {"lr_schedule": _DillFunction(mod), "eps": 0.25}
-    blob["payload"] = _Exec(target)
+    if payload:
+        blob["payload"] = _Exec(target)
     path = tmp_path / name
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(blob, path, _use_new_zipfile_serialization=not legacy)
@@ -109,16 +112,15 @@ def _robustness_with_code(tmp_path, mod, target, legacy=False, name="ckpt.pt"):
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-pickle"])
 def test_dill_checkpoint_loads_tensors_and_runs_nothing(tmp_path, fake_dill, legacy):
-    """Issue 11 point 3: tensors kept, dill functions and the payload dropped, never run."""
+    """Issue 11 point 3: tensors kept, dill functions dropped, never run."""
     mod, calls = fake_dill
-    target = tmp_path / "pwned.txt"
-    source, path = _robustness_with_code(tmp_path, mod, target, legacy=legacy)
+    source, path = _robustness_with_code(tmp_path, mod, tmp_path / "pwned.txt", legacy=legacy)
     with pytest.warns(models.DroppedObjectsWarning) as record:
         loaded = models.load(NAME, weights=path, device="cpu")
     message = str(record[0].message)
-    assert "schedule" in message and "payload" in message and "args.lr_schedule" in message
-    assert "dill._dill._create_function" in message and "builtins.exec" in message
-    assert calls == [] and not target.exists()
+    assert "schedule" in message and "args.lr_schedule" in message
+    assert "dill._dill._create_function" in message
+    assert calls == []
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.equal(loaded(x), source(x))
@@ -129,10 +131,23 @@ def test_dill_checkpoint_loads_tensors_and_runs_nothing(tmp_path, fake_dill, leg
     assert blob["args"] == {"eps": 0.25} and blob["epoch"] == 0 and "schedule" not in blob
 
 
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-pickle"])
+def test_code_beside_dill_functions_refuses_the_file(tmp_path, fake_dill, legacy):
+    """Issue 28 item 1: beyond dill's function constructors nothing is read, the globals
+    that block it are named, and nothing runs."""
+    mod, calls = fake_dill
+    target = tmp_path / "pwned.txt"
+    _, path = _robustness_with_code(tmp_path, mod, target, legacy=legacy, payload=True)
+    with pytest.raises(models.UnsafeCheckpointError) as e:
+        models.load(NAME, weights=path, device="cpu")
+    assert "builtins.exec" in str(e.value) and "trust=True" in str(e.value)
+    assert str(path) in str(e.value) and calls == [] and not target.exists()
+
+
 def test_trust_is_the_only_way_to_run_pickled_code(tmp_path, fake_dill):
     mod, calls = fake_dill
     target = tmp_path / "pwned.txt"
-    _, path = _robustness_with_code(tmp_path, mod, target)
+    _, path = _robustness_with_code(tmp_path, mod, target, payload=True)
     models.load(NAME, weights=path, device="cpu", trust=True)
     assert target.read_text() == "pwned" and calls  # the payload is real
 
@@ -158,7 +173,7 @@ def test_pickled_module_is_unsafe_not_run(tmp_path):
     torch.save({"model": _Exec(target)}, path)
     with pytest.raises(models.UnsafeCheckpointError) as e:
         models.load("cifar_resnet8", weights=path, device="cpu")
-    assert "model (builtins.exec)" in str(e.value)
+    assert "builtins.exec" in str(e.value)
     assert "trust=True" in str(e.value)
     assert not target.exists()
     path2 = tmp_path / "top.pt"
@@ -177,11 +192,11 @@ def test_payload_never_runs_from_any_model_location(tmp_path, fake_dill, monkeyp
     folder = {"file": tmp_path / "w", "folder": tmp_path / "w",
               "RANKCORE_MODELS": tmp_path / "models-cache",
               "data root": tmp_path / "data" / "models" / "robustness"}[where]
-    source, path = _robustness_with_code(folder, mod, target, name=cfg.file)
+    source, path = _robustness_with_code(folder, mod, target, name=cfg.file, payload=True)
     weights_arg = {"file": path, "folder": folder}.get(where)
-    with pytest.warns(models.DroppedObjectsWarning):
-        loaded = models.load(NAME, weights=weights_arg, device="cpu", download=False)
-    assert loaded.source == str(path) and calls == [] and not target.exists()
+    with pytest.raises(models.UnsafeCheckpointError, match=str(path)):
+        models.load(NAME, weights=weights_arg, device="cpu", download=False)
+    assert calls == [] and not target.exists()
 
 
 # ---------------------------------------------------------------------------- not checkpoints
@@ -315,6 +330,9 @@ def test_download_goes_through_the_proxy(tmp_path, monkeypatch):
     try:
         monkeypatch.setenv("HTTP_PROXY", proxy.url)
         monkeypatch.setenv("http_proxy", proxy.url)
+        # urllib reads the proxy variables when a process first opens a URL (a CLI run
+        # starts with them set); earlier tests here opened URLs without them
+        monkeypatch.setattr(urllib.request, "_opener", None)
         url = "http://weights.example.invalid/r8.th"
         path = weights.download(url, tmp_path / "got" / "r8.th", progress=False)
         assert proxy.requests == [url] and path.read_bytes() == src.read_bytes()
@@ -345,3 +363,21 @@ def test_plain_extras_load_without_warning(tmp_path):
         warnings.simplefilter("error")
         blob = weights.load_file(path)
     assert blob["args"].lr == 0.1 and float(blob["best_prec1"]) == 91.7
+
+
+def test_download_from_a_file_url_checks_the_published_prefix(tmp_path):
+    """Issue 27: torch.hub's download with ``hash_prefix`` (the 8 hex digits a file name
+    carries, or a full digest); a wrong digest leaves neither the file nor a part."""
+    src = _served_file(tmp_path)
+    digest = weights.sha256(src)
+    got = weights.download(src.as_uri(), tmp_path / "a" / f"r20-{digest[:8]}.th",
+                           sha=digest[:8].upper(), progress=False)
+    assert got.read_bytes() == src.read_bytes()
+    wrong = "0" * 64 if not digest.startswith("0") else "f" * 64
+    target = tmp_path / "b" / "r20.th"
+    with pytest.raises(models.CorruptCheckpointError, match="SHA-256") as e:
+        weights.download(src.as_uri(), target, sha=wrong, progress=False)
+    assert src.as_uri() in str(e.value) and not list(target.parent.iterdir())
+    with pytest.raises(models.WeightsMissingError, match="could not download"):
+        weights.download((tmp_path / "absent.th").as_uri(), target, progress=False)
+    assert not list(target.parent.iterdir())

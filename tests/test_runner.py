@@ -209,7 +209,9 @@ def test_interrupted_swap_is_recovered(tmp_path):
     final = tmp_path / "a"
     final.mkdir()
     (final / "x").write_text("old")
-    stage = tmp_path / ".a.staging-1"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])  # a runner that died
+    dead.wait()
+    stage = tmp_path / f".a.staging-{dead.pid}"
     stage.mkdir()
     (stage / "x").write_text("new")
     os.rename(final, tmp_path / ".a.old")  # killed between the swap's two renames

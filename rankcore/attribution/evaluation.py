@@ -182,6 +182,10 @@ def _code_digest() -> str:
     return h.hexdigest()
 
 
+#: The first entry of every :func:`compare_methods` cache: tells ours from other files.
+CACHE_TAG = "rankcore compare_methods cache"
+
+
 def compare_methods(model: nn.Module, x: Tensor, methods: dict[str, dict],
                     target: Any = None, steps: int = 32, batch: int = 8,
                     cache: str | Path | None = None, cache_key: Any = None,
@@ -189,9 +193,10 @@ def compare_methods(model: nn.Module, x: Tensor, methods: dict[str, dict],
     """Deletion and insertion areas of several methods on the same images.
 
     Images are processed ``batch`` at a time; with ``cache`` each finished batch is
-    written atomically to that file (read back with :func:`rankcore._io.load_cache`,
-    without running code; a corrupt file is rebuilt with a warning), so an interrupted
-    run resumes where it stopped.
+    written atomically to that file (read back with :func:`rankcore._io.load_own`,
+    without running code), so an interrupted run resumes where it stopped. A file that is
+    not such a cache raises ``ValueError`` and is left untouched; a damaged one is moved
+    aside to ``<cache>.corrupt-<time>`` with a warning.
 
     Args:
         model, x, target: as in :func:`rankcore.rig`.
@@ -218,8 +223,11 @@ def compare_methods(model: nn.Module, x: Tensor, methods: dict[str, dict],
         key = _key([cache_key, methods, steps, target.tolist(), x.shape, _code_digest()])
         done = {}
         if cache is not None:
-            saved = _io.load_cache(cache, "deletion/insertion cache")
-            if isinstance(saved, dict) and saved.get("key") == key:
+            _io.check_writable(cache, "cache")
+            # a file that is not ours raises; a damaged one of ours is moved aside (warned)
+            saved = _io.load_own(cache, CACHE_TAG, "deletion/insertion cache", ("key", "rows"),
+                                 valid=lambda blob: isinstance(blob.get("rows"), dict))
+            if saved is not None and saved.get("key") == key:
                 done = saved["rows"]
         bar = tqdm(total=math.ceil(len(x) / batch) * len(methods), desc="deletion/insertion",
                    disable=not progress)
@@ -241,7 +249,7 @@ def compare_methods(model: nn.Module, x: Tensor, methods: dict[str, dict],
                                   "insertion_auc": float(di.insertion_auc[i]),
                                   "seconds": seconds} for i in range(len(xb))]
                     if cache is not None:
-                        _io.torch_save({"key": key, "rows": done}, cache)
+                        _io.save_own({"key": key, "rows": done}, cache, CACHE_TAG)
                 bar.update(1)
         bar.close()
     return [row for first in range(0, len(x), batch) for name in methods

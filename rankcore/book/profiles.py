@@ -13,6 +13,7 @@ scale.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,10 @@ def load(name: str) -> dict[str, dict[str, Any]]:
     """The whole profile file as ``{block: dict}`` (chapters, ``settings``, ``runs``)."""
     if not isinstance(name, str):
         raise TypeError(f"profile must be a str, got {type(name).__name__}")
+    # a name, never a path: nothing outside the profiles folder is read
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name) or ".." in name:
+        raise ProfileError(f"profile={name!r} is not a profile name (letters, digits, '_', "
+                           f"'-', '.'); known profiles: {', '.join(names())}")
     path = folder() / f"{name}.yml"
     if not path.exists():
         raise ProfileError(f"unknown profile {name!r}; known profiles: {', '.join(names())}")

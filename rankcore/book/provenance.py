@@ -3,19 +3,23 @@
 The fingerprint covers what can change a chapter's output: its code cells (not its
 Markdown), parameters, the library's source with ``paper_values.yml``, the data sources'
 listings and the versions of :data:`VERSIONED`. Results are written to a staging folder
-and swapped in by :func:`swap_in` only after the chapter succeeded.
+and swapped in by :func:`swap_in` only after the chapter succeeded; one runner at a time
+works on a results folder (:func:`runner_lock`).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from .. import __version__, _io
 from ..paths import REPO_ROOT, data_root, results_root
@@ -156,8 +160,102 @@ def results_dir(profile: str, chapter: str) -> Path:
     return results_root() / profile / chapter
 
 
+class ResultsFolderError(ValueError):
+    """The results folder is in use by another runner, or cannot be written (exit status 2)."""
+
+
+_LOCK = ".runner.lock"
+
+
+def _holder(path: Path) -> str:
+    try:
+        h = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        h = {}
+    return (f"pid {h.get('pid', '?')} on {h.get('host', '?')}, started {h.get('started', '?')}"
+            if h else "a runner that is just starting")
+
+
+@contextmanager
+def runner_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder/.runner.lock`` for the duration: one book runner per results folder.
+
+    The lock is an ``flock`` (released by the kernel when its process dies, even by
+    SIGKILL) on a file that names its holder (pid, host, start time) for the refusal.
+
+    Raises:
+        ResultsFolderError: another runner holds it (named), or ``folder`` cannot be written.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / _LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise ResultsFolderError(f"results folder {folder} cannot be written ({e.strerror or e}); "
+                                 "set RANKCORE_RESULTS to a writable folder") from None
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no flock, no lock
+        fcntl = None
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ResultsFolderError(
+                    f"results folder {folder} is in use by another book runner "
+                    f"({_holder(folder / _LOCK)}); wait for it to finish or stop it") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode())
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def one_runner_per_results_folder(run: Callable) -> Callable:
+    """Decorate the runner's ``run(profile, ...)`` to hold :func:`runner_lock` on
+    ``results_root() / profile`` while it runs."""
+    @functools.wraps(run)
+    def locked(profile: str = "quick", *args: Any, **kwargs: Any):
+        if not isinstance(profile, str) or not profile or "/" in profile or profile[0] == ".":
+            return run(profile, *args, **kwargs)  # run's own validation names the mistake
+        with runner_lock(results_root() / profile):
+            return run(profile, *args, **kwargs)
+    return locked
+
+
+def staging_dir(final: Path) -> Path:
+    """This process's staging folder for ``final``: ``.<name>.staging-<pid>@<host>``."""
+    return final.with_name(f".{final.name}.staging-{os.getpid()}@{socket.gethostname()}")
+
+
+def _owner_alive(stage: Path) -> bool:
+    """Whether the process that made ``stage`` may still be writing it (unknown: yes)."""
+    owner = stage.name.rsplit(".staging-", 1)[-1]
+    pid_text, _, host = owner.partition("@")
+    if host and host != socket.gethostname():
+        return True  # another machine's runner: cannot tell, so keep it
+    try:
+        pid = int(pid_text)
+        os.kill(pid, 0)
+    except (ValueError, OverflowError):
+        return False  # not a name a runner writes
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a pid reused by a process started after the folder was made is not its owner
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in
+                    Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK") <= stage.stat().st_mtime + 1
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True
+
+
 def recover(final: Path) -> None:
-    """Undo a swap interrupted between its two renames; drop stale staging folders."""
+    """Undo a swap interrupted between its two renames; drop the staging folders of runners
+    that are dead (a live runner's folder is its work in progress: never touched)."""
     old = final.with_name(f".{final.name}.old")
     if old.exists():
         if final.exists():
@@ -165,7 +263,8 @@ def recover(final: Path) -> None:
         else:
             os.rename(old, final)
     for stale in final.parent.glob(f".{final.name}.staging-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        if not _owner_alive(stale):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def swap_in(stage: Path, final: Path) -> None:

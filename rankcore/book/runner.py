@@ -40,7 +40,8 @@ from .. import _io
 from ..paths import REPO_ROOT
 from . import profiles
 from .provenance import (RunState, data_sources, device_info, fingerprint, git_state,
-                         library_digest, recover, results_dir, swap_in, versions)
+                         library_digest, one_runner_per_results_folder, recover, results_dir,
+                         staging_dir, swap_in, versions)
 
 #: The book's folder (``_toc.yml``, ``book/``): ``$RANKCORE_BOOK_ROOT``, else the checkout.
 ROOT = Path(os.environ.get("RANKCORE_BOOK_ROOT") or REPO_ROOT or Path.cwd())
@@ -264,6 +265,7 @@ def check_device(profile: str, allow_cpu: bool) -> None:
                          f"run it anyway, or use --profile quick")
 
 
+@one_runner_per_results_folder
 def run(profile: str = "quick", only: list[str] | None = None, overrides: list[str] | None = None,
         force: bool = False, out: Path | None = None, progress: bool | None = None,
         log_output: bool = False, allow_cpu: bool = False) -> Path:
@@ -307,7 +309,7 @@ def run(profile: str = "quick", only: list[str] | None = None, overrides: list[s
             continue
         shown = {k: v for k, v in params.items() if k != "profile"}
         print(f"{label}: running with profile={profile} {shown}", flush=True)
-        stage = final.with_name(f".{final.name}.staging-{os.getpid()}")
+        stage = staging_dir(final)
         stage.mkdir(parents=True)
         start = time.time()
         try:

@@ -422,7 +422,11 @@ def _parse_sets(items: list[str]) -> dict:
         k, sep, v = item.partition("=")
         if not sep or not k:
             raise ValueError(f"--set {item!r}; expected FIELD=VALUE")
-        out[k.strip()] = yaml.safe_load(v)
+        try:
+            out[k.strip()] = yaml.safe_load(v)
+        except yaml.YAMLError as e:  # e.g. a !!python/object tag: refused, nothing built
+            raise ValueError(f"--set {item!r}: the value is not plain YAML "
+                             f"({' '.join(str(e).split())[:120]})") from None
     return out
 
 

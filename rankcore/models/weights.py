@@ -5,11 +5,14 @@ arbitrary code. :func:`load_file` never does unless ``trust=True``:
 
 1. the file must start like a checkpoint (zip or pickle magic), else it is not one
    (:class:`CorruptCheckpointError`, e.g. an HTML page saved as ``.pt``);
-2. ``torch.load(weights_only=True)`` rebuilds tensors, containers and a few plain types;
-3. when the file also holds pickled code (the ``robustness`` checkpoints carry dill-pickled
-   functions from ``__main__``), an inert unpickler reads it again: every global outside
-   an allow-list becomes a placeholder that is never called, the objects built from it are
-   dropped with a warning naming them, and the tensors are kept.
+2. torch's own tensor-only reader, ``torch.load(weights_only=True)``, rebuilds tensors,
+   containers and a few plain types; rankcore runs no unpickler of its own, so nothing in
+   a file can reach a real object beyond what that reader allows (an earlier hand-written
+   one let a file rewrite ``torch._utils._rebuild_tensor_v2`` for the whole process);
+3. the ``robustness`` checkpoints carry dill-pickled functions from ``__main__``: under
+   dill's few global names the reader gets placeholders that build nothing, and those
+   functions are dropped with a warning naming them. Any other global refuses the file
+   (:class:`UnsafeCheckpointError`, naming the globals), unless ``trust=True``.
 
 Errors share one base class, :class:`WeightsError`, so callers can turn any per-model
 failure into a "skipped: why" line.
@@ -22,9 +25,9 @@ import collections
 import hashlib
 import os
 import pickle
-import types
+import pickletools
+import re
 import urllib.error
-import urllib.request
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -122,14 +125,18 @@ def check_magic(path: str | os.PathLike, origin: str = "") -> None:
                                      + (f" (from {origin})" if origin else ""))
 
 
-# ============================================================================ inert unpickler
+# ============================================================================ tensor-only reading
 
 class _Dropped:
-    """Stands for an object the unpickler refused to build. It is never called."""
+    """Stands for an object the file would need code to rebuild. It is never called and
+    accepts no state, so a file can neither run it nor change anything through it."""
     __slots__ = ("what",)
 
     def __init__(self, what: str):
         self.what = what
+
+    def __setstate__(self, state: Any) -> None:  # BUILD on a placeholder: ignored
+        return None
 
     def __repr__(self) -> str:
         return f"<dropped {self.what}>"
@@ -138,20 +145,12 @@ class _Dropped:
         raise TypeError("a dropped checkpoint object cannot be pickled")
 
 
-#: Globals whose rebuilding runs no code from the file: tensors, storages, containers.
-_ALLOWED = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-    ("torch", "Size"): torch.Size,
-    ("torch", "device"): torch.device,
-    ("builtins", "set"): set, ("builtins", "frozenset"): frozenset,
-    ("builtins", "slice"): slice, ("builtins", "complex"): complex,
-}
-for _dt in ("float16", "bfloat16", "float32", "float64", "int8", "uint8", "int16", "int32",
-            "int64", "bool"):
-    _ALLOWED[("torch", _dt)] = getattr(torch, _dt)
+def _placeholder(name: str):
+    """A stand-in for the global ``name``: calling it builds a :class:`_Dropped`, nothing else."""
+    def build(*args: Any, **kwargs: Any) -> _Dropped:
+        return _Dropped(name)
+    build.__qualname__ = build.__name__ = f"placeholder for {name}"
+    return build
 
 
 #: Plain types some published checkpoints hold besides tensors (training arguments, numpy
@@ -164,71 +163,66 @@ try:
 except AttributeError:  # pragma: no cover - numpy layout changes
     pass
 
-
-class _InertUnpickler(pickle._Unpickler):
-    """Pure-Python unpickler that builds placeholders instead of calling unknown globals.
-
-    ``find_class`` returns the real object only for :data:`_ALLOWED`; anything else
-    becomes a :class:`_Dropped`. The opcodes that would call an object (REDUCE, NEWOBJ,
-    NEWOBJ_EX, OBJ, INST) or set its state (BUILD) skip placeholders, so no code named
-    by the file ever runs.
-    """
-    dispatch = dict(pickle._Unpickler.dispatch)
-
-    def __init__(self, file, **kwargs):
-        super().__init__(file, **kwargs)
-        self.refused: set[str] = set()
-
-    def find_class(self, module: str, name: str):
-        if self.proto < 3 and self.fix_imports:  # Python 2 names (__builtin__.exec)
-            if (module, name) in _compat_pickle.NAME_MAPPING:
-                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        real = _ALLOWED.get((module, name))
-        if real is not None:
-            return real
-        self.refused.add(f"{module}.{name}")
-        return _Dropped(f"{module}.{name}")
-
-    def _load_reduce(self):
-        args = self.stack.pop()
-        func = self.stack[-1]
-        self.stack[-1] = (_Dropped(func.what) if isinstance(func, _Dropped) else func(*args))
-    dispatch[pickle.REDUCE[0]] = _load_reduce
-
-    def _load_newobj(self):
-        args = self.stack.pop()
-        cls = self.stack.pop()
-        self.append(_Dropped(getattr(cls, "what", "object")) if isinstance(cls, _Dropped)
-                    else cls.__new__(cls, *args))
-    dispatch[pickle.NEWOBJ[0]] = _load_newobj
-
-    def _load_newobj_ex(self):
-        kwargs = self.stack.pop()
-        args = self.stack.pop()
-        cls = self.stack.pop()
-        self.append(_Dropped(cls.what) if isinstance(cls, _Dropped)
-                    else cls.__new__(cls, *args, **kwargs))
-    dispatch[pickle.NEWOBJ_EX[0]] = _load_newobj_ex
-
-    def _instantiate(self, klass, args):
-        if isinstance(klass, _Dropped):
-            self.append(_Dropped(klass.what))
-        else:
-            super()._instantiate(klass, args)
-
-    def _load_build(self):
-        if isinstance(self.stack[-2], _Dropped) or isinstance(self.stack[-1], _Dropped):
-            self.stack.pop()  # the state of a placeholder (or a placeholder as state)
-            return
-        pickle._Unpickler.load_build(self)
-    dispatch[pickle.BUILD[0]] = _load_build
+#: The globals with which dill pickles a ``__main__`` function by value (the ``robustness``
+#: checkpoints' schedules and arguments). torch's tensor-only unpickler hands out
+#: placeholders under these names, so such a function is read as a :class:`_Dropped` and
+#: never built; every other global outside torch's own allow-list refuses the file.
+_DILL_FUNCTION_GLOBALS = ("dill._dill._create_function", "dill._dill._create_code",
+                          "dill._dill._create_cell", "dill._dill._load_type",
+                          "dill._dill._import_module")
+_PLACEHOLDERS: list = [(_Dropped, f"{__name__}._Dropped")]
+_PLACEHOLDERS += [(_placeholder(g), g) for g in _DILL_FUNCTION_GLOBALS]
+# dill writes a __main__ function's globals as a reference to __main__'s namespace
+_PLACEHOLDERS += [(_Dropped("__main__ globals"), g)
+                  for g in ("__builtin__.__main__", "builtins.__main__", "__main__.__dict__")]
 
 
-#: The ``pickle_module`` handed to ``torch.load`` (it needs ``Unpickler`` and ``load``).
-inert_pickle = types.SimpleNamespace(
-    __name__="rankcore.models.weights.inert_pickle", Unpickler=_InertUnpickler,
-    load=lambda f, **kw: _InertUnpickler(f, **kw).load())
+def _blocking_globals(path: Path, reason: str) -> list[str]:
+    """The globals of ``path`` that torch's tensor-only reader refuses: a static scan of
+    the pickle opcodes, nothing built. ``reason`` (torch's error) names one if all else fails."""
+    with torch.serialization.safe_globals(SAFE_TYPES + _PLACEHOLDERS):
+        try:
+            return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+        except ValueError:  # not a zip: the legacy format, read below
+            pass
+        except Exception:
+            return re.findall(r"GLOBAL (\S+) was not an allowed global", reason)[:1]
+        try:
+            from torch import _weights_only_unpickler as wo
+            allowed = set(wo._get_allowed_globals()) | set(wo._get_user_allowed_globals())
+            found = set()
+            with open(path, "rb") as f:
+                for _ in range(4):  # magic number, protocol, system info, then the object
+                    for op, arg, _ in pickletools.genops(f):
+                        if op.name in ("GLOBAL", "INST"):  # protocol 2 writes Python 2 names
+                            module, name = arg.split(" ", 1)
+                            module, name = _compat_pickle.NAME_MAPPING.get((module, name),
+                                                                           (module, name))
+                            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+                            found.add(f"{module}.{name}")
+            return sorted(found - allowed)
+        except Exception:  # pragma: no cover - torch's private layout changed
+            return re.findall(r"GLOBAL (\S+) was not an allowed global", reason)[:1]
+
+
+def _read_tensors_only(path: Path, map_location: Any) -> Any:
+    """``torch.load(weights_only=True)`` with the placeholders; refuse anything else."""
+    try:
+        with torch.serialization.safe_globals(SAFE_TYPES + _PLACEHOLDERS):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = str(e)
+        blocking = _blocking_globals(path, reason)
+        detail = (f"it needs {', '.join(blocking)}" if blocking else
+                  "torch's tensor-only reader refused it: "
+                  + (re.findall(r"WeightsUnpickler error:\s*([^\n]+)", reason) or [reason])[0][:200])
+        raise UnsafeCheckpointError(
+            f"checkpoint {path} holds pickled code, not only tensors ({detail}); reading it "
+            "means running code from the file. It was NOT loaded; if you trust where it comes "
+            "from, pass trust=True.") from None
+    except Exception as e:  # truncated zip, bad pickle stream, ...
+        raise CorruptCheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: "
+                                     f"{str(e).strip()[:200]})") from e
 
 
 def _prune(obj: Any, where: str, dropped: list[str]) -> Any:
@@ -255,10 +249,8 @@ def _prune(obj: Any, where: str, dropped: list[str]) -> Any:
 _WEIGHT_KEYS = ("model", "state_dict", "net", "module", "weights")
 
 
-def _read_inert(path: Path, map_location: Any) -> Any:
-    """Read ``path`` with the inert unpickler; drop (and name) what was pickled code."""
-    blob = torch.load(path, map_location=map_location, weights_only=False,
-                      pickle_module=inert_pickle)
+def _drop_placeholders(blob: Any, path: Path) -> Any:
+    """``blob`` without the placeholders of dill functions, which are named in a warning."""
     dropped: list[str] = []
     blob = _prune(blob, "", dropped)
     if isinstance(blob, _Dropped):
@@ -274,7 +266,7 @@ def _read_inert(path: Path, map_location: Any) -> Any:
             "from the file. It was NOT loaded; if you trust where it comes from, pass "
             "trust=True.")
     if dropped:
-        warnings.warn(f"checkpoint {path}: dropped {len(dropped)} pickled object(s) that "
+        warnings.warn(f"checkpoint {path}: dropped {len(dropped)} pickled function(s) that "
                       f"would need code to rebuild, without running them: "
                       f"{', '.join(dropped[:8])}" + (" ..." if len(dropped) > 8 else ""),
                       DroppedObjectsWarning, stacklevel=3)
@@ -291,12 +283,13 @@ def load_file(path: str | os.PathLike, trust: bool = False, map_location: Any = 
         map_location (optional): passed to ``torch.load``. Default: ``"cpu"``.
 
     Returns:
-        What the file holds (usually a dict of tensors), minus any pickled code objects
+        What the file holds (usually a dict of tensors), minus dill-pickled functions
         (dropped with a :class:`DroppedObjectsWarning` naming them).
 
     Raises:
         WeightsMissingError: no such file. CorruptCheckpointError: not a checkpoint, or
-        unreadable. UnsafeCheckpointError: the weights themselves are pickled objects.
+        unreadable. UnsafeCheckpointError: the file needs globals beyond tensors and
+        dill's function constructors (named), or its weights are pickled objects.
     """
     if not isinstance(trust, bool):
         raise TypeError(f"trust={trust!r}; expected True or False")
@@ -317,21 +310,7 @@ def load_file(path: str | os.PathLike, trust: bool = False, map_location: Any = 
                 f"checkpoint {path}: trust=True unpickles its code, which needs what the "
                 f"file was saved with ({type(e).__name__}: {e}). Install that, or load "
                 "without trust=True: the tensors are then read and the code dropped.") from e
-    try:
-        with torch.serialization.safe_globals(SAFE_TYPES):
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        pass  # pickled objects beyond tensors: read again, inertly
-    except Exception as e:  # truncated zip, bad pickle stream, ...
-        raise CorruptCheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: "
-                                     f"{str(e).strip()[:200]})") from e
-    try:
-        return _read_inert(path, map_location)
-    except WeightsError:
-        raise
-    except Exception as e:
-        raise CorruptCheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: "
-                                     f"{str(e).strip()[:200]})") from e
+    return _drop_placeholders(_read_tensors_only(path, map_location), path)
 
 
 # ============================================================================ state dicts
@@ -401,46 +380,41 @@ def search(file: str, dirs: Iterable[Path]) -> Path | None:
 
 
 def download(url: str, target: str | os.PathLike, sha: str | None = None,
-             progress: bool = True, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``target`` through ``target.part``, renamed only when complete.
+             progress: bool = True) -> Path:
+    """Download ``url`` to ``target``, which appears only complete and checked.
 
-    The request goes through ``urllib``, which honours ``HTTPS_PROXY``/``HTTP_PROXY``/
-    ``NO_PROXY``. The file must start like a checkpoint and match ``sha`` (when given).
+    ``torch.hub.download_url_to_file`` does the transfer (a temporary file, a progress bar,
+    the SHA-256 prefix ``sha`` checked), into ``target.part``; the file must then start like
+    a checkpoint before it is renamed to ``target``. The request goes through ``urllib``,
+    which honours ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` (as set when the process first
+    opens a URL).
 
     Raises:
         WeightsMissingError: the server could not be reached or refused (names the URL).
         CorruptCheckpointError: it sent something else (e.g. an HTML page) or a file with
             the wrong SHA-256; nothing is left at ``target``.
     """
-    from tqdm.auto import tqdm
-
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
-    request = urllib.request.Request(url, headers={"User-Agent": "rankcore"})
     try:
-        # a fresh opener reads HTTPS_PROXY/HTTP_PROXY/NO_PROXY now (urlopen's is cached)
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler())
-        with opener.open(request, timeout=timeout) as r, open(part, "wb") as f:
-            total = int(r.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=target.name,
-                      disable=not progress) as bar:
-                for block in iter(lambda: r.read(1 << 20), b""):
-                    f.write(block)
-                    bar.update(len(block))
+        torch.hub.download_url_to_file(url, str(part), hash_prefix=sha.lower() if sha else None,
+                                       progress=progress)
+    except RuntimeError as e:  # torch.hub's "invalid hash value"
+        part.unlink(missing_ok=True)
+        raise CorruptCheckpointError(
+            f"{url} sent a file whose SHA-256 does not start with {sha[:16] if sha else ''}...: "
+            f"the download is damaged or a different file ({e}). {target} was not "
+            "written.") from e
     except (urllib.error.URLError, OSError, ValueError) as e:
         part.unlink(missing_ok=True)
         raise WeightsMissingError(f"could not download {url} to {target} ({e})") from e
-    try:
-        with open(part, "rb") as f:
-            problem = _magic_problem(f.read(512))
-        if problem:
-            raise CorruptCheckpointError(
-                f"{url} did not send a checkpoint: {problem}. {target} was not written; "
-                "download the file in a browser and pass weights=PATH.")
-        check_sha256(part, sha, url)
-    except CorruptCheckpointError:
+    with open(part, "rb") as f:
+        problem = _magic_problem(f.read(512))
+    if problem:
         part.unlink(missing_ok=True)
-        raise
+        raise CorruptCheckpointError(
+            f"{url} did not send a checkpoint: {problem}. {target} was not written; "
+            "download the file in a browser and pass weights=PATH.")
     os.replace(part, target)
     return target

@@ -134,7 +134,10 @@ def load(name: str, weights: str | os.PathLike | None = None,
         raise ValueError(f"name={name!r} has no published weights; use create({name!r}) and "
                          "train it, or pass weights=PATH to a state dict")
     dev = resolve_device(device)
-    path = find_weights(name, weights)
+    if weights is not None and Path(weights).is_dir():  # that folder only, never another file
+        path = search(cfg.file, [Path(weights)]) if cfg.file else None
+    else:
+        path = find_weights(name, weights)
     if path is None and weights is not None and Path(weights).is_dir():
         raise WeightsMissingError(f"weights={str(weights)!r} holds no {cfg.file or 'weight file'}"
                                   f" for {cfg.name!r}")
