@@ -37,7 +37,9 @@ def test_falls_with_k(ours, falls):
     (3, ch04.ABOVE_CHANCE + 0.01, 28.02, True, "same trend"),
     (5, 10.0, 13.54 + 10, True, "same trend"),                     # k >= 5: chance is the trend
     (5, 10.0, 13.54 + 10, False, "differs"),
-    (7, 40.0, None, True, "same trend"),                           # no paper row
+    (5, 13.54 + ch04.LATE_BAND, 13.54, True, "same trend"),        # k >= 5: bounded above
+    (5, 13.54 + ch04.LATE_BAND + 0.01, 13.54, True, "differs"),    # not near chance any more
+    (7, 40.0, None, True, "differs"),                              # no paper row, no bound
 ])
 def test_table3_verdict_boundaries(k, ours, paper_value, falls, verdict):
     assert ch04.table3_verdict(k, ours, paper_value, falls) == verdict
@@ -53,6 +55,8 @@ def test_table3_rows_follow_the_paper_and_our_runs():
     verdicts, falls = ch04.table3_verdicts(t3)
     assert falls and verdicts == {2: "reproduced", 3: "reproduced", 5: "reproduced"}
     assert ch04.fig14_verdict(True) == "same trend" and ch04.fig14_verdict(False) == "differs"
+    assert ch04.fig14_verdict(True, list(verdicts.values())) == "reproduced"
+    assert ch04.table3_verdicts(t3, close=0.5)[0][2] == "same trend"   # a tighter tolerance
     md = ch04.summary_markdown(t3, verdicts, falls, 0.05, 3, _FakeTrained(), "smoke")
     assert "2 removed: 31.0% (paper 31.71%, reproduced)" in md and "5.0%" in md
 
