@@ -298,7 +298,7 @@ def _saturation_examples():
                                          why="40 images; a saturation rank needs at least 100")]}
 
 
-@rule("fig6", "fig7a", "fig7b", examples=_saturation_examples,
+@rule("fig6", "fig7a", examples=_saturation_examples,
       needs=f"{MIN_IMAGES} images, full-rank top-1 {100 * ABOVE_CHANCE:g} points above chance, "
             "an evaluated rank inside the reproduced band")
 def saturation_verdict(ours: float, paper: float, ranks: Sequence[int], dataset: str,
@@ -339,7 +339,7 @@ def _robust_examples():
                                     dict(robust=5, natural=15, ranks=grid, why="40 images")]}
 
 
-@rule("fig6", "fig7a", "fig7b", examples=_robust_examples,
+@rule("fig7a", "fig7b", examples=_robust_examples,
       needs=f"{MIN_IMAGES} images for both models, both full-rank top-1 above chance, a rank "
             "evaluated below the natural model's saturation rank")
 def robust_saturation_verdict(robust: float, natural: float, ranks: Sequence[int],
