@@ -93,20 +93,28 @@ def _ch03(d: Path, old: list[dict], profile: str) -> list[dict]:
     return out
 
 
+def _training_rows(old: list[dict], ref: str, pattern: str, key, v: dict, note: str,
+                   fig: str, fig_verdict: str) -> list[dict]:
+    """Rows of a training table (``ref``, items matching ``pattern``) re-judged by ``v``
+    (``key(match)`` -> verdict), the figure ``fig`` by ``fig_verdict``."""
+    out = []
+    for r in old:
+        m = re.match(pattern, r["item"])
+        if r["ref"] == ref and m:
+            out.append(_rec(r, verdict=v[key(m)], note=f"{r.get('note', '')}; {note}"))
+        elif r["ref"] == fig:
+            out.append(_rec(r, verdict=fig_verdict))
+        else:
+            out.append(_rec(r))
+    return out
+
+
 def _ch04(d: Path, old: list[dict], profile: str) -> list[dict]:
     t3 = pd.read_csv(d / "table3.csv")
     close, note = seed_scatter.tolerance(profile, "high_rank:3", ch04.TABLE3_CLOSE)
     v, falls = ch04.table3_verdicts(t3, close=close)
-    out = []
-    for r in old:
-        if r["ref"] == "table3":
-            k = int(re.search(r"CIFAR-10, (\d+) largest", r["item"]).group(1))
-            out.append(_rec(r, verdict=v[k], note=f"{r.get('note', '')}; {note}"))
-        elif r["ref"] == "fig14":
-            out.append(_rec(r, verdict=ch04.fig14_verdict(falls, list(v.values()))))
-        else:
-            out.append(_rec(r))
-    return out
+    return _training_rows(old, "table3", r"CIFAR-10, (\d+) largest", lambda m: int(m.group(1)),
+                          v, note, "fig14", ch04.fig14_verdict(falls, list(v.values())))
 
 
 def _ch05(d: Path, old: list[dict], profile: str) -> list[dict]:
@@ -115,17 +123,9 @@ def _ch05(d: Path, old: list[dict], profile: str) -> list[dict]:
     close, note = max(seed_scatter.tolerance(profile, run, ch05.TOP1_CLOSE)
                       for run in ("natural", "low_rank:5"))
     v, shrinks = ch05.table2_top1_verdicts(t2, close=close)
-    out = []
-    for r in old:
-        m = re.match(r"CIFAR-10, trained on rank (\w+): full-rank top-1", r["item"])
-        if r["ref"] == "table2" and m:
-            key = m.group(1) if m.group(1) == "full" else int(m.group(1))
-            out.append(_rec(r, verdict=v[key], note=f"{r.get('note', '')}; {note}"))
-        elif r["ref"] == "fig16":
-            out.append(_rec(r, verdict=ch05.fig16_verdict(shrinks, list(v.values()))))
-        else:
-            out.append(_rec(r))
-    return out
+    return _training_rows(old, "table2", r"CIFAR-10, trained on rank (\w+): full-rank top-1",
+                          lambda m: m.group(1) if m.group(1) == "full" else int(m.group(1)),
+                          v, note, "fig16", ch05.fig16_verdict(shrinks, list(v.values())))
 
 
 def _ch06(d: Path, old: list[dict], profile: str) -> list[dict]:
