@@ -194,3 +194,22 @@ def test_seed_scatter_tolerance_is_the_larger_of_floor_and_scatter(tmp_path):
     assert seed_scatter.low_rank_sd("p", folder=tmp_path) == 1.5
     tol, note = seed_scatter.tolerance("absent", "natural", 3.0, folder=tmp_path)
     assert tol == 3.0 and "no seed scatter measured" in note
+
+
+def test_scorecard_diff_lists_rows_whose_verdict_or_kind_changed(tmp_path, repo):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("scorecard_diff",
+                                                  repo / "bench" / "scorecard_diff.py")
+    sd = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sd)
+    old, new = Results("01_a", "quick", root=tmp_path / "old"), Results("01_a", "quick",
+                                                                         root=tmp_path / "new")
+    for r, kind, v in ((old, "paper claim", "same trend"), (new, "paper claim", "differs")):
+        r.score("fig1", "saturation", 15, 3, v, kind=kind)
+        r.score("fig2", "picture", 1, 1, "reproduced",
+                kind="paper claim" if r is old else "illustration")
+        r.score("fig3", "same", 1, 1, "reproduced")
+    changed, _, _ = sd.diff(tmp_path / "old", tmp_path / "new", "quick")
+    assert list(changed["item"]) == ["saturation", "picture"]
+    row = changed.set_index("item").loc["picture"]
+    assert (row["kind before"], row["kind after"]) == ("paper claim", "illustration")
