@@ -114,7 +114,10 @@ def _ch04(d: Path, old: list[dict], profile: str) -> list[dict]:
     close, note = seed_scatter.tolerance(profile, "high_rank:3", ch04.TABLE3_CLOSE)
     v, falls = ch04.table3_verdicts(t3, close=close)
     return _training_rows(old, "table3", r"CIFAR-10, (\d+) largest", lambda m: int(m.group(1)),
-                          v, note, "fig14", ch04.fig14_verdict(falls, list(v.values())))
+                          v, note, "fig14", ch04.fig14_verdict(
+                              falls, list(v.values()), why=ch04.training_evidence(
+                                  t3["ours_natural_top1"].iloc[0] if "ours_natural_top1" in t3
+                                  else None)))
 
 
 def _ch05(d: Path, old: list[dict], profile: str) -> list[dict]:
@@ -125,7 +128,9 @@ def _ch05(d: Path, old: list[dict], profile: str) -> list[dict]:
     v, shrinks = ch05.table2_top1_verdicts(t2, close=close)
     return _training_rows(old, "table2", r"CIFAR-10, trained on rank (\w+): full-rank top-1",
                           lambda m: m.group(1) if m.group(1) == "full" else int(m.group(1)),
-                          v, note, "fig16", ch05.fig16_verdict(shrinks, list(v.values())))
+                          v, note, "fig16", ch05.fig16_verdict(
+                              shrinks, list(v.values()),
+                              why=ch04.training_evidence(t2["ours_top1"].iloc[0])))
 
 
 def _ch06(d: Path, old: list[dict], profile: str) -> list[dict]:

@@ -107,3 +107,14 @@ def test_epochs_text_names_the_runs_that_train_longer():
     assert ch04.epochs_text({"low_rank:5": cfg(4), "natural": cfg(4)}) == "4 epochs"
     assert ch04.epochs_text({"natural": cfg(5), "low_rank:20": cfg(4), "low_rank:5": cfg(4),
                              "adv": cfg(10)}) == "4 epochs (natural 5, adv 10)"
+
+
+def test_rows_near_chance_are_not_meaningful_when_the_recipe_learned_nothing():
+    # A full-rank model at chance: Table 3's rows near chance would "agree" with the paper's
+    # 13.54% and 11.19% for that reason alone.
+    t3 = ch04.table3({"high_rank:5": 9.0, "high_rank:10": 10.0, "natural": 11.7}, [5, 10])
+    verdicts, falls = ch04.table3_verdicts(t3)
+    assert set(verdicts.values()) == {"not meaningful here"}
+    assert "11.7%" in verdicts[5].reason
+    assert ch04.training_evidence(ch04.FULL_MIN + 0.1) == ""
+    assert ch04.fig14_verdict(falls, why=ch04.training_evidence(11.7)) == "not meaningful here"

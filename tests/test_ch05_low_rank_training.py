@@ -94,3 +94,10 @@ def test_imagenet_top1_and_table_rows():
     assert t2["paper_top1"].tolist() == [ref["full"]["top1"], ref[100]["top1"]]
     assert t2["ours_gap"].tolist() == [0.0, 5.0]
     assert "rank 100" in ch05.fig15_claim()
+
+
+def test_rank_rows_need_a_full_rank_model_above_chance():
+    t2 = ch05.table2_top1({"natural": 11.7, "low_rank:5": 20.3, "low_rank:20": 21.9}, [5, 20])
+    verdicts, _ = ch05.table2_top1_verdicts(t2)
+    assert verdicts["full"] == "differs"                        # judged on its own accuracy
+    assert verdicts[5] == verdicts[20] == "not meaningful here"

@@ -15,11 +15,11 @@ from typing import Sequence
 from .. import imagenet_training as it
 from ..paths import cache_dir
 from . import paper
-from .ch04_high_rank_training import FALL_NOISE, TrainedRuns, epochs_text
-from .verdicts import rule
+from .ch04_high_rank_training import FALL_NOISE, TrainedRuns, epochs_text, training_evidence
+from .verdicts import not_meaningful, rule
 
 __all__ = ["CHAPTER", "TOP1_CLOSE", "GAP_SLACK", "SHRINK_NOISE", "FULL_TREND_BAND", "run_names", "rank_label",
-           "table2_top1", "gap_shrinks", "table2_top1_verdict", "table2_top1_verdicts",
+           "table2_top1", "gap_shrinks", "training_evidence", "table2_top1_verdict", "table2_top1_verdicts",
            "fig16_verdict", "fig15_claim", "imagenet_markdown", "imagenet_config", "imagenet_dir",
            "imagenet_status", "imagenet_top1", "imagenet_curves", "imagenet_models",
            "summary_markdown"]
@@ -95,9 +95,14 @@ def gap_shrinks(gaps: dict[int, float], noise: float = SHRINK_NOISE) -> bool:
                 dict(trained_on=5, ours=70.0, paper_top1=91.54, ours_gap=12.0,
                      paper_gap=3.67, shrinks=True),
                 dict(trained_on=5, ours=80.0, paper_top1=91.54, ours_gap=5.0,
-                     paper_gap=3.67, shrinks=False)]})
+                     paper_gap=3.67, shrinks=False)],
+    "not meaningful here": [dict(trained_on=5, ours=20.0, paper_top1=91.54, ours_gap=-8.0,
+                                 paper_gap=3.67, shrinks=True,
+                                 why=training_evidence(11.7))]},
+      needs="a full-rank model of the recipe above chance by 10 points (for the rank rows)")
 def table2_top1_verdict(trained_on, ours: float, paper_top1: float, ours_gap: float,
-                        paper_gap: float, shrinks: bool, close: float = TOP1_CLOSE) -> str:
+                        paper_gap: float, shrinks: bool, close: float = TOP1_CLOSE,
+                        why: str = "") -> str:
     """One row of Table 2's top-1 column: "reproduced" within ``close`` points of the paper.
 
     Else the full-rank row is judged on its own accuracy: "same trend" within
@@ -109,11 +114,15 @@ def table2_top1_verdict(trained_on, ours: float, paper_top1: float, ours_gap: fl
     Args:
         close (float, optional): tolerance in points (the seed scatter's where larger).
             Default: :data:`TOP1_CLOSE`.
+        why (str, optional): missing evidence for a rank row's gap (a full-rank model at
+            chance, :func:`~rankcore.book.ch04_high_rank_training.training_evidence`).
     """
     if abs(ours - paper_top1) <= close:
         return "reproduced"
     if trained_on == "full":
         return "same trend" if abs(ours - paper_top1) <= FULL_TREND_BAND else "differs"
+    if why:
+        return not_meaningful(why)
     return "same trend" if shrinks and ours_gap <= paper_gap + GAP_SLACK else "differs"
 
 
@@ -121,23 +130,27 @@ def table2_top1_verdicts(t2, close: float = TOP1_CLOSE) -> tuple[dict, bool]:
     """Verdicts of the rows of :func:`table2_top1` that the paper has, and ``shrinks``."""
     gaps = {int(r.trained_on): r.ours_gap for r in t2.itertuples() if r.trained_on != "full"}
     shrinks = gap_shrinks(gaps)
+    why = training_evidence(t2.loc[t2.trained_on == "full", "ours_top1"].iloc[0])
     out = {}
     for r in t2.itertuples():
         if r.paper_top1 is None or r.paper_top1 != r.paper_top1:   # no paper row (NaN/None)
             continue
         out[r.trained_on] = table2_top1_verdict(r.trained_on, r.ours_top1, r.paper_top1,
-                                                r.ours_gap, r.paper_gap, shrinks, close)
+                                                r.ours_gap, r.paper_gap, shrinks, close, why)
     return out, shrinks
 
 
 @rule("fig16", "fig15", examples={
     "reproduced": [dict(shrinks=True, rows=["reproduced", "reproduced"])],
     "same trend": [dict(shrinks=True, rows=["differs", "same trend"])],
-    "differs": [dict(shrinks=False, rows=["reproduced"])]})
-def fig16_verdict(shrinks: bool, rows: list[str] | tuple[str, ...] = ()) -> str:
+    "differs": [dict(shrinks=False, rows=["reproduced"])],
+    "not meaningful here": [dict(shrinks=True, why="at chance")]})
+def fig16_verdict(shrinks: bool, rows: list[str] | tuple[str, ...] = (), why: str = "") -> str:
     """Figures 15/16: the gap to full rank shrinks as the training rank grows. "reproduced"
     when it shrinks and every Table 2 top-1 row (``rows``, their verdicts) is reproduced;
-    "same trend" when it shrinks; "differs" otherwise."""
+    "same trend" when it shrinks; "differs" otherwise; "not meaningful here" with ``why``."""
+    if why:
+        return not_meaningful(why)
     if not shrinks:
         return "differs"
     return "reproduced" if rows and all(v == "reproduced" for v in rows) else "same trend"
