@@ -37,6 +37,8 @@ def _band_edge(what, paper_value):
     # a network steered on 90% of the images, or recovering 5%, does not pass
     ("success", 90.0, 99.27, 2000, "differs"),
     ("recovery", 5.0, 0.34, 2000, "differs"),
+    # ... and 500 images are enough to say so, though not to resolve 0.03% (below)
+    ("success", 55.0, 99.93, 500, "differs"),
     # 500 images cannot tell 0.03% recovered from 5 times that
     ("recovery", 0.0, 0.03, 500, "not meaningful here"),
     ("success", 100.0, 99.93, 500, "not meaningful here"),
@@ -98,11 +100,10 @@ def test_attack_table_in_percent_against_a_model_nothing_can_move():
     assert t2["trained_on"].tolist() == ["full rank", "rank 5"]
     assert t2["n"].tolist() == [8, 8]
     v = ch06.table2_verdicts(t2)
-    # 8 images resolve none of the paper's rates
-    assert set(v.values()) == {"not meaningful here"}
-    big = t2.assign(n=5000)
-    v = ch06.table2_verdicts(big)
+    # the unmovable model differs even on 8 images (0% success, 100% recovered); a 0 of 8
+    # recovery cannot be told from the paper's 0.34% on 8 images
     assert v[("natural", "success")] == "differs" and v[("natural", "recovery")] == "differs"
+    assert v[("low_rank:5", "recovery")] == "not meaningful here"
 
 
 @dataclasses.dataclass

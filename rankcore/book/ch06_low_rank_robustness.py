@@ -161,24 +161,25 @@ def rate_verdict(what: str, ours: float, paper_value: float, n: int,
                  factor: float = RATE_FACTOR) -> str:
     """One CIFAR-10 Table 2 rate (percent) on ``n`` attacked images.
 
-    "reproduced" when the 95% Wilson interval of ours contains the paper's value; "same
-    trend" when it reaches :func:`rate_band` (a few times the paper's failure or recovery
-    rate); "differs" when it lies outside it. "not meaningful here" when ``n`` is too small
-    for the band: the paper's own rate, measured on ``n`` images, would have an interval
-    reaching outside the band, so agreement could not be told from disagreement.
+    "differs" when the 95% Wilson interval of ours lies outside :func:`rate_band` (a few
+    times the paper's failure or recovery rate): decisive on any number of images.
+    Otherwise "not meaningful here" when ``n`` is too small for the band (the paper's own
+    rate, measured on ``n`` images, would have an interval reaching outside it, so
+    agreement could not be told from disagreement); else "reproduced" when our interval
+    contains the paper's value and "same trend" when it only reaches the band.
     """
     band = rate_band(what, paper_value, factor)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int (images attacked), got {n!r}")
+    lo, hi = (100 * float(v) for v in wilson_interval(ours / 100, n))
+    if hi < band[0] or lo > band[1]:
+        return "differs"
     plo, phi = (100 * float(v) for v in wilson_interval(paper_value / 100, n))
     if plo < band[0] or phi > band[1]:
         return not_meaningful(f"{n} images cannot resolve a {what} rate of {paper_value}% from "
                               f"{band[0]:.2f}-{band[1]:.2f}% (the paper's rate would read "
                               f"[{plo:.2f}, {phi:.2f}]%)")
-    lo, hi = (100 * float(v) for v in wilson_interval(ours / 100, n))
-    if lo <= paper_value <= hi:
-        return "reproduced"
-    return "same trend" if hi >= band[0] and lo <= band[1] else "differs"
+    return "reproduced" if lo <= paper_value <= hi else "same trend"
 
 
 def table2_verdicts(t2) -> dict[tuple[str, str], str]:
