@@ -39,9 +39,9 @@ DEFINITIONS = {
                   "highest evaluated rank (rankcore.spectrum.saturation_rank)",
     "low rank": "ranks 1-10 of 32 on CIFAR-10 and ranks 1-100 of 224 on ImageNet (Figures "
                 "7c, 7d)",
-    "rises earlier": "a robust model's saturation rank at most that of the natural model "
-                     "on the same images, one grid step earlier or more; 'much earlier' "
-                     "(reproduced) at most half of it",
+    "rises earlier": "a robust model saturates at a lower evaluated rank than the natural "
+                     "model on the same images; 'much more quickly' (reproduced): at half the "
+                     "natural model's saturation rank or below",
     "imperceptible": "the high-rank residual keeps under 10% of the image's energy "
                      "(sum of squared pixels; Figure 9)",
     "success": "a targeted attack succeeds on an image when the model predicts the target "
