@@ -54,15 +54,31 @@ def _low_rank_top1(model, n: int, ranks: list[int]) -> dict[int, float]:
     return {int(k): 100.0 * float(v) for k, v in zip(df["rank"], df["top1"])}
 
 
-def measure(profile: str, run_names: list[str], seeds: list[int], spectrum_n: int) -> dict:
-    out = {"profile": profile, "seeds": seeds, "runs": {},
-           "measured": {"commit": _commit(), "host": platform.node(),
-                        "threads": torch.get_num_threads(),
-                        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                            timespec="seconds")}}
-    for name in run_names:
-        rows = []
-        for seed in seeds:
+def _entry(rows: list[dict], cfg, spectrum_n: int, natural: bool) -> dict:
+    tops = [r["test_top1"] for r in rows]
+    entry = {"seeds": [r["seed"] for r in rows], "test_top1": tops, "mean": statistics.mean(tops),
+             "sd": statistics.stdev(tops) if len(tops) > 1 else 0.0,
+             "epochs": cfg.epochs, "arch": cfg.arch, "per_seed": rows}
+    if natural and spectrum_n and len(rows) > 1:
+        per_rank = {k: [r["low_rank_top1"][k] for r in rows] for k in range(1, 11)}
+        entry["low_rank_sd"] = {str(k): statistics.stdev(v) for k, v in per_rank.items()}
+        entry["low_rank_images"] = spectrum_n
+    return entry
+
+
+def measure(profile: str, run_names: list[str], seeds: list[int], spectrum_n: int,
+            out: Path | None = None) -> dict:
+    """Train every run with every seed; with ``out``, rewrite the file after each seed (a
+    run with fewer than two seeds done is left out), so an interrupted bench leaves data."""
+    data = {"profile": profile, "seeds": seeds, "runs": {},
+            "measured": {"commit": _commit(), "host": platform.node(),
+                         "threads": torch.get_num_threads(),
+                         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                             timespec="seconds")}}
+    rows: dict[str, list[dict]] = {name: [] for name in run_names}
+    # Seeds outer, runs inner: after the second seed every run has a scatter to read.
+    for seed in seeds:
+        for name in run_names:
             cfg = runs.preset(name, profile, seed=seed)
             t0, c0 = time.perf_counter(), _cpu_seconds()
             model = runs.cached(cfg, progress=False)
@@ -72,19 +88,13 @@ def measure(profile: str, run_names: list[str], seeds: list[int], spectrum_n: in
                    "cpu_s": round(_cpu_seconds() - c0, 1)}
             if name == "natural" and spectrum_n:
                 row["low_rank_top1"] = _low_rank_top1(model, spectrum_n, list(range(1, 11)))
-            rows.append(row)
+            rows[name].append(row)
             print(f"{name} seed {seed}: {top1:.2f}% ({row['cpu_s']} CPU s)", flush=True)
-        tops = [r["test_top1"] for r in rows]
-        entry = {"seeds": seeds, "test_top1": tops, "mean": statistics.mean(tops),
-                 "sd": statistics.stdev(tops) if len(tops) > 1 else 0.0,
-                 "epochs": cfg.epochs, "arch": cfg.arch, "per_seed": rows}
-        if name == "natural" and spectrum_n:
-            per_rank = {k: [r["low_rank_top1"][k] for r in rows] for k in range(1, 11)}
-            entry["low_rank_sd"] = {str(k): statistics.stdev(v) if len(v) > 1 else 0.0
-                                    for k, v in per_rank.items()}
-            entry["low_rank_images"] = spectrum_n
-        out["runs"][name] = entry
-    return out
+            if len(rows[name]) > 1:
+                data["runs"][name] = _entry(rows[name], cfg, spectrum_n, name == "natural")
+                if out is not None:
+                    _io.write_json(out, data)
+    return data
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     if len(seeds) < 2:
         ap.error(f"--seeds {args.seeds!r}: a scatter needs at least two seeds")
-    data = measure(args.profile, args.runs.split(","), seeds, args.spectrum_n)
     out = args.out or FOLDER / f"{args.profile}.json"
+    data = measure(args.profile, args.runs.split(","), seeds, args.spectrum_n, out)
     _io.write_json(out, data)
     print(f"wrote {out}")
     return 0
