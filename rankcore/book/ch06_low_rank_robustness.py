@@ -21,6 +21,7 @@ from typing import Sequence
 from .. import attacks
 from ..spectrum import wilson_interval
 from . import paper
+from .ch04_high_rank_training import training_evidence
 from .verdicts import not_meaningful, rule
 
 __all__ = ["CHAPTER", "RATE_CLOSE", "RATE_FACTOR", "ADV_MARGIN", "rate_band",
@@ -155,10 +156,13 @@ def rate_band(what: str, paper_value: float, factor: float = RATE_FACTOR) -> tup
     "differs": [dict(what="success", ours=90.0, paper_value=99.27, n=2000),
                 dict(what="recovery", ours=30.0, paper_value=0.19, n=2000)],
     "not meaningful here": [dict(what="recovery", ours=0.0, paper_value=0.03, n=500),
-                            dict(what="success", ours=100.0, paper_value=99.93, n=64)]},
-      needs="enough images that the paper's own rate would lie inside the same-trend band")
+                            dict(what="success", ours=100.0, paper_value=99.93, n=64),
+                            dict(what="success", ours=15.0, paper_value=99.93, n=2000,
+                                 why=training_evidence(11.7))]},
+      needs="enough images that the paper's own rate would lie inside the same-trend band, "
+            "and a full-rank model of the recipe above chance by 10 points")
 def rate_verdict(what: str, ours: float, paper_value: float, n: int,
-                 factor: float = RATE_FACTOR) -> str:
+                 factor: float = RATE_FACTOR, why: str = "") -> str:
     """One CIFAR-10 Table 2 rate (percent) on ``n`` attacked images.
 
     "differs" when the 95% Wilson interval of ours lies outside :func:`rate_band` (a few
@@ -166,8 +170,12 @@ def rate_verdict(what: str, ours: float, paper_value: float, n: int,
     Otherwise "not meaningful here" when ``n`` is too small for the band (the paper's own
     rate, measured on ``n`` images, would have an interval reaching outside it, so
     agreement could not be told from disagreement); else "reproduced" when our interval
-    contains the paper's value and "same trend" when it only reaches the band.
+    contains the paper's value and "same trend" when it only reaches the band. With ``why``
+    (a recipe that learned nothing, :func:`~rankcore.book.ch04_high_rank_training.training_evidence`),
+    "not meaningful here".
     """
+    if why:
+        return not_meaningful(why)
     band = rate_band(what, paper_value, factor)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int (images attacked), got {n!r}")
@@ -186,12 +194,15 @@ def table2_verdicts(t2) -> dict[tuple[str, str], str]:
     """``{(run, "success"|"recovery"): verdict}`` for every row the paper has (``t2`` needs
     its ``n`` column: the images attacked)."""
     out = {}
+    full = t2.loc[t2.run == "natural", "ours_top1"]
+    why = training_evidence(float(full.iloc[0]) if len(full) else None)
     for r in t2.itertuples():
         if r.paper_success is None or r.paper_success != r.paper_success:
             continue
-        out[(r.run, "success")] = rate_verdict("success", r.ours_success, r.paper_success, int(r.n))
+        out[(r.run, "success")] = rate_verdict("success", r.ours_success, r.paper_success,
+                                               int(r.n), why=why)
         out[(r.run, "recovery")] = rate_verdict("recovery", r.ours_recovery, r.paper_recovery,
-                                                int(r.n))
+                                                int(r.n), why=why)
     return out
 
 
