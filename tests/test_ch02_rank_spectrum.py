@@ -204,3 +204,16 @@ def test_seed_scatter_widens_the_gap_interval():
     # half-width 1.96 sqrt((3 / 1.96)^2 + 2 * 3^2) = 9.1 points: lower bound 15.9
     assert v == "same trend" and ev["lo"] == pytest.approx(25 - 1.96 * np.sqrt((3 / 1.96) ** 2 + 18), abs=1e-3)
     assert ev["seed_sd"] == 3.0 and ev["hi"] > 28
+
+
+def test_per_image_outcomes_average_to_the_table():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4)).eval()
+    x, y = torch.rand(10, 3, 8, 8), torch.arange(10) % 4
+    df, out = spectrum.rank_spectrum(net, x, y, ranks=[0, 2, 8], progress=False, per_image=True)
+    assert out["correct"].shape == out["agree"].shape == (3, 10)
+    np.testing.assert_allclose(out["correct"].mean(axis=1), df["top1"])
+    np.testing.assert_allclose(out["agree"].mean(axis=1), df["agreement"])
+    assert out["agree"][-1].all()                       # full rank agrees with itself
+    _, unlabelled = spectrum.rank_spectrum(net, x, ranks=[0, 8], progress=False, per_image=True)
+    assert unlabelled["correct"] is None
