@@ -41,7 +41,8 @@ from .rank import parse_ranks
 from .torch_utils import evaluating, init_distributed, model_device, synchronize, trim_memory
 
 __all__ = ["rank_spectrum", "default_batch_size", "throughput", "summary", "summary_table",
-           "saturation_rank", "gap", "wilson_interval", "with_intervals", "model_digest", "COLUMNS"]
+           "saturation_rank", "gap", "wilson_interval", "with_intervals", "per_image_outcomes",
+           "plot", "model_digest", "COLUMNS"]
 
 #: The columns that are fractions of images (binomial proportions, with intervals).
 RATES = ("agreement", "top1", "top5")
@@ -89,7 +90,7 @@ def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
                   device: str | torch.device | None = None, progress: bool = True,
                   checkpoint: str | os.PathLike | None = None, block: int | None = None,
                   amp: str | None = "auto", channels_last: bool | None = None,
-                  overlap: bool | None = None):
+                  overlap: bool | None = None, per_image: bool = False):
     """Accuracy and agreement of a model against the rank of its input (Algorithm 1).
 
     For every rank k, each image is replaced by its best rank-k approximation (per colour
@@ -139,8 +140,9 @@ def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
             that is not a rank-spectrum checkpoint (the model's weights passed by mistake:
             it is left untouched) or a path that cannot be written; a damaged checkpoint is
             moved aside to ``<checkpoint>.corrupt-<time>`` and one from a rankcore with
-            another checkpoint format is rebuilt, each with a warning. Under ``torchrun`` each process writes ``<checkpoint>.part<r>of<world>``
-            and process 0 the complete file. Default: None.
+            another checkpoint format is rebuilt, each with a warning. Under ``torchrun``
+            each process writes ``<checkpoint>.part<r>of<world>`` and process 0 the
+            complete file. Default: None.
         block (int, optional): images per block, the unit of checkpointing, distribution
             and memory. Default: a batch, but at most 16 images' worth of 224 x 224
             pixels (16 ImageNet images, 784 CIFAR-10 ones).
@@ -151,13 +153,17 @@ def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
         overlap (bool, optional): compute the next block's SVD on a CPU thread while the
             model runs (same answer). Default: True on CUDA, False on the CPU, where the
             model already uses every core.
+        per_image (bool, optional): also return each image's outcome at each rank
+            (:func:`per_image_outcomes`), for paired intervals between models evaluated
+            on the same images. Default: False.
 
     Returns:
         pandas.DataFrame: one row per rank, ascending, with columns ``rank``,
         ``agreement`` (fraction of images whose rank-k prediction equals the full-rank
         prediction: Algorithm 1), ``top1`` and ``top5`` (fractions correct),
         ``mean_true_prob`` (mean softmax probability of the true class) and ``n``
-        (images). :func:`with_intervals` adds 95% confidence intervals.
+        (images). :func:`with_intervals` adds 95% confidence intervals. With
+        ``per_image=True``, ``(table, outcomes)``.
 
     Examples::
 
@@ -250,7 +256,8 @@ def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
     has_labels = all("y" in v for v in blocks_all.values())
     if has_labels != source.has_labels:
         raise ValueError("images: some items have labels and others not (label -1 or None)")
-    return eng.table(blocks_all, ks, source.has_labels)
+    df = eng.table(blocks_all, ks, source.has_labels)
+    return (df, per_image_outcomes(blocks_all)) if per_image else df
 
 
 def throughput(model: nn.Module, images: Any, ranks: Any = None, batch_size: int | None = None,
@@ -349,16 +356,9 @@ def saturation_rank(df, column: str = "top1", fraction: float = 0.95) -> float:
     return float(d["rank"].to_numpy()[hit[0]]) if len(hit) else float("nan")
 
 
-def _z(confidence: float) -> float:
-    if not isinstance(confidence, (int, float)) or isinstance(confidence, bool) \
-            or not 0 < confidence < 1:
-        raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
-    from statistics import NormalDist
-    return NormalDist().inv_cdf(0.5 + confidence / 2)
-
-
 def wilson_interval(p, n, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval of a proportion ``p`` observed on ``n`` trials.
+    """Wilson score interval of a proportion ``p`` observed on ``n`` trials
+    (:func:`rankcore.stats.wilson`, scipy's, at ``round(p * n)`` successes).
 
     Args:
         p (float or array): observed fractions in ``[0, 1]``.
@@ -366,18 +366,36 @@ def wilson_interval(p, n, confidence: float = 0.95) -> tuple[np.ndarray, np.ndar
         confidence (float, optional): Default: 0.95.
 
     Returns:
-        (ndarray, ndarray): lower and upper bounds, in ``[0, 1]``.
+        (ndarray, ndarray): lower and upper bounds, in ``[0, 1]``, of ``p``'s shape.
     """
-    p, n = np.asarray(p, dtype=float), np.asarray(n, dtype=float)
+    from .stats import wilson
+
+    p, n = np.broadcast_arrays(np.asarray(p, dtype=float), np.asarray(n, dtype=float))
     if np.any(n < 1):
         raise ValueError(f"n must be >= 1, got {n.min():g}")
     if np.any((p < 0) | (p > 1)):
         raise ValueError("p must lie in [0, 1]")
-    z = _z(confidence)
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    lo, hi = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
-    return np.where(p == 0, 0.0, lo), np.where(p == 1, 1.0, hi)
+    lo, hi = np.empty(p.shape), np.empty(p.shape)
+    for i in np.ndindex(p.shape):
+        lo[i], hi[i] = wilson(int(round(p[i] * n[i])), int(n[i]), confidence)
+    return lo, hi
+
+
+def per_image_outcomes(blocks: dict[int, dict[str, Any]]) -> dict[str, np.ndarray | None]:
+    """Each image's outcome at each rank from :func:`rank_spectrum`'s blocks, in image order.
+
+    Returns:
+        dict: ``agree`` ``(R, N)`` bool (rank-k prediction equals the full-rank one) and
+        ``correct`` ``(R, N)`` bool (equals the true label; ``None`` without labels).
+    """
+    order = sorted(blocks)
+    pred = torch.cat([blocks[b]["pred"] for b in order], dim=-1)            # (R, N)
+    full = torch.cat([blocks[b]["full"] for b in order])                    # (N,)
+    out: dict[str, np.ndarray | None] = {"agree": (pred == full).numpy(), "correct": None}
+    if all("y" in blocks[b] for b in order):
+        y = torch.cat([blocks[b]["y"] for b in order])
+        out["correct"] = (pred == y).numpy()
+    return out
 
 
 def with_intervals(df, confidence: float = 0.95):
@@ -397,19 +415,33 @@ def with_intervals(df, confidence: float = 0.95):
     return out
 
 
-def gap(robust, natural, column: str = "top1", confidence: float = 0.95):
+def gap(robust, natural, column: str = "top1", confidence: float = 0.95,
+        correct: tuple[Any, Any] | None = None):
     """``robust - natural`` of ``column`` at every rank both evaluated (Figures 7c, 7d),
     with a confidence interval.
 
-    The interval is Newcombe's hybrid score interval for a difference of two proportions
-    (from the two Wilson intervals). It treats the two models' samples as independent; on
-    the same images, where the models' errors are positively correlated, it is wider than
-    needed (conservative).
+    Both models see the same images, so the right interval is the paired one: with
+    ``correct`` (each model's per-image outcomes), Newcombe's paired interval
+    (:func:`rankcore.stats.newcombe_paired`), which uses the images on which exactly one
+    model is right. Without it, Newcombe's independent-samples interval, wider where the
+    models' errors are correlated (conservative). Both are returned when ``correct`` is given.
+
+    Args:
+        robust, natural (DataFrame): tables of :func:`rank_spectrum`.
+        column (str, optional): Default: ``"top1"``.
+        confidence (float, optional): Default: 0.95.
+        correct (pair of arrays, optional): ``(robust, natural)`` per-image outcomes
+            ``(R, N)`` bool, row ``i`` at the table's ``i``-th rank (``per_image=True`` of
+            :func:`rank_spectrum`: ``outcomes["correct"]``, or ``["agree"]`` for
+            ``column="agreement"``), on the same ``N`` images.
 
     Returns:
-        pandas.DataFrame: columns ``rank``, ``gap``, ``gap_lo``, ``gap_hi`` (in the
-        column's unit).
+        pandas.DataFrame: ``rank``, ``gap``, ``gap_lo``, ``gap_hi`` (the paired interval when
+        ``correct`` is given), ``gap_lo_unpaired``, ``gap_hi_unpaired`` and ``paired``
+        (bool), in the column's unit.
     """
+    from .stats import newcombe_paired, paired_counts
+
     if column not in robust.columns or column not in natural.columns:
         raise ValueError(f"column={column!r} is not in both tables")
     m = robust[["rank", column, "n"]].merge(natural[["rank", column, "n"]], on="rank",
@@ -421,11 +453,24 @@ def gap(robust, natural, column: str = "top1", confidence: float = 0.95):
     if column in RATES:
         l1, u1 = wilson_interval(p1, m["n_robust"], confidence)
         l2, u2 = wilson_interval(p2, m["n_natural"], confidence)
-        lo = d - np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
-        hi = d + np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+        lo_u = d - np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+        hi_u = d + np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
     else:
-        lo = hi = np.full(len(d), np.nan)
-    return m.assign(gap=d, gap_lo=lo, gap_hi=hi)[["rank", "gap", "gap_lo", "gap_hi"]]
+        lo_u = hi_u = np.full(len(d), np.nan)
+    lo, hi = lo_u.copy(), hi_u.copy()
+    if correct is not None:
+        rows_r = {int(k): i for i, k in enumerate(robust["rank"])}
+        rows_n = {int(k): i for i, k in enumerate(natural["rank"])}
+        cr, cn = (np.asarray(c) for c in correct)
+        if cr.shape[0] != len(robust) or cn.shape[0] != len(natural) or cr.shape[1] != cn.shape[1]:
+            raise ValueError(f"correct: shapes {cr.shape} and {cn.shape} do not match the "
+                             f"tables' {len(robust)} and {len(natural)} ranks of the same images")
+        for j, k in enumerate(m["rank"].astype(int)):
+            _, lo[j], hi[j] = newcombe_paired(*paired_counts(cr[rows_r[k]], cn[rows_n[k]]),
+                                              confidence=confidence)
+    return m.assign(gap=d, gap_lo=lo, gap_hi=hi, gap_lo_unpaired=lo_u, gap_hi_unpaired=hi_u,
+                    paired=correct is not None)[
+        ["rank", "gap", "gap_lo", "gap_hi", "gap_lo_unpaired", "gap_hi_unpaired", "paired"]]
 
 
 # ---------------------------------------------------------------------------- plot

@@ -27,13 +27,19 @@ def images(n=3, size=12, seed=1):
                       dtype=torch.float64)
 
 
-def auc_table(rig_del, rig_ins, van_del=0.2, van_ins=0.3):
-    rows = [{"image": i, "method": m, "target": 0, "deletion_auc": d + 0.01 * i,
-             "insertion_auc": s + 0.01 * i, "seconds": 1.0}
-            for i in range(3) for m, d, s in (("vanilla", van_del, van_ins),
+def auc_rows(rig_del, rig_ins, van_del=0.2, van_ins=0.3, n=3):
+    # per image i: a shared offset 0.01 i, and +-0.02 that alternates between RIG images
+    return [{"image": i, "method": m, "target": 0,
+             "deletion_auc": d + 0.01 * i + (0.02 * (-1) ** i if m == "rig" else 0),
+             "insertion_auc": s + 0.01 * i + (0.02 * (-1) ** i if m == "rig" else 0),
+             "seconds": 1.0}
+            for i in range(n) for m, d, s in (("vanilla", van_del, van_ins),
                                               ("rig", rig_del, rig_ins),
                                               ("smoothgrad", 0.05, 0.9))]
-    return A.auc_summary(rows)
+
+
+def auc_table(rig_del, rig_ins, van_del=0.2, van_ins=0.3):
+    return A.auc_summary(auc_rows(rig_del, rig_ins, van_del, van_ins))
 
 
 def test_stride_is_a_parse_ranks_stride():
@@ -45,27 +51,44 @@ def test_stride_is_a_parse_ranks_stride():
 
 
 @pytest.mark.parametrize("rig_del,rig_ins,expected,answer", [
-    (0.1, 0.4, ("same trend", "same trend"), "Yes"),
-    (0.1, 0.2, ("same trend", "differs"), "Partly"),
-    (0.3, 0.4, ("differs", "same trend"), "Partly"),
+    (0.1, 0.4, ("reproduced", "reproduced"), "Yes"),
+    (0.1, 0.2, ("reproduced", "differs"), "Partly"),
+    (0.195, 0.305, ("same trend", "same trend"), "Yes"),     # ahead, interval reaches 0
     (0.3, 0.2, ("differs", "differs"), "No"),
 ])
-def test_auc_verdicts_and_claim(rig_del, rig_ins, expected, answer):
-    v = ch03.auc_verdicts(auc_table(rig_del, rig_ins))
+def test_auc_verdicts_are_paired_over_images(rig_del, rig_ins, expected, answer):
+    rows = auc_rows(rig_del, rig_ins, n=24)
+    v = ch03.auc_verdicts(rows)
     assert (v["deletion"][0], v["insertion"][0]) == expected
-    assert v["deletion"][1] == pytest.approx(rig_del + 0.01)      # mean over images 0..2
-    assert v["insertion"][2] == pytest.approx(0.31)
+    assert v["deletion"][1] == pytest.approx(rig_del + 0.01 * 11.5)    # mean over 24 images
+    d, lo, hi = v["insertion"][3]
+    assert d == pytest.approx(rig_ins - 0.3) and lo <= d <= hi
     assert ch03.claim_answer(v) == answer
 
 
-def test_alignment_verdicts():
+def test_paired_verdict_needs_images():
+    v, diff = ch03.paired_verdict([0.5] * 6, [0.1] * 6)
+    assert v == "not meaningful here" and "6 images" in v.reason and diff[0] == pytest.approx(0.4)
+
+
+def _align(rob_edge, nat_edge, rob_coh, nat_coh, n=24):
+    wob = [0.01 * (-1) ** i for i in range(n)]
     align = pd.DataFrame([
-        {"model": "natural", "method": "RIG", "edge_alignment": 0.10, "coherence": 0.45},
-        {"model": "robust", "method": "RIG", "edge_alignment": 0.03, "coherence": 0.80},
+        {"model": "natural", "method": "RIG", "edge_alignment": nat_edge, "coherence": nat_coh},
+        {"model": "robust", "method": "RIG", "edge_alignment": rob_edge, "coherence": rob_coh},
         {"model": "robust", "method": "vanilla", "edge_alignment": 0.9, "coherence": 0.9}])
-    v = ch03.alignment_verdicts(align)
-    assert v["edge_alignment"] == ("differs", 0.03, 0.10)
-    assert v["coherence"] == ("same trend", 0.80, 0.45)
+    align.attrs["per_image"] = {
+        "natural: RIG": {"edge_alignment": [nat_edge] * n, "coherence": [nat_coh] * n},
+        "robust: RIG": {"edge_alignment": [rob_edge + w for w in wob],
+                        "coherence": [rob_coh + w for w in wob]}}
+    return align
+
+
+def test_alignment_verdicts_are_paired():
+    v = ch03.alignment_verdicts(_align(0.03, 0.10, 0.80, 0.45))
+    assert v["edge_alignment"][:3] == ("differs", 0.03, 0.10)
+    assert v["coherence"][:3] == ("reproduced", 0.80, 0.45)
+    assert v["coherence"][3][1] > 0                               # the interval's lower bound
 
 
 def test_figure10_ranks_scale_the_papers():
@@ -78,23 +101,26 @@ class FakeResults:
     def __init__(self):
         self.rows = []
 
-    def score(self, ref, item, paper, ours, verdict, note=""):
-        self.rows.append({"ref": ref, "item": item, "verdict": verdict, "note": note})
+    def score(self, ref, item, paper, ours, verdict, note="", kind="paper claim"):
+        self.rows.append({"ref": ref, "item": item, "verdict": verdict, "note": note,
+                          "kind": kind})
 
 
 def test_scores_and_summary_follow_the_numbers():
     table = auc_table(0.1, 0.2)
-    auc = ch03.auc_verdicts(table)
-    cifar = {"edge_alignment": ("differs", 0.03, 0.10), "coherence": ("same trend", 0.8, 0.45)}
+    auc = ch03.auc_verdicts(auc_rows(0.1, 0.2, n=24))
+    cifar = ch03.alignment_verdicts(_align(0.03, 0.10, 0.80, 0.45))
     res = FakeResults()
     ch03.record_scores(res, auc, [1, 5], 224, "pair", cifar, None, "weights absent", False, "n")
     got = {(r["ref"], r["verdict"]) for r in res.rows}
-    assert ("fig1", "differs") in got and ("fig8", "same trend") in got
-    assert ("fig11", "differs") in got and ("fig11", "same trend") in got
+    assert ("fig1", "differs") in got and ("fig8", "reproduced") in got
+    assert ("fig11", "differs") in got and ("fig11", "reproduced") in got
     assert ("fig18", "needs GPU or data") in got and ("fig17", "needs GPU or data") in got
+    kinds = {r["ref"]: r["kind"] for r in res.rows}
+    assert kinds["fig10"] == kinds["fig17"] == "illustration" and kinds["fig1"] == "paper claim"
     text = ch03.summary_markdown("smoke", table, auc, 3, "samples", "net", cifar, None,
                                  {"Figure 18 robust model": "WeightsMissingError: absent"})
-    assert "**Partly**" in text and "(0.110 vs 0.210)" in text and "smoke" in text
+    assert "**Partly**" in text and "(0.215 vs 0.315)" in text and "smoke" in text
     assert "Best of the 3 methods: smoothgrad (deletion), smoothgrad (insertion)" in text
     assert "0.03 against 0.10 (**differs**)" in text
     assert "Figure 18 robust model: skipped: WeightsMissingError: absent" in text

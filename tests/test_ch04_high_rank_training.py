@@ -37,7 +37,9 @@ def test_falls_with_k(ours, falls):
     (3, ch04.ABOVE_CHANCE + 0.01, 28.02, True, "same trend"),
     (5, 10.0, 13.54 + 10, True, "same trend"),                     # k >= 5: chance is the trend
     (5, 10.0, 13.54 + 10, False, "differs"),
-    (7, 40.0, None, True, "same trend"),                           # no paper row
+    (5, 13.54 + ch04.LATE_BAND, 13.54, True, "same trend"),        # k >= 5: bounded above
+    (5, 13.54 + ch04.LATE_BAND + 0.01, 13.54, True, "differs"),    # not near chance any more
+    (7, 40.0, None, True, "differs"),                              # no paper row, no bound
 ])
 def test_table3_verdict_boundaries(k, ours, paper_value, falls, verdict):
     assert ch04.table3_verdict(k, ours, paper_value, falls) == verdict
@@ -53,6 +55,8 @@ def test_table3_rows_follow_the_paper_and_our_runs():
     verdicts, falls = ch04.table3_verdicts(t3)
     assert falls and verdicts == {2: "reproduced", 3: "reproduced", 5: "reproduced"}
     assert ch04.fig14_verdict(True) == "same trend" and ch04.fig14_verdict(False) == "differs"
+    assert ch04.fig14_verdict(True, list(verdicts.values())) == "reproduced"
+    assert ch04.table3_verdicts(t3, close=0.5)[0][2] == "same trend"   # a tighter tolerance
     md = ch04.summary_markdown(t3, verdicts, falls, 0.05, 3, _FakeTrained(), "smoke")
     assert "2 removed: 31.0% (paper 31.71%, reproduced)" in md and "5.0%" in md
 
@@ -103,3 +107,14 @@ def test_epochs_text_names_the_runs_that_train_longer():
     assert ch04.epochs_text({"low_rank:5": cfg(4), "natural": cfg(4)}) == "4 epochs"
     assert ch04.epochs_text({"natural": cfg(5), "low_rank:20": cfg(4), "low_rank:5": cfg(4),
                              "adv": cfg(10)}) == "4 epochs (natural 5, adv 10)"
+
+
+def test_rows_near_chance_are_not_meaningful_when_the_recipe_learned_nothing():
+    # A full-rank model at chance: Table 3's rows near chance would "agree" with the paper's
+    # 13.54% and 11.19% for that reason alone.
+    t3 = ch04.table3({"high_rank:5": 9.0, "high_rank:10": 10.0, "natural": 11.7}, [5, 10])
+    verdicts, falls = ch04.table3_verdicts(t3)
+    assert set(verdicts.values()) == {"not meaningful here"}
+    assert "11.7%" in verdicts[5].reason
+    assert ch04.training_evidence(ch04.FULL_MIN + 0.1) == ""
+    assert ch04.fig14_verdict(falls, why=ch04.training_evidence(11.7)) == "not meaningful here"

@@ -47,7 +47,10 @@ def test_table2_top1_rows_against_the_paper():
     (5, 80.0, 3.67 + ch05.GAP_SLACK, True, "same trend"),           # gap at the slack
     (5, 80.0, 3.67 + ch05.GAP_SLACK + 0.01, True, "differs"),
     (5, 80.0, 1.0, False, "differs"),                               # gap widens with rank
-    ("full", 80.0, 0.0, True, "same trend"),
+    # the full-rank row on its own accuracy, not the other rows' gaps
+    ("full", 91.54 - ch05.FULL_TREND_BAND, 0.0, True, "same trend"),
+    ("full", 91.54 - ch05.FULL_TREND_BAND - 0.01, 0.0, True, "differs"),
+    ("full", 80.0, 0.0, True, "differs"),
 ])
 def test_table2_top1_verdict_boundaries(trained_on, ours, ours_gap, shrinks, verdict):
     assert ch05.table2_top1_verdict(trained_on, ours, 91.54, ours_gap, 3.67, shrinks) == verdict
@@ -55,6 +58,7 @@ def test_table2_top1_verdict_boundaries(trained_on, ours, ours_gap, shrinks, ver
 
 def test_fig16_rule_and_summary():
     assert ch05.fig16_verdict(True) == "same trend" and ch05.fig16_verdict(False) == "differs"
+    assert ch05.fig16_verdict(True, ["reproduced"]) == "reproduced"
 
     class _C:
         arch, epochs = "toynet", 2
@@ -90,3 +94,10 @@ def test_imagenet_top1_and_table_rows():
     assert t2["paper_top1"].tolist() == [ref["full"]["top1"], ref[100]["top1"]]
     assert t2["ours_gap"].tolist() == [0.0, 5.0]
     assert "rank 100" in ch05.fig15_claim()
+
+
+def test_rank_rows_need_a_full_rank_model_above_chance():
+    t2 = ch05.table2_top1({"natural": 11.7, "low_rank:5": 20.3, "low_rank:20": 21.9}, [5, 20])
+    verdicts, _ = ch05.table2_top1_verdicts(t2)
+    assert verdicts["full"] == "differs"                        # judged on its own accuracy
+    assert verdicts[5] == verdicts[20] == "not meaningful here"

@@ -23,26 +23,52 @@ def test_run_names_and_labels():
         "full rank", "full rank, adversarial", "rank 5"]
 
 
-@pytest.mark.parametrize("what, ours, paper_value, verdict", [
-    ("success", 99.93 - ch06.RATE_CLOSE, 99.93, "reproduced"),
-    ("success", ch06.SUCCESS_TREND, 99.93, "same trend"),
-    ("success", ch06.SUCCESS_TREND - 0.01, 99.93, "differs"),
-    ("recovery", 0.03 + ch06.RATE_CLOSE, 0.03, "reproduced"),
-    ("recovery", ch06.RECOVERY_TREND, 0.03, "same trend"),
-    ("recovery", ch06.RECOVERY_TREND + 0.01, 0.03, "differs"),
+def _band_edge(what, paper_value):
+    return ch06.rate_band(what, paper_value)[0 if what == "success" else 1]
+
+
+@pytest.mark.parametrize("what, ours, paper_value, n, verdict", [
+    # the paper's rate inside our 95% Wilson interval
+    ("success", 99.0, 99.27, 2000, "reproduced"),
+    ("recovery", 0.5, 0.34, 2000, "reproduced"),
+    # outside it, but the interval reaches a few times the paper's failure / recovery rate
+    ("success", 97.0, 99.27, 2000, "same trend"),
+    ("recovery", 1.2, 0.34, 2000, "same trend"),
+    # a network steered on 90% of the images, or recovering 5%, does not pass
+    ("success", 90.0, 99.27, 2000, "differs"),
+    ("recovery", 5.0, 0.34, 2000, "differs"),
+    # ... and 500 images are enough to say so, though not to resolve 0.03% (below)
+    ("success", 55.0, 99.93, 500, "differs"),
+    # 500 images cannot tell 0.03% recovered from 5 times that
+    ("recovery", 0.0, 0.03, 500, "not meaningful here"),
+    ("success", 100.0, 99.93, 500, "not meaningful here"),
 ])
-def test_rate_verdict_boundaries(what, ours, paper_value, verdict):
-    assert ch06.rate_verdict(what, ours, paper_value) == verdict
+def test_rate_verdict_boundaries(what, ours, paper_value, n, verdict):
+    assert ch06.rate_verdict(what, ours, paper_value, n) == verdict
+
+
+def test_rate_band_is_a_few_times_the_papers_rate():
+    assert ch06.rate_band("success", 99.27) == pytest.approx((100 - 5 * 0.73, 100))
+    assert ch06.rate_band("recovery", 0.34) == pytest.approx((0, 5 * 0.34))
+    # the old rule's 80% success / 10% recovery are far outside every band
+    for row in _paper_cifar().values():
+        assert ch06.rate_band("success", row["success"])[0] > 95
+        assert ch06.rate_band("recovery", row["recovery"])[1] < 2
 
 
 def test_rate_verdict_rejects_other_rates():
     with pytest.raises(ValueError, match="what='top1'"):
-        ch06.rate_verdict("top1", 1.0, 1.0)
+        ch06.rate_verdict("top1", 1.0, 1.0, 100)
+    with pytest.raises(ValueError, match="n must be"):
+        ch06.rate_verdict("success", 1.0, 1.0, 0)
 
 
 def test_adv_verdict_boundary():
     assert ch06.adv_verdict(49.99, 50.0 + ch06.ADV_MARGIN) == "same trend"
     assert ch06.adv_verdict(50.0, 50.0 + ch06.ADV_MARGIN) == "differs"      # strictly more
+    # by the intervals on the same 500 images: far apart -> reproduced; 40 images: not
+    assert ch06.adv_verdict(20.0, 99.0, n=500) == "reproduced"
+    assert ch06.adv_verdict(80.0, 95.0, n=40) == "same trend"
 
 
 class _Const(nn.Module):
@@ -72,8 +98,12 @@ def test_attack_table_in_percent_against_a_model_nothing_can_move():
     ref = _paper_cifar()
     assert t2["paper_success"].tolist() == [ref["full"]["success"], ref[5]["success"]]
     assert t2["trained_on"].tolist() == ["full rank", "rank 5"]
+    assert t2["n"].tolist() == [8, 8]
     v = ch06.table2_verdicts(t2)
+    # the unmovable model differs even on 8 images (0% success, 100% recovered); a 0 of 8
+    # recovery cannot be told from the paper's 0.34% on 8 images
     assert v[("natural", "success")] == "differs" and v[("natural", "recovery")] == "differs"
+    assert v[("low_rank:5", "recovery")] == "not meaningful here"
 
 
 @dataclasses.dataclass
@@ -89,8 +119,9 @@ class _Trained:
 
 
 def test_summary_and_architecture_note_from_the_run():
-    ours = pd.DataFrame({"run": ["natural", "low_rank:5", "adv"], "success": [99.0, 98.0, 20.0],
-                         "recovery": [0.5, 1.0, 60.0], "top1": [90.0, 88.0, 70.0]})
+    ours = pd.DataFrame({"run": ["natural", "low_rank:5", "adv"], "success": [99.9, 99.2, 20.0],
+                         "recovery": [0.05, 0.4, 60.0], "top1": [90.0, 88.0, 70.0],
+                         "n": 10000})
     t2 = ch06.table2(ours)
     v = ch06.table2_verdicts(t2)
     assert set(v) == {("natural", "success"), ("natural", "recovery"),
@@ -99,13 +130,13 @@ def test_summary_and_architecture_note_from_the_run():
     md = ch06.summary_markdown(t2, v, {"top1": 0.9, "recovery": 0.05}, "same trend", 100, 4 / 255,
                                20, trained, "smoke", families=["airbench", "resnet"])
     assert "4 of 4 rates follow the paper" in md and "90.0% -> 5.0%" in md
-    assert "success 20.0% against at least 98.0%" in md and "`toynet`" in md
+    assert "success 20.0% against at least 99.2%" in md and "`toynet`" in md
     assert "`resnet` family" in md and "also trains the `airbench` family" in md
     assert "trains no other family" in ch06.architecture_markdown(trained, ["resnet"])
     assert "not a test of" not in md                      # resnet: the paper's family
     md2 = ch06.summary_markdown(t2, v, {"top1": 0.9, "recovery": 0.05}, None, 100, 4 / 255, 20,
                                 trained, "smoke", ["airbench", "resnet"], others={"airbench": t2})
-    assert "**The `airbench` family**, attacked the same way (not scored): full rank: success 99.0%" in md2
+    assert "**The `airbench` family**, attacked the same way (not scored): full rank: success 99.9%" in md2
     other = ch06.architecture_markdown(_Trained({"natural": _Config()}, "airbench"), ["airbench"])
     assert "Without a `resnet` run" in other and "about the `airbench` network" in other
 
@@ -114,7 +145,7 @@ def test_imagenet_rule_needs_the_drop_from_full_to_lowest_rank():
     def t2(full, lowest):
         ours = pd.DataFrame({"run": ["natural", "low_rank:100", "low_rank:30"],
                              "success": [full, 90.0, lowest], "recovery": [0.0] * 3,
-                             "top1": [70.0] * 3})
+                             "top1": [70.0] * 3, "n": 1000})
         return ch06.table2(ours, "imagenet")
     ref = yaml.safe_load(paper.values_path().read_text())["table2"]["imagenet"]
     table = t2(60.0, 60.0 - ch06.IMAGENET_DROP)

@@ -15,10 +15,16 @@ from torch import Tensor
 from ..rank import high_rank, low_rank, max_rank, parse_ranks, rank_sweep, singular_values
 from .distortions import square_patch, uniform_noise
 from .figures import image_grid
+from .verdicts import rule
+
+#: Every row of this chapter regenerates a figure or checks the library against itself
+#: (Figure 2 is the same function twice, Figure 3's rise is Eckart-Young's, Figure 5's norms
+#: are equal by construction, Figure 9's energy bound holds for any photo): shown, not counted.
+KIND = "illustration"
 
 __all__ = ["CHAPTER", "L2_TOLERANCE", "FIG9_MAX_ENERGY_LEFT", "pipeline", "figure2",
            "fig2_verdict", "gallery", "figure3", "error_table", "fig3_verdict", "spectra",
-           "figure_spectra", "energy_ranks", "equal_l2", "figure5", "fig5_verdict",
+           "figure_spectra", "energy_ranks", "equal_l2", "KIND", "figure5", "fig5_verdict",
            "reverse_truncation", "figure9", "fig9_verdict", "summary_markdown"]
 
 CHAPTER = "01_rank_images"
@@ -57,6 +63,7 @@ def figure2(x: Tensor, result: dict):
                       suptitle=f"Figure 2: per-channel truncated SVD (k = {k})")
 
 
+@rule("fig2", kind=KIND)
 def fig2_verdict(same: bool) -> str:
     """Figure 2 is reproduced when per-channel truncation equals truncating the stack."""
     return "reproduced" if same else "differs"
@@ -92,6 +99,7 @@ def error_table(x: Tensor, images: dict[int, Tensor]) -> "pandas.DataFrame":  # 
                           "psnr_db": _psnr(xk, x)} for k, xk in images.items()])
 
 
+@rule("fig3", kind=KIND)
 def fig3_verdict(psnr_db: Sequence[float]) -> str:
     """Figure 3's point, "quality rises with rank": PSNR strictly increasing in rank."""
     v = [float(p) for p in psnr_db]
@@ -158,6 +166,7 @@ def figure5(x: Tensor, d: dict):
                       suptitle="Figure 5: identical L2 distortions")
 
 
+@rule("fig5", kind=KIND)
 def fig5_verdict(l2_noise: float, l2_patch: float, tol: float = L2_TOLERANCE) -> str:
     """Reproduced when the two L2 norms differ by less than ``tol``."""
     return "reproduced" if abs(l2_noise - l2_patch) < tol else "differs"
@@ -191,6 +200,7 @@ def figure9(x: Tensor, result: dict, source: str):
                                "singular values")
 
 
+@rule("fig9", kind=KIND)
 def fig9_verdict(energy_left: float, limit: float = FIG9_MAX_ENERGY_LEFT) -> str:
     """Reproduced ("largely imperceptible") when less than ``limit`` of the energy is left."""
     return "reproduced" if energy_left < limit else "differs"

@@ -5,7 +5,11 @@ The library computes the maps (:func:`rankcore.rig`, :mod:`rankcore.attribution`
 scores (deletion/insertion areas, edge alignment, spatial coherence). This module loads the
 models the chapter names, draws the figures and holds the verdict rules, fixed here before
 any run and tested in ``tests/test_ch03_rig.py``. The paper judges its figures by eye; the
-verdicts follow the numbers that stand in for the eye.
+verdicts follow the numbers that stand in for the eye, by paired intervals over the images
+(both methods, or both models, on the same images: a seeded paired bootstrap of the mean
+per-image difference, :func:`rankcore.stats.paired_bootstrap`). Figures 10 and 17 are
+illustrations (the method drawn term by term; Figure 1's maps on ImageNet validation images),
+shown but not counted.
 """
 from __future__ import annotations
 
@@ -18,17 +22,23 @@ from torch import Tensor, nn
 from .. import attribution, data
 from ..attribution import rig
 from ..rank import max_rank
+from ..stats import paired_bootstrap
 from ..torch_utils import predict
 from .figures import to_hwc
+from .verdicts import not_meaningful, rule
 
 __all__ = ["CHAPTER", "stride", "load_images", "saliency_figure",
            "figure10_ranks", "figure10", "pair_alignment", "auc_methods", "auc_table",
-           "auc_verdicts", "claim_answer", "alignment_verdicts", "record_scores",
+           "auc_verdicts", "paired_verdict", "claim_answer", "alignment_verdicts", "record_scores",
            "summary_markdown", "plot_rig_terms", "plot_saliency", "plot_auc", "top_classes"]
 
 CHAPTER = "03_rig"
 #: Figure 10's ranks as fractions of w = min(H, W): the paper's 1, 5, 10, 25, 50, 100 of 224.
 FIGURE10_FRACTIONS = (1 / 224, 5 / 224, 10 / 224, 25 / 224, 50 / 224, 100 / 224)
+#: A paired comparison over images is judged on at least this many images.
+MIN_IMAGES = 20
+#: Seed of the paired bootstraps.
+BOOTSTRAP_SEED = 0
 
 
 def stride(s: int) -> str:
@@ -81,9 +91,11 @@ def pair_alignment(pair: dict[str, nn.Module], x: Tensor, y: Tensor | None, batc
     Returns:
         (dict, DataFrame): ``"model: method"`` -> maps ``(N, H, W)``; one row per model
         and method: ``model``, ``method``, ``images``, ``edge_alignment``,
-        ``edge_alignment_sem``, ``coherence``, ``coherence_sem``.
+        ``edge_alignment_sem``, ``coherence``, ``coherence_sem``. The frame's
+        ``attrs["per_image"]`` holds ``"model: method"`` -> ``{"edge_alignment": [...],
+        "coherence": [...]}`` (lists, one value per image) for the paired intervals.
     """
-    maps, rows = {}, []
+    maps, rows, per_image = {}, [], {}
     for name, m in pair.items():
         for method, fn, kw in (("vanilla", attribution.vanilla_gradient, {}),
                                ("RIG", rig, {"ranks": ranks})):
@@ -94,20 +106,65 @@ def pair_alignment(pair: dict[str, nn.Module], x: Tensor, y: Tensor | None, batc
             rows.append({"model": name, "method": method, "images": len(corr),
                          "edge_alignment": corr.mean().item(), "edge_alignment_sem": sem(corr),
                          "coherence": coh.mean().item(), "coherence_sem": sem(coh)})
-    return maps, pd.DataFrame(rows)
+            per_image[f"{name}: {method}"] = {"edge_alignment": corr.tolist(),
+                                              "coherence": coh.tolist()}
+    df = pd.DataFrame(rows)
+    df.attrs["per_image"] = per_image
+    return maps, df
 
 
-def alignment_verdicts(align: pd.DataFrame) -> dict[str, tuple[str, float, float]]:
-    """Robust against natural RIG maps: ``column -> (verdict, robust, natural)``.
+def _paired_examples(higher_is_better: bool = True):
+    import numpy as np
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.4, 40)
+    sign = 1 if higher_is_better else -1
+    wobble = np.tile([0.08, -0.08], 20)          # mean 0, spread 0.08 per image
+    return {"reproduced": [dict(first=base + sign * (0.1 + wobble / 4), second=base)],
+            "same trend": [dict(first=base + sign * (0.01 + wobble), second=base)],
+            "differs": [dict(first=base - sign * (0.1 + wobble / 4), second=base)],
+            "not meaningful here": [dict(first=base[:6] + sign * 0.1, second=base[:6])]}
 
-    The paper: robust models' maps are "much more aligned with human perception". Same
-    trend when the robust model's RIG scores higher than the natural model's.
+
+@rule("fig1", "fig8", "fig11", "fig18", examples=_paired_examples,
+      needs=f"{MIN_IMAGES} images, paired")
+def paired_verdict(first, second, higher_is_better: bool = True,
+                   min_images: int = MIN_IMAGES) -> tuple[str, tuple[float, float, float]]:
+    """A claim that ``first`` scores better than ``second`` on the same images (RIG against
+    the vanilla gradient, Figures 1/8; a robust model's RIG against a natural one's,
+    Figures 11/18), by the seeded paired bootstrap of the mean per-image difference.
+
+    "reproduced" when the whole 95% interval favours ``first``; "same trend" when the mean
+    does but the interval reaches 0; "differs" when the mean does not; "not meaningful here"
+    below ``min_images`` images.
+
+    Returns:
+        (str, (float, float, float)): the verdict and the mean difference ``first - second``
+        with its interval (in the score's unit).
+    """
+    import numpy as np
+    a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    diff = paired_bootstrap(a, b, seed=BOOTSTRAP_SEED)
+    if len(a) < min_images:
+        return not_meaningful(f"{len(a)} images; a paired interval needs {min_images}"), diff
+    d, lo, hi = diff if higher_is_better else (-diff[0], -diff[2], -diff[1])
+    if lo > 0:
+        return "reproduced", diff
+    return ("same trend" if d > 0 else "differs"), diff
+
+
+def alignment_verdicts(align: pd.DataFrame) -> dict[str, tuple]:
+    """Robust against natural RIG maps: ``column -> (verdict, robust, natural, (diff, lo,
+    hi))``, by :func:`paired_verdict` over the images of ``align.attrs["per_image"]``.
+
+    The paper: robust models' maps are "much more aligned with human perception".
     """
     a = align.set_index(["model", "method"])
+    per = align.attrs.get("per_image", {})
     out = {}
     for col in ("edge_alignment", "coherence"):
         rob, nat = float(a.loc[("robust", "RIG"), col]), float(a.loc[("natural", "RIG"), col])
-        out[col] = ("same trend" if rob > nat else "differs", rob, nat)
+        v, diff = paired_verdict(per["robust: RIG"][col], per["natural: RIG"][col])
+        out[col] = (v, rob, nat, diff)
     return out
 
 
@@ -134,23 +191,41 @@ def auc_table(model: nn.Module, x: Tensor, target: Tensor, methods: dict[str, di
     return rows, attribution.auc_summary(rows)
 
 
-def auc_verdicts(table: pd.DataFrame) -> dict[str, tuple[str, float, float]]:
-    """RIG against the vanilla gradient: ``"insertion"``/``"deletion"`` -> (verdict, rig, vanilla).
+def auc_verdicts(rows: list[dict]) -> dict[str, tuple]:
+    """RIG against the vanilla gradient, image by image: ``"insertion"``/``"deletion"`` ->
+    ``(verdict, rig mean, vanilla mean, (diff, lo, hi))``.
 
-    Same trend when RIG's insertion area is higher (deletion area lower) than the vanilla
-    gradient's: "RIG is more perceptually aligned" (Figures 1 and 8), in numbers.
+    "RIG is more perceptually aligned" (Figures 1 and 8), in numbers: RIG's insertion area
+    higher (deletion area lower) than the vanilla gradient's on the same images, judged by
+    :func:`paired_verdict` (a paired bootstrap over images).
+
+    Args:
+        rows (list of dict): the per-image rows of :func:`rankcore.attribution.compare_methods`.
     """
-    t = table.set_index("method")
-    ri, vi = float(t.loc["rig", "insertion_auc"]), float(t.loc["vanilla", "insertion_auc"])
-    rd, vd = float(t.loc["rig", "deletion_auc"]), float(t.loc["vanilla", "deletion_auc"])
-    return {"insertion": ("same trend" if ri > vi else "differs", ri, vi),
-            "deletion": ("same trend" if rd < vd else "differs", rd, vd)}
+    import numpy as np
+    by = {}
+    for r in rows:
+        by.setdefault(r["method"], {})[r["image"]] = r
+    images = sorted(set(by["rig"]) & set(by["vanilla"]))
+    out = {}
+    for key, col, higher in (("insertion", "insertion_auc", True),
+                             ("deletion", "deletion_auc", False)):
+        rig_v = np.array([by["rig"][i][col] for i in images], dtype=float)
+        van_v = np.array([by["vanilla"][i][col] for i in images], dtype=float)
+        v, diff = paired_verdict(rig_v, van_v, higher_is_better=higher)
+        out[key] = (v, float(rig_v.mean()), float(van_v.mean()), diff)
+    return out
 
 
-def claim_answer(verdicts: dict[str, tuple[str, float, float]]) -> str:
+def claim_answer(verdicts: dict[str, tuple]) -> str:
     """``"Yes"`` (both areas favour RIG), ``"Partly"`` (one) or ``"No"``."""
-    agree = sum(v[0] == "same trend" for v in verdicts.values())
+    agree = sum(v[0] in ("reproduced", "same trend") for v in verdicts.values())
     return "Yes" if agree == len(verdicts) else "Partly" if agree else "No"
+
+
+def _interval(diff: tuple[float, float, float]) -> str:
+    d, lo, hi = diff
+    return f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" if lo == lo else f"{d:+.3f} (no interval)"
 
 
 def record_scores(res, auc: dict, ks: list[int], w: int, pair_note: str, cifar_align: dict | None,
@@ -160,29 +235,34 @@ def record_scores(res, auc: dict, ks: list[int], w: int, pair_note: str, cifar_a
     res.score("fig10", "RIG built from rank-k images and weighted gradients",
               "rank-k images and their gradients", f"ranks {ks} of {w}", "reproduced",
               note="equation 3 implemented term by term; rankcore.rig equals an explicit loop "
-                   "over k in tests/test_attribution.py")
-    (vi, ri_, vi_), (vd, rd_, vd_) = auc["insertion"], auc["deletion"]
+                   "over k in tests/test_attribution.py", kind="illustration")
+    (vi, ri_, vi_, di), (vd, rd_, vd_, dd) = auc["insertion"], auc["deletion"]
     res.score("fig1", "RIG vs vanilla gradient: insertion AUC (higher is better)",
-              "RIG more perceptually aligned (by eye)", f"RIG {ri_:.3f} vs vanilla {vi_:.3f}",
-              vi, note=auc_note)
+              "RIG more perceptually aligned (by eye)",
+              f"RIG {ri_:.3f} vs vanilla {vi_:.3f}; paired difference {_interval(di)}",
+              vi, note=auc_note + "; 95% paired bootstrap over images")
     res.score("fig8", "RIG vs vanilla gradient: deletion AUC (lower is better)",
-              "RIG highlights object features (by eye)", f"RIG {rd_:.3f} vs vanilla {vd_:.3f}",
-              vd, note=auc_note)
+              "RIG highlights object features (by eye)",
+              f"RIG {rd_:.3f} vs vanilla {vd_:.3f}; paired difference {_interval(dd)}",
+              vd, note=auc_note + "; 95% paired bootstrap over images")
     res.score("fig17", "RIG for a naturally trained ResNet-50 on ImageNet validation images",
               "maps by eye", "shown in Figure 1" if fig17_ok else "another model or data",
-              vi if fig17_ok else "needs GPU or data",
-              note="the paper profile runs ResNet-50 on ImageNet; CPU profiles use EfficientNet-Lite0")
+              "same trend" if fig17_ok else "needs GPU or data", kind="illustration",
+              note="the maps of Figure 1 (its verdict is Figure 1's); the paper profile runs "
+                   "ResNet-50 on ImageNet, CPU profiles use EfficientNet-Lite0")
     what = {"edge_alignment": "edge alignment", "coherence": "spatial coherence"}
     for col, label in what.items():
         if cifar_align is not None:
-            v, rob, nat = cifar_align[col]
+            v, rob, nat, diff = cifar_align[col]
             res.score("fig11", f"RIG of robust vs natural model: {label}",
-                      "robust more aligned (by eye)", f"robust {rob:.2f}, natural {nat:.2f}", v,
-                      note=pair_note)
+                      "robust more aligned (by eye)",
+                      f"robust {rob:.2f}, natural {nat:.2f}; paired difference {_interval(diff)}",
+                      v, note=pair_note)
         if imagenet_align is not None:
-            v, rob, nat = imagenet_align[col]
+            v, rob, nat, diff = imagenet_align[col]
             res.score("fig18", f"RIG of an L2 3.0 robust ResNet-50: {label}", "maps by eye",
-                      f"robust {rob:.2f}, natural {nat:.2f}", v, note=imagenet_note)
+                      f"robust {rob:.2f}, natural {nat:.2f}; paired difference {_interval(diff)}",
+                      v, note=imagenet_note)
     if imagenet_align is None:
         res.score("fig18", "RIG of an L2 3.0 robust ResNet-50", "maps by eye", "not run",
                   "needs GPU or data", note=imagenet_note)
@@ -194,7 +274,7 @@ def summary_markdown(profile: str, table: pd.DataFrame, auc: dict, n_images: int
     """The chapter's summary, written from this run's numbers."""
     t = table.set_index("method")
     best_ins, best_del = t.insertion_auc.idxmax(), t.deletion_auc.idxmin()
-    (_, ri, vi), (_, rd, vd) = auc["insertion"], auc["deletion"]
+    (_, ri, vi, _), (_, rd, vd, _) = auc["insertion"], auc["deletion"]
     beats = 100 * float(t.loc["rig", "beats_reference"])
     lines = [f"On the **{profile}** profile ({n_images} images from `{source}`, {model_name}):", "",
              f"* Does 'RIG is more perceptually aligned than the vanilla gradient' show in "
@@ -207,7 +287,7 @@ def summary_markdown(profile: str, table: pd.DataFrame, auc: dict, n_images: int
     for label, al in (("CIFAR-10 pair (Figure 11)", cifar_align),
                       ("ImageNet pair (Figure 18)", imagenet_align)):
         if al is not None:
-            (ve, re_, ne), (vc, rc, nc) = al["edge_alignment"], al["coherence"]
+            (ve, re_, ne, _), (vc, rc, nc, _) = al["edge_alignment"], al["coherence"]
             lines.append(f"* {label}: the robust model's RIG maps have edge alignment "
                          f"{re_:.2f} against {ne:.2f} (**{ve}**) and spatial coherence {rc:.2f} "
                          f"against {nc:.2f} (**{vc}**).")

@@ -8,6 +8,7 @@ turns their tables into findings and verdicts (fixed here, tested in
 from __future__ import annotations
 
 from . import paper, timing
+from .verdicts import rule
 
 __all__ = ["CHAPTER", "K_TREND_BAND", "bound_findings", "bound_verdict", "budget_findings",
            "timing_findings", "time_verdict", "k_independence_verdict", "spectrum_rates",
@@ -17,6 +18,11 @@ CHAPTER = "07_appendix"
 #: The per-k SVD's time is "independent of k" when the median time over the upper half of
 #: the ranks, divided by that over the lower half, lies strictly inside this band.
 K_TREND_BAND = (2 / 3, 3 / 2)
+#: ... and "the same trend" (it grows or shrinks, but by less than a factor 2) inside this one.
+K_WIDE_BAND = (1 / 2, 2)
+#: A rank-k image that takes more than the paper's time but less than this many times it is
+#: "the same trend" (the paper timed a TITAN Xp; a CPU may be this much slower).
+TIME_FACTOR = 10.0
 
 
 # ----------------------------------------------------------------- 9.1: the rank bound
@@ -39,6 +45,13 @@ def bound_findings(bound) -> dict:
             "ks": sorted(int(k) for k in bound["k"].unique())}
 
 
+def _bound(complex_holds=True, odd_holds=True, even_extra=0):
+    return {"f": {"complex_holds": complex_holds, "odd_holds": odd_holds,
+                  "even_extra": even_extra}}
+
+
+@rule("sec9.1", examples=lambda: {"reproduced": [_bound()], "same trend": [_bound(even_extra=1)],
+                                  "differs": [_bound(odd_holds=False)]})
 def bound_verdict(f: dict) -> str:
     """Reproduced when rank <= k holds for complex results and odd windows and no even
     window exceeds it; the same trend when only the real part of an even window does
@@ -102,16 +115,26 @@ def timing_findings(times, summary) -> dict[str, dict]:
     return out
 
 
+@rule("fig12", examples={"reproduced": [dict(per_image=0.2, limit=1.0)],
+                         "same trend": [dict(per_image=4.0, limit=1.0)],
+                         "differs": [dict(per_image=30.0, limit=1.0)]})
 def time_verdict(per_image: float, limit: float | None = None) -> str:
     """Reproduced when a rank-k image takes less than the paper's ``limit`` seconds
-    (Section 9.3: under 1 s; default from :mod:`rankcore.book.paper`)."""
+    (Section 9.3: under 1 s; default from :mod:`rankcore.book.paper`); the same trend
+    under :data:`TIME_FACTOR` times it; differs otherwise."""
     limit = paper.get("text.rank_k_time_gpu.value") if limit is None else limit
-    return "reproduced" if per_image < limit else "differs"
+    return ("reproduced" if per_image < limit else "same trend"
+            if per_image < TIME_FACTOR * limit else "differs")
 
 
+@rule("fig12", examples={"reproduced": [dict(trend=1.1)], "same trend": [dict(trend=1.8)],
+                         "differs": [dict(trend=3.0)]})
 def k_independence_verdict(trend: float, band: tuple[float, float] = K_TREND_BAND) -> str:
-    """Reproduced when the upper-over-lower-half ratio lies strictly inside ``band``."""
-    return "reproduced" if band[0] < trend < band[1] else "differs"
+    """Reproduced when the upper-over-lower-half ratio lies strictly inside ``band``; the
+    same trend inside :data:`K_WIDE_BAND`; differs otherwise."""
+    if band[0] < trend < band[1]:
+        return "reproduced"
+    return "same trend" if K_WIDE_BAND[0] < trend < K_WIDE_BAND[1] else "differs"
 
 
 def spectrum_rates(model, images, devices, ranks=None, batch_size=None) -> dict[str, float]:

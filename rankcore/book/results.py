@@ -14,10 +14,7 @@ from typing import Any
 
 from .. import _io
 from ..paths import results_root
-
-
-#: Verdicts for :meth:`Results.score`, from strongest to weakest agreement.
-VERDICTS = ("reproduced", "same trend", "differs", "needs GPU or data")
+from .verdicts import COUNTED, KINDS, NOT_MEANINGFUL, VERDICTS, reason as _reason
 
 
 class Results:
@@ -55,23 +52,34 @@ class Results:
         return _io.write_text(self.dir / f"{name}.csv", df.to_csv(index=False))
 
     def score(self, ref: str, item: str, paper: Any, ours: Any, verdict: str,
-              note: str = "", unit: str = "") -> None:
+              note: str = "", unit: str = "", kind: str = COUNTED) -> None:
         """Record one comparison with the paper for the book's scorecard.
 
         Args:
             ref (str): the paper's figure or table, e.g. ``"fig6"``, ``"table2"``.
             item (str): what is compared, e.g. ``"CIFAR-10, trained on rank 5: top-1"``.
             paper, ours: the paper's value and ours (numbers or short strings).
-            verdict (str): one of :data:`VERDICTS`.
+            verdict (str): one of :data:`VERDICTS`; a
+                :class:`~rankcore.book.verdicts.Verdict` brings its reason into the note
+                ("not meaningful here" needs one, in the verdict or the note).
             note (str): why they agree or differ (profile, data, training length).
             unit (str): e.g. ``"%"``.
+            kind (str): one of :data:`~rankcore.book.verdicts.KINDS`; only ``"paper
+                claim"`` rows count as reproductions. Default: ``"paper claim"``.
         """
         if verdict not in VERDICTS:
             raise ValueError(f"verdict={verdict!r}; expected one of {VERDICTS}")
+        if kind not in KINDS:
+            raise ValueError(f"kind={kind!r}; expected one of {KINDS}")
+        why = _reason(verdict)
+        if why and why not in note:
+            note = f"{why}; {note}" if note else why
+        if verdict == NOT_MEANINGFUL and not note:
+            raise ValueError(f"verdict {NOT_MEANINGFUL!r} needs its reason in the note")
         self._scores = [s for s in getattr(self, "_scores", [])
                         if (s["ref"], s["item"]) != (ref, item)]
         self._scores.append({"ref": ref, "item": item, "paper": paper, "ours": ours,
-                             "unit": unit, "verdict": verdict, "note": note,
+                             "unit": unit, "verdict": str(verdict), "kind": kind, "note": note,
                              "chapter": self.chapter, "profile": self.profile})
         _io.write_json(self.dir / "scorecard.json", self._scores)
 

@@ -6,7 +6,13 @@ them against the list of the paper's figures and tables in ``rankcore/book/paper
 book's last page (``book/scorecard.ipynb``) shows at a glance what the companion confirms::
 
     df = rankcore.scorecard.scorecard("quick")   # one row per comparison, every ref present
-    rankcore.scorecard.counts(df)                # how many rows per verdict
+    rankcore.scorecard.counts(df)                # paper claims per verdict
+    rankcore.scorecard.kind_counts(df)           # verdict x kind, illustrations apart
+
+Only rows of kind ``paper claim`` count as reproductions; ``illustration`` rows (a figure
+regenerated, or the library checked against itself) and ``zoo check`` rows (the model zoo
+against its sources' accuracies) are shown and counted apart
+(:mod:`rankcore.book.verdicts`).
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ from typing import Any, Iterable
 
 from . import paper
 from ..paths import results_root
-from .results import VERDICTS
+from .verdicts import COUNTED, DEFINITIONS, KINDS, VERDICTS
 
 #: Verdict of a figure or table for which no chapter recorded a comparison.
 MISSING = "not yet reproduced"
@@ -27,7 +33,7 @@ ALL_VERDICTS = VERDICTS + (MISSING,)
 #: Profiles from the most to the least faithful to the paper's scale.
 PROFILE_ORDER = ("paper", "quick", "smoke")
 COLUMNS = ["ref", "what", "chapter", "item", "paper", "ours", "unit", "profile", "verdict",
-           "note"]
+           "kind", "note"]
 
 
 def load_records(root: str | os.PathLike | None = None) -> dict[tuple[str, str], list[dict]]:
@@ -131,8 +137,10 @@ def scorecard(profile: str = "quick", root: str | os.PathLike | None = None,
     for ref in sorted(set(listed) | set(by_ref), key=_ref_key):
         entry = listed.get(ref, {})
         for r in by_ref.get(ref, []):
+            # Records written before kinds existed were all counted as paper claims.
             rows.append({**{c: r.get(c, "") for c in COLUMNS}, "ref": ref,
-                         "what": entry.get("what", r.get("what", ""))})
+                         "what": entry.get("what", r.get("what", "")),
+                         "kind": r.get("kind") or COUNTED})
         if ref not in by_ref:
             chapter = entry.get("chapter", "")
             done = [p for p in order if (p, chapter) in ran]
@@ -140,30 +148,84 @@ def scorecard(profile: str = "quick", root: str | os.PathLike | None = None,
                     else f"{chapter} has not run")
             rows.append({"ref": ref, "what": entry.get("what", ""), "chapter": chapter,
                          "item": "", "paper": "", "ours": "", "unit": "", "profile": "",
-                         "verdict": MISSING, "note": note})
+                         "verdict": MISSING, "kind": entry.get("kind", COUNTED),
+                         "note": note})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def counts(df) -> "pandas.Series":  # noqa: F821 (pandas imported lazily)
-    """Number of rows per verdict, in :data:`ALL_VERDICTS` order (zeros included)."""
+def _check(df) -> None:
     unknown = set(df["verdict"]) - set(ALL_VERDICTS)
     if unknown:
         raise ValueError(f"unknown verdicts {sorted(unknown)}; expected {ALL_VERDICTS}")
-    return df["verdict"].value_counts().reindex(list(ALL_VERDICTS), fill_value=0)
+    if "kind" in df:
+        bad = set(df["kind"]) - set(KINDS)
+        if bad:
+            raise ValueError(f"unknown kinds {sorted(bad)}; expected {KINDS}")
+
+
+def counts(df, kind: str | None = COUNTED) -> "pandas.Series":  # noqa: F821 (lazy pandas)
+    """Number of rows per verdict, in :data:`ALL_VERDICTS` order (zeros included).
+
+    Args:
+        df (DataFrame): a :func:`scorecard`.
+        kind (str or None, optional): count only rows of this kind; ``None`` counts all.
+            Default: ``"paper claim"`` (the rows that count as reproductions).
+    """
+    _check(df)
+    rows = df if kind is None or "kind" not in df else df[df["kind"] == kind]
+    return rows["verdict"].value_counts().reindex(list(ALL_VERDICTS), fill_value=0)
+
+
+def kind_counts(df) -> "pandas.DataFrame":  # noqa: F821
+    """Rows per verdict (index, :data:`ALL_VERDICTS` order) and kind (columns,
+    :data:`~rankcore.book.verdicts.KINDS` order), zeros included, with a total column."""
+    import pandas as pd
+    _check(df)
+    t = pd.crosstab(df["verdict"], df["kind"]).reindex(index=list(ALL_VERDICTS),
+                                                       columns=list(KINDS), fill_value=0)
+    t["all"] = t.sum(axis=1)
+    t.index.name, t.columns.name = "verdict", "kind"
+    return t
+
+
+def legend_markdown() -> str:
+    """The scorecard's legend: the verdicts, the kinds and the book's operational definitions."""
+    verdicts = {
+        "reproduced": "the paper's number (or, for a claim without one, its statement in "
+                      "full) within the rule's tolerance, by the interval where there is one",
+        "same trend": "the direction the paper states holds, not its size",
+        "differs": "the measurement contradicts the claim, or falls outside the rule's band",
+        "not meaningful here": "the evidence is below what the rule declares it needs "
+                               "(images, rank grid, accuracy above chance, seeds); the note "
+                               "says which",
+        "needs GPU or data": "the comparison could not run in this profile",
+        MISSING: "no chapter recorded a comparison",
+    }
+    kinds = {
+        "paper claim": "counted: a measured test of what the paper reports",
+        "illustration": "shown, counted apart: the figure regenerated, or the library checked "
+                        "against itself (it cannot fail for a reason the paper is about)",
+        "zoo check": "shown, counted apart: a model of the zoo against its source's published "
+                     "accuracy (the paper's Table 1 states none)",
+    }
+    return "\n".join(["**Verdicts.**", *(f"- *{k}*: {v}." for k, v in verdicts.items()), "",
+                      "**Kinds.**", *(f"- *{k}*: {v}." for k, v in kinds.items()), "",
+                      "**Operational definitions** (the book's, where the paper uses words).",
+                      *(f"- *{k}*: {v}." for k, v in DEFINITIONS.items())])
 
 
 def per_ref(df) -> "pandas.DataFrame":  # noqa: F821
     """One row per figure/table with its weakest verdict, for a compact overview."""
     rank = {v: i for i, v in enumerate(ALL_VERDICTS)}
-    worst = (df.assign(_r=df["verdict"].map(rank)).sort_values("_r")
+    worst = (df.assign(_r=df["verdict"].map(rank)).sort_values("_r", kind="stable")
              .groupby("ref", sort=False).tail(1).drop(columns="_r"))
-    keep = ["ref", "what", "chapter", "profile", "verdict"]
+    keep = ["ref", "what", "chapter", "profile", "verdict"] + (["kind"] if "kind" in df else [])
     return worst.set_index("ref").loc[list(dict.fromkeys(df["ref"]))].reset_index()[keep]
 
 
 #: Background colours for the verdict column (colour-blind-safe, light).
 COLOURS = {"reproduced": "#c7e9c0", "same trend": "#deebf7", "differs": "#fdd0a2",
-           "needs GPU or data": "#e0e0e0", MISSING: "#f0f0f0"}
+           "not meaningful here": "#fff2ae", "needs GPU or data": "#e0e0e0", MISSING: "#f0f0f0"}
 
 
 def _fmt(value: Any, unit: str) -> str:
@@ -187,7 +249,8 @@ def styled(df):
 
 
 def plot_counts(df):
-    """A horizontal bar of how many comparisons got each verdict; returns the figure."""
+    """A horizontal bar of how many paper claims got each verdict; returns the figure.
+    Illustrations and zoo checks are counted apart (:func:`kind_counts`)."""
     import matplotlib.pyplot as plt
 
     c = counts(df)
@@ -196,8 +259,88 @@ def plot_counts(df):
     for y, v in enumerate(c.to_numpy()):
         ax.text(v, y, f" {v}", va="center", fontsize=9)
     ax.invert_yaxis()
-    ax.set_xlabel("comparisons with the paper")
+    ax.set_xlabel("paper claims compared (illustrations and zoo checks apart)")
     profiles = sorted({p for p in df["profile"] if p})
     ax.set_title(f"Reproduction scorecard (profiles: {', '.join(profiles) or 'none'})", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _effective(profile: str) -> dict[str, dict[str, Any]]:
+    """Chapter -> its parameters under ``profile`` (notebook defaults overlaid)."""
+    from . import runner
+    injected = runner.load_profile(profile)
+    return {c.name: runner.effective_parameters(c, injected.get(c.name, {}))
+            for c in runner.chapters() if c.is_notebook}
+
+
+def profile_summary(profile: str, params: dict[str, dict[str, Any]] | None = None,
+                    root: str | os.PathLike | None = None) -> str:
+    """One paragraph on what ``profile`` can and cannot test, generated from its settings.
+
+    Args:
+        profile (str): a profile name, e.g. ``"quick"``.
+        params (dict, optional): chapter -> effective parameters (for tests). Default: the
+            notebooks' defaults overlaid with the profile's.
+        root (path, optional): the data root, to name the CIFAR-10 copy found.
+    """
+    from . import ch00_setup, runs, seed_scatter
+
+    p = params if params is not None else _effective(profile)
+    ch02, ch03, ch06 = (p.get(c, {}) for c in ("02_rank_spectrum", "03_rig",
+                                               "06_low_rank_robustness"))
+    cannot, can = [], []
+    if not ch02.get("imagenet_robust"):
+        cannot.append("no robust ImageNet model (Figures 4, 6 and 7b's robust curves, 7d)")
+    nat = ch02.get("imagenet_natural", "")
+    if nat and nat != "resnet50":
+        cannot.append(f"ImageNet curves from {nat}, not the paper's ResNet-50")
+    try:
+        fams = runs.families(profile)
+        t2 = runs.table2_family(profile)
+        cfg = {n: runs.preset(n, profile) for n in ("natural", "adv")}
+    except ValueError:
+        fams, t2, cfg = [], "", {}
+    if cfg:
+        arch = cfg["natural"].arch
+        if t2 != "resnet" and "resnet" not in fams:
+            cannot.append(f"no model of the paper's architecture is trained (CIFAR-10 runs "
+                          f"are {arch} stand-ins)")
+        lengths = ", ".join(f"{n} {c.epochs}" for n, c in cfg.items())
+        cannot.append(f"CPU-trained stand-ins for the paper's 350-epoch ResNet-50s "
+                      f"({lengths} epochs{', ' + str(cfg['natural'].n_train) + ' training images' if cfg['natural'].n_train else ''})")
+    proxy = ch00_setup.proxy_note("cifar10", root)
+    if proxy:
+        cannot.append(f"CIFAR-10 images are a {proxy}")
+    scatter = seed_scatter.load(profile)
+    cannot.append("ImageNet training (Figure 15, Table 2's ImageNet half) needs a GPU")
+    if scatter is None:
+        cannot.append("no seed scatter measured (tolerances are the fixed ones)")
+    from . import ch02_rank_spectrum as c2, ch03_rig as c3
+
+    def enough(n, need, what_can, what_not):
+        if n is None:
+            return
+        (can if n >= need else cannot).append(
+            what_can.format(n=n) if n >= need else what_not.format(n=n, need=need))
+    enough(ch02.get("cifar_n"), c2.MIN_IMAGES,
+           "the CIFAR-10 rank spectrum on {n} test images, robust against natural with "
+           "paired intervals", "CIFAR-10 saturation on {n} images (a verdict needs {need})")
+    enough(ch02.get("imagenet_n"), c2.MIN_IMAGES, "ImageNet saturation on {n} images",
+           "ImageNet saturation on {n} images (a verdict needs {need})")
+    enough(ch03.get("imagenet_n"), c3.MIN_IMAGES,
+           "RIG against vanilla gradients in numbers on {n} images (paired intervals)",
+           "RIG against vanilla gradients on {n} images (a paired interval needs {need})")
+    enough(ch03.get("cifar_n"), c3.MIN_IMAGES,
+           "Figure 11's robust against natural RIG maps on {n} images",
+           "Figure 11 on {n} images (a paired interval needs {need})")
+    n_attack = ch06.get("cifar_n")
+    if n_attack:
+        can.append(f"Table 2's CIFAR-10 attack on {n_attack} test images (rates these images "
+                   "cannot resolve say 'not meaningful here')")
+    can.append("the rank-k image algebra (Figures 2, 3, 5, 9: illustrations, not counted)")
+    if scatter is not None:
+        can.append("training results against the seed scatter of "
+                   + ", ".join(scatter.get("runs", {})))
+    return (f"**What the {profile} profile can test:** " + "; ".join(can) + ". "
+            f"**What it cannot:** " + "; ".join(cannot) + ".")
