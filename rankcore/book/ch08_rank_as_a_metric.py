@@ -69,10 +69,11 @@ def load_models(names: Sequence[str], profile: str, family: str | None = None,
         try:
             cfg = runs.preset(name, profile, family)
             loaded[name] = runs.cached(cfg, progress=False, train_if_missing=False)
-        except (FileNotFoundError, ValueError) as e:
+        except FileNotFoundError:
             skipped[name] = ("not trained yet (this chapter trains nothing; run its chapter "
-                             f"or `rankcore train {name} --profile {profile}`): "
-                             + runs.skip_reason(e))
+                             f"or `rankcore train {name} --profile {profile}`)")
+        except ValueError as e:
+            skipped[name] = runs.skip_reason(e)
     more, more_skipped = runs.load_models(extra or {}, profile, download=download)
     return {**loaded, **more}, {**skipped, **more_skipped}
 
