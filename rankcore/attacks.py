@@ -10,7 +10,8 @@ radius 4/255 (Section 5.3, Table 2) and reports, per model:
 
 :func:`pgd` makes the adversarial images; :func:`evaluate` computes those rates, as
 fractions in [0, 1] (the book shows them in percent). :func:`perturb` is the bare loop
-for training code that has checked its inputs.
+for callers that have checked their inputs; :func:`adversarial`, the training-time attack,
+takes the same projected step (:func:`_step`).
 """
 from __future__ import annotations
 
@@ -223,15 +224,34 @@ def _project(delta: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
     return (x + delta).clamp(0, 1) - x
 
 
-def _random_start(x: Tensor, eps: float, norm: str, gen: torch.Generator) -> Tensor:
+def _random_start(x: Tensor, eps: float, norm: str, gen: torch.Generator,
+                  l2_radius: str = "ball") -> Tensor:
+    """A random start ``delta`` (``x``'s shape and dtype), projected like every step.
+
+    L-inf: uniform in the cube. L2, ``l2_radius="ball"``: a uniform point of the ball
+    (Gaussian direction, radius ``eps * u^(1/d)``); ``"uniform"``: the training recipe's
+    start (direction normalised from the cube, radius ``eps * u``), kept for its weights.
+    """
     if norm == "linf":
         delta = (torch.rand(x.shape, device=x.device, generator=gen) * 2 - 1) * eps
-    else:
-        # Uniform direction, radius eps * u^(1/d): a uniform point of the L2 ball.
+    elif l2_radius == "ball":
         d = torch.randn(x.shape, device=x.device, generator=gen)
         r = torch.rand(x.shape[0], device=x.device, generator=gen) ** (1.0 / x[0].numel())
         delta = d / _per_image_norm(d) * (eps * r).view(-1, *[1] * (x.ndim - 1))
+    else:
+        d = torch.rand(x.shape, device=x.device, generator=gen) * 2 - 1
+        r = torch.rand(x.shape[0], device=x.device, generator=gen)
+        delta = d / _per_image_norm(d) * r.view(-1, *[1] * (x.ndim - 1)) * eps
     return _project(delta.to(x.dtype), x, eps, norm)
+
+
+def _step(delta: Tensor, grad: Tensor, x: Tensor, eps: float, step_size: float,
+          norm: str) -> Tensor:
+    """One projected ascent step: ``delta`` moves ``step_size`` along the sign of ``grad``
+    (L-inf) or its per-image unit vector (L2), then :func:`_project`. The one step of
+    :func:`pgd`, :func:`perturb` and the training-time :func:`adversarial`."""
+    direction = grad.sign() if norm == "linf" else grad / _per_image_norm(grad)
+    return _project(delta.detach() + step_size * direction, x, eps, norm)
 
 
 def _objective(logits: Tensor, label: Tensor, targeted: bool) -> tuple[Tensor, Tensor]:
@@ -249,9 +269,9 @@ def perturb(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int,
             keep: str = "best", generator: torch.Generator | None = None) -> Tensor:
     """PGD without validation, device moves or mode changes: the loop of :func:`pgd`.
 
-    For training loops (adversarial training calls it with the model in train mode) and
-    callers that checked their inputs already; all tensors on the model's device, ``x``
-    in the dtype the arithmetic should use. Arguments as in :func:`pgd`.
+    For callers that checked their inputs already; all tensors on the model's device, ``x``
+    in the dtype the arithmetic should use. Arguments as in :func:`pgd`. (Adversarial
+    training calls :func:`adversarial`, which takes the same :func:`_step`.)
 
     Returns:
         Tensor: adversarial images in ``x``'s dtype.
@@ -283,15 +303,42 @@ def perturb(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int,
                 grad, = torch.autograd.grad(loss.sum(), delta)
             if keep == "best":
                 consider(x + delta.detach(), logits)
-            if norm == "linf":
-                step = grad.sign()
-            else:
-                step = grad / _per_image_norm(grad)
-            delta = _project(delta.detach() + step_size * step, x, eps, norm)
+            delta = _step(delta, grad, x, eps, step_size, norm)
         if keep == "best":
             with torch.no_grad():
                 consider(x + delta, model((x + delta).to(feed)))
     return best if keep == "best" else (x + delta).detach()
+
+
+def adversarial(model: nn.Module, x: Tensor, y: Tensor, *, method: str, norm: str, eps: float,
+                steps: int, step_size: float | None, generator: torch.Generator) -> Tensor:
+    """Training-time adversarial examples (re-exported as ``rankcore.train.adversarial``).
+
+    In the model's current mode (train mode: batch-norm statistics of the attacked batch)
+    and without :func:`pgd`'s validation: ``"fgsm-rs"`` (Wong et al. 2020: a uniform start,
+    one signed step of ``step_size`` or 1.25 eps) or ``"pgd"`` (``steps`` steps of
+    ``step_size`` or 2.5 eps / steps from a random start; L2 starts at radius ``eps * u``).
+    Each step ascends the batch-mean cross-entropy of ``y`` by :func:`_step`, the step of
+    :func:`pgd`: onto the ``norm`` ("linf"/"l2") ball of radius ``eps``, images in [0, 1].
+
+    Args:
+        x (Tensor): images ``(B, C, H, W)`` in [0, 1] on the model's device.
+        y (Tensor): labels ``(B,)``.
+        generator (torch.Generator): on ``x``'s device; draws the random start.
+
+    Returns:
+        Tensor: detached adversarial images, ``x``'s shape and dtype.
+    """
+    steps = 1 if method == "fgsm-rs" else steps
+    alpha = step_size or (1.25 * eps if method == "fgsm-rs" else 2.5 * eps / steps)
+    x = x.detach()
+    delta = _random_start(x, eps, norm, generator, l2_radius="uniform")
+    for _ in range(steps):
+        with torch.enable_grad():
+            delta.requires_grad_(True)
+            grad, = torch.autograd.grad(F.cross_entropy(model(x + delta), y), delta)
+        delta = _step(delta, grad, x, eps, alpha, norm)
+    return (x + delta).detach()
 
 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, eps: float = 4 / 255, steps: int = 20,
