@@ -22,6 +22,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -35,11 +36,15 @@ from .paths import cache_dir
 from .torch_utils import accuracy, autocast, distributed, evaluating, model_device, wrap_distributed
 
 __all__ = ["TrainConfig", "train", "build_model", "load_checkpoint", "transformed", "lr_at",
-           "augment", "adversarial", "steps_per_epoch", "TRAIN_CODE_VERSION"]
+           "augment", "adversarial", "steps_per_epoch", "balanced_subset", "TRAIN_CODE_VERSION"]
 
 #: Bumped whenever a change here alters the weights a configuration produces (cache keys).
 TRAIN_CODE_VERSION = 2
-CHECKPOINT_FORMAT = "rankcore.train/2"  # checked on load
+CHECKPOINT_FORMAT = "rankcore.train/3"  # checked on load
+#: Older formats that still load. /2 differs only in the overfitting guard's batch (the
+#: first guard_n test images, one class in CIFAR-10's listing order): the same weights
+#: unless that guard fired, so such a checkpoint of a guarded run loads with a warning.
+OLD_FORMATS = ("rankcore.train/2",)
 TRANSFORMS, ADV_METHODS = ("low_rank", "high_rank"), ("pgd", "fgsm-rs")
 SCHEDULES, PAD_MODES = ("step", "onecycle"), ("zeros", "reflect")
 
@@ -220,6 +225,25 @@ def steps_per_epoch(n: int, config: TrainConfig, world: int = 1) -> int:
     return n // (per_rank * world) if world > 1 else math.ceil(n / per_rank)
 
 
+def balanced_subset(y: Tensor, n: int, seed: int) -> Tensor:
+    """``min(n, len(y))`` sorted indices into labels ``y`` ``(N,)``, every class as often as
+    the others (counts differ by at most one until a class runs out), seeded by ``seed``.
+
+    Classes take turns in a seeded random order of the images: first every class's first
+    image, then every class's second, and so on.
+    """
+    y = y.detach().cpu().long()
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    ys = y[perm]
+    grouped = torch.argsort(ys, stable=True)                 # by class, each in perm order
+    counts = torch.bincount(ys)
+    starts = torch.cumsum(counts, 0) - counts
+    turn = torch.empty_like(grouped)
+    turn[grouped] = torch.arange(len(ys)) - starts[ys[grouped]]   # place within its class
+    take = torch.argsort(turn * len(ys) + torch.arange(len(ys)))[:n]
+    return perm[take].sort().values
+
+
 def _guard_accuracy(model, x, y, config, device, amp) -> float:
     """Accuracy under 10-step PGD of the training norm on the guard batch (eval mode)."""
     g = torch.Generator(device=device).manual_seed(config.seed + 99)
@@ -249,8 +273,9 @@ def train(model: nn.Module, train_data: tuple[Tensor, Tensor],
     seconds, cpu_seconds; adv_method and guard_pgd_acc for adversarial runs).
 
     Overfitting guard (``adv="fgsm-rs"``, ``adv_guard``): after every epoch, the accuracy
-    under 10-step PGD on a held-out batch (the first ``guard_n`` test images, else the last
-    ``guard_n`` training images, then not trained on); if it falls ``guard_drop`` below its
+    under 10-step PGD on a held-out batch (``guard_n`` test images, else training images
+    then not trained on, drawn by :func:`balanced_subset`: every class equally, seeded by
+    ``config.seed``; listing order would give one class); if it falls ``guard_drop`` below its
     best, the epoch is undone and the run goes on with 2-step PGD (step eps / 2). Under
     ``torchrun``: DistributedDataParallel (SyncBatchNorm on CUDA), a shard of every batch
     per rank.
@@ -276,13 +301,16 @@ def train(model: nn.Module, train_data: tuple[Tensor, Tensor],
     guard = config.adv == "fgsm-rs" and config.adv_guard
     xg = yg = None
     if guard and xt is not None:
-        xg, yg = to_float(xt[:config.guard_n]).to(device), yt[:config.guard_n].to(device)
+        idx = balanced_subset(yt, config.guard_n, config.seed)
+        xg, yg = to_float(xt[idx]).to(device), yt[idx].to(device)
     elif guard:
         if len(xs) <= config.guard_n:
             raise ValueError(f"train_data has {len(xs)} images; the overfitting guard holds "
                              f"out guard_n={config.guard_n} (pass test_data)")
-        xg, yg, xs, y = to_float(xs[-config.guard_n:]), y[-config.guard_n:], \
-            xs[:-config.guard_n], y[:-config.guard_n]
+        held = torch.zeros(len(xs), dtype=torch.bool)
+        held[balanced_subset(y, config.guard_n, config.seed)] = True
+        held = held.to(device)
+        xg, yg, xs, y = to_float(xs[held]), y[held], xs[~held], y[~held]
     if xt is not None:
         xt, yt = to_float(xt).to(device), yt.to(device)
     if config.channels_last:
@@ -429,8 +457,8 @@ def load_checkpoint(path: str | os.PathLike, config: TrainConfig | None = None,
         raise ValueError(f"checkpoint {path} is corrupt, unreadable or holds code "
                          f"({type(e).__name__}: {str(e)[:200]}); delete it to train from "
                          "scratch") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+    found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+    if found not in (CHECKPOINT_FORMAT, *OLD_FORMATS):
         raise ValueError(f"checkpoint {path} has format {found!r}; expected {CHECKPOINT_FORMAT!r}")
     if config is not None and ckpt.get("key") != config.key():
         diff = {k: (v, getattr(config, k)) for k, v in ckpt["config"].items()
@@ -438,6 +466,12 @@ def load_checkpoint(path: str | os.PathLike, config: TrainConfig | None = None,
         raise ValueError(f"checkpoint {path} was written for a different configuration "
                          f"(key {ckpt.get('key')} vs {config.key()}; differing fields as "
                          f"(checkpoint, requested): {diff or 'code version'})")
+    cfg = ckpt.get("config") or {}
+    if found in OLD_FORMATS and cfg.get("adv") == "fgsm-rs" and cfg.get("adv_guard", True):
+        warnings.warn(f"checkpoint {path} ({found}) was trained with the old overfitting guard "
+                      f"batch (the first guard_n={cfg.get('guard_n')} test images, one class); "
+                      "its weights differ from a retrain only if that guard fired; delete it "
+                      "to retrain with the class-balanced guard", RuntimeWarning, stacklevel=2)
     return ckpt
 
 

@@ -216,6 +216,27 @@ def test_corrupt_or_mismatched_checkpoint_fails_clearly(tmp_cache):
         T.load_checkpoint(ckpt)
 
 
+@pytest.mark.parametrize("adv", [None, "fgsm-rs"])
+def test_old_format_checkpoint_loads_and_warns_only_where_the_guard_changed(tmp_cache, adv):
+    """A ``rankcore.train/2`` checkpoint (a6b537f) holds the same fields; it loads, and one
+    of a guarded FGSM-RS run says its guard watched the old one-class batch."""
+    import warnings
+    cfg = _cfg(epochs=1, adv=adv)
+    ckpt = tmp_cache / "run.pt"
+    model = T.train(_net(), _synthetic(128), _synthetic(64, seed=1), cfg, checkpoint=ckpt,
+                    progress=False)
+    state = torch.load(ckpt, weights_only=True)
+    assert state["format"] == T.CHECKPOINT_FORMAT
+    torch.save({**state, "format": "rankcore.train/2"}, ckpt)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = T.load_checkpoint(ckpt, cfg)
+    said = [w for w in caught if "old overfitting guard" in str(w.message)]
+    assert len(said) == (adv is not None) and all(str(ckpt) in str(w.message) for w in said)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, old["model"][k]), k
+
+
 def _low_rank_reference(x, k):
     """float64 NumPy truncated SVD per image and channel."""
     u, s, vt = np.linalg.svd(x.double().numpy(), full_matrices=False)
@@ -313,6 +334,42 @@ def test_guard_falls_back_to_two_step_pgd_on_collapse(monkeypatch):
     assert methods == ["fgsm-rs", "fgsm-rs", "fgsm-rs", "pgd2", "pgd2"]
     assert [r["adv_method"] for r in h] == ["fgsm-rs", "fgsm-rs", "pgd2", "pgd2"]
     assert [r["guard_pgd_acc"] for r in h] == [0.5, 0.55, 0.5, 0.52]
+
+
+def test_balanced_subset_takes_every_class_alike_and_is_seeded():
+    y = torch.arange(10).repeat_interleave(100)  # sorted by class, as CIFAR-10's test listing
+    idx = T.balanced_subset(y, 256, seed=0)
+    counts = torch.bincount(y[idx], minlength=10)
+    assert len(idx) == 256 == len(set(idx.tolist())) and counts.min() == 25 and counts.max() == 26
+    assert torch.equal(idx, T.balanced_subset(y, 256, seed=0))
+    assert not torch.equal(idx, T.balanced_subset(y, 256, seed=1))
+    rare = torch.cat([torch.zeros(5), torch.ones(95)]).long()  # class 0 runs out: 5 + 35
+    assert torch.bincount(rare[T.balanced_subset(rare, 40, 0)]).tolist() == [5, 35]
+    assert len(T.balanced_subset(y[:30], 256, 0)) == 30
+
+
+@pytest.mark.parametrize("with_test", [True, False])
+def test_guard_watches_a_seeded_class_balanced_held_out_batch(monkeypatch, with_test):
+    """Issue 23: the guard took the first guard_n test images, in CIFAR-10's listing order
+    all airplanes. Now it sees every class alike, the same batch every epoch, and (without
+    test data) training images that are then not trained on."""
+    seen, trained_on = [], []
+    monkeypatch.setattr(T, "_guard_accuracy", lambda m, xg, yg, *a: (seen.append((xg, yg)), 0.5)[1])
+    real = T._train_epoch
+    monkeypatch.setattr(T, "_train_epoch",
+                        lambda *a: (trained_on.append(a[4].clone()), real(*a))[1])
+    x, _ = _synthetic(320)
+    y = torch.arange(10).repeat_interleave(32)  # sorted by class
+    test = (x[:200], torch.arange(10).repeat_interleave(20)) if with_test else None
+    T.train(_net(), (x, y), test, _cfg(epochs=2, adv="fgsm-rs", guard_n=40), progress=False)
+    (xg, yg), (xg2, yg2) = seen
+    assert torch.bincount(yg, minlength=10).tolist() == [4] * 10
+    assert torch.equal(xg, xg2) and torch.equal(yg, yg2)
+    if not with_test:  # held out: 280 images left to train on, the guard's not among them
+        xs = trained_on[0]
+        assert len(xs) == 280
+        rows = {tuple(v.flatten()[:8].tolist()) for v in xs.float()}
+        assert not any(tuple((v * 255).round().flatten()[:8].tolist()) in rows for v in xg)
 
 
 def test_train_module_is_plain():
