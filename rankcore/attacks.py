@@ -25,6 +25,7 @@ from .torch_utils import evaluating, model_device, predict
 
 NORMS = ("linf", "l2")
 KEEP = ("best", "last")
+HALF = (torch.float16, torch.bfloat16)  # attacked in float64, then rounded towards x
 
 
 def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
@@ -53,8 +54,9 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
             ``robustness`` library's choice, which lets a start on the sphere cross the ball).
         norm (str, optional): ``"linf"`` or ``"l2"``. Default: ``"linf"``.
         targeted (bool, optional): minimise the loss of ``target``. Default: False.
-        target (Tensor, optional): target labels ``(N,)``; with ``targeted=True`` and no
-            target, a seeded random class different from ``y`` (see :func:`random_targets`).
+        target (Tensor, optional): target labels ``(N,)``, only with ``targeted=True``; with
+            ``targeted=True`` and no target, a seeded random class different from ``y``
+            (see :func:`random_targets`).
         random_start (bool, optional): start at a uniform random point of the ball
             (L-inf) or a random point of it (L2). Default: True.
         restarts (int, optional): independent random starts, ``>= 1``. Default: 1.
@@ -72,7 +74,8 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
         TypeError: ``x`` not a float tensor, ``y``/``target`` not integer, ``steps`` or
             ``restarts`` not an int.
         ValueError: images outside [0, 1] (e.g. 0-255) or not finite, labels outside the
-            model's classes (e.g. ``y=-100``), a bad ``eps``, ``norm`` or ``keep``.
+            model's classes (e.g. ``y=-100``), a bad ``eps``, ``norm`` or ``keep``, a
+            ``target`` without ``targeted=True``.
 
     Examples::
 
@@ -84,6 +87,9 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
         True
     """
     _check_inputs(x, y, eps, steps, norm, restarts, keep)
+    if target is not None and not targeted:
+        raise ValueError("target is given but targeted=False: the attack would ignore it; "
+                         "pass targeted=True to steer towards target, or drop target")
     step_size = 2.5 * eps / max(1, steps) if step_size is None else step_size
     if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or not step_size >= 0:
         raise ValueError(f"step_size={step_size!r}; expected a non-negative number")
@@ -276,6 +282,13 @@ def perturb(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int,
     Returns:
         Tensor: adversarial images in ``x``'s dtype.
     """
+    if x.dtype in HALF:
+        # The ball projected in half precision can round past eps (0.01587 > 4/255 in
+        # float16): the loop runs in float64, then each pixel is rounded towards x.
+        return _cast_inside(perturb(model, x.detach().double(), y, eps=eps, steps=steps,
+                                    step_size=step_size, norm=norm, targeted=targeted,
+                                    target=target, random_start=random_start,
+                                    restarts=restarts, keep=keep, generator=generator), x)
     label = target if targeted else y
     x = x.detach()
     feed = _model_dtype(model, x.dtype)        # float16 weights get float16 inputs
@@ -331,14 +344,15 @@ def adversarial(model: nn.Module, x: Tensor, y: Tensor, *, method: str, norm: st
     """
     steps = 1 if method == "fgsm-rs" else steps
     alpha = step_size or (1.25 * eps if method == "fgsm-rs" else 2.5 * eps / steps)
-    x = x.detach()
+    given, feed = x.detach(), x.dtype
+    x = given.double() if feed in HALF else given  # as in perturb: no rounding past eps
     delta = _random_start(x, eps, norm, generator, l2_radius="uniform")
     for _ in range(steps):
         with torch.enable_grad():
             delta.requires_grad_(True)
-            grad, = torch.autograd.grad(F.cross_entropy(model(x + delta), y), delta)
+            grad, = torch.autograd.grad(F.cross_entropy(model((x + delta).to(feed)), y), delta)
         delta = _step(delta, grad, x, eps, alpha, norm)
-    return (x + delta).detach()
+    return _cast_inside((x + delta).detach(), given)
 
 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, eps: float = 4 / 255, steps: int = 20,

@@ -47,6 +47,8 @@ CHECKPOINT_FORMAT = "rankcore.train/3"  # checked on load
 OLD_FORMATS = ("rankcore.train/2",)
 TRANSFORMS, ADV_METHODS = ("low_rank", "high_rank"), ("pgd", "fgsm-rs")
 SCHEDULES, PAD_MODES = ("step", "onecycle"), ("zeros", "reflect")
+#: The smaller image side of a data set: the largest rank a transform may name.
+IMAGE_SIDE = {"cifar10": 32}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +92,8 @@ class TrainConfig:
     channels_last: bool = True
 
     def __post_init__(self):
-        _check_transform(self.transform)
+        _check_rank(_check_transform(self.transform), self.transform,
+                    IMAGE_SIDE.get(self.dataset), f"dataset={self.dataset!r}")
         for name, allowed in (("schedule", SCHEDULES), ("pad_mode", PAD_MODES),
                               ("adv_norm", ("linf", "l2")), ("adv", (None, *ADV_METHODS))):
             if getattr(self, name) not in allowed:
@@ -149,6 +152,14 @@ def _check_transform(spec: str | None) -> tuple[str, int] | None:
         raise ValueError(f"transform={spec!r}; expected None, 'low_rank:K' or 'high_rank:K' "
                          "with K a non-negative integer")
     return kind, int(k)
+
+
+def _check_rank(parsed: tuple[str, int] | None, spec, side: int | None, what: str) -> None:
+    """A rank K above the images' smaller side keeps (or removes) more singular values
+    than there are: low_rank:999 would train on the full images under a rank-999 name."""
+    if parsed is not None and side is not None and parsed[1] > side:
+        raise ValueError(f"transform={spec!r}: K={parsed[1]} exceeds the rank of the "
+                         f"{side} x {side} images of {what} (K <= {side})")
 
 
 def build_model(config: TrainConfig) -> nn.Module:
@@ -291,6 +302,8 @@ def train(model: nn.Module, train_data: tuple[Tensor, Tensor],
         if classes is not None and labels is not None and int(labels.max()) >= classes:
             raise ValueError(f"{name} labels must be < the model's {classes} classes; got "
                              f"{int(labels.max())}")
+    _check_rank(_check_transform(config.transform), config.transform, min(x.shape[-2:]),
+                "train_data")
     device = model_device(model)
     rank, world = distributed()
     amp = config.amp

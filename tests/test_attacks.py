@@ -280,6 +280,34 @@ def test_errors_name_the_argument(trained):
         rankcore.pgd(model, x, y, 0.1, targeted=True, target=y[:3])
     with pytest.raises(ValueError, match="y must"):
         rankcore.pgd(model, x, y[:3], 0.1)
+    with pytest.raises(ValueError, match="target is given but targeted=False"):  # issue 28
+        rankcore.pgd(model, x, y, 0.1, target=attacks.random_targets(y, 10))
+
+
+def _half_inputs(dtype):
+    """Pixels in [0.25, 0.5), where float16's spacing (2^-12) puts 65 steps at 0.01587 > 4/255."""
+    return (0.25 + 0.25 * torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(0))).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("call", ["pgd", "perturb", "adversarial"])
+def test_half_precision_inputs_never_leave_the_ball(dtype, call):
+    """Issue 28: projected in float16, a step to x + eps rounds to 0.01587 > 4/255."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10)).to(dtype)
+    x, y, eps = _half_inputs(dtype), torch.randint(0, 10, (64,)), 4 / 255
+    g = torch.Generator().manual_seed(0)
+    if call == "pgd":
+        xa = rankcore.pgd(model, x, y, eps, steps=7)
+    elif call == "perturb":
+        xa = attacks.perturb(model, x, y, eps=eps, steps=7, step_size=2.5 * eps / 7,
+                             keep="last", generator=g)
+    else:
+        xa = attacks.adversarial(model, x, y, method="pgd", norm="linf", eps=eps, steps=7,
+                                 step_size=None, generator=g)
+    assert xa.dtype == dtype
+    d = (xa.double() - x.double()).abs()
+    assert d.max() <= eps and d.max() > 0.9 * eps and xa.min() >= 0 and xa.max() <= 1
 
 
 @pytest.mark.parametrize("call", [lambda m, x, y: rankcore.pgd(m, x, y, 4 / 255, steps=1),
