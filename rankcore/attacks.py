@@ -38,7 +38,8 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
     vector (L2), then projects onto the eps-ball around ``x`` and onto [0, 1]. Untargeted
     steps increase the cross-entropy of ``y``; targeted steps decrease that of ``target``.
     The perturbation is computed in float64 (the model sees its own dtype) and rounded
-    towards ``x``, so float32 and float16 images stay inside the ball after rounding.
+    towards ``x``, so float32 and float16 images stay inside the ball after rounding. 13
+    positional parameters because each is a setting with a default (pass them by name).
 
     Args:
         model (nn.Module): classifier taking images in [0, 1] and returning logits
@@ -87,9 +88,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
         True
     """
     _check_inputs(x, y, eps, steps, norm, restarts, keep)
-    if target is not None and not targeted:
-        raise ValueError("target is given but targeted=False: the attack would ignore it; "
-                         "pass targeted=True to steer towards target, or drop target")
+    _check_target_mode(target, targeted)
     step_size = 2.5 * eps / max(1, steps) if step_size is None else step_size
     if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or not step_size >= 0:
         raise ValueError(f"step_size={step_size!r}; expected a non-negative number")
@@ -108,6 +107,12 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
                       target=target if targeted else None, random_start=random_start,
                       restarts=restarts, keep=keep, generator=gen)
     return _cast_inside(adv, x).to(home)
+
+
+def _check_target_mode(target, targeted: bool) -> None:
+    if target is not None and not targeted:
+        raise ValueError("target is given but targeted=False: the attack would ignore it; "
+                         "pass targeted=True to steer towards target, or drop target")
 
 
 def random_targets(y: Tensor, classes: int, seed: int = 0) -> Tensor:
@@ -360,6 +365,9 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, eps: float = 4 / 255, steps
              batch_size: int = 256, seed: int = 0, progress: bool = False,
              **pgd_kwargs) -> dict:
     """Table 2's robustness numbers for one model (paper Section 5.3).
+
+    It takes 11 positional parameters because it is :func:`pgd`'s settings plus the
+    batching, each with a default; pass all but the first three by name.
 
     Args:
         model (nn.Module): classifier on [0, 1] images (eval mode during the call, the

@@ -13,6 +13,7 @@ from torch import nn
 
 import rankcore
 from rankcore import train as T
+from rankcore.training import checkpoint
 
 
 def _net(seed=0):
@@ -183,8 +184,8 @@ class _Payload:
 
 def payload_checkpoint(path, marker, config):
     """A valid-looking training checkpoint of ``config`` with a code payload inside."""
-    state = T._checkpoint_state(_net(), torch.optim.SGD(_net().parameters(), lr=0.1), config,
-                                config.epochs, [], True)
+    state = checkpoint.state(_net(), torch.optim.SGD(_net().parameters(), lr=0.1), config,
+                             config.epochs, [])
     state["history"] = [_Payload(marker)]
     torch.save(state, path)
 
@@ -204,7 +205,7 @@ def test_corrupt_or_mismatched_checkpoint_fails_clearly(tmp_cache):
     data = _synthetic(64)
     ckpt = tmp_cache / "run.pt"
     T.train(_net(), data, None, _cfg(epochs=1), checkpoint=ckpt, progress=False)
-    with pytest.raises(ValueError, match=r"different configuration.*'lr': \(0.05, 0.2\)"):
+    with pytest.raises(ValueError, match=r"another configuration.*'lr': \(0.05, 0.2\)"):
         T.train(_net(), data, None, _cfg(epochs=1, lr=0.2), checkpoint=ckpt,
                 resume=True, progress=False)
     ckpt.write_bytes(ckpt.read_bytes()[:1000])  # truncated, as by a full disk
@@ -357,7 +358,7 @@ def test_guard_watches_a_seeded_class_balanced_held_out_batch(monkeypatch, with_
     monkeypatch.setattr(T, "_guard_accuracy", lambda m, xg, yg, *a: (seen.append((xg, yg)), 0.5)[1])
     real = T._train_epoch
     monkeypatch.setattr(T, "_train_epoch",
-                        lambda *a: (trained_on.append(a[4].clone()), real(*a))[1])
+                        lambda *a: (trained_on.append(a[0].xs.clone()), real(*a))[1])
     x, _ = _synthetic(320)
     y = torch.arange(10).repeat_interleave(32)  # sorted by class
     test = (x[:200], torch.arange(10).repeat_interleave(20)) if with_test else None
@@ -408,3 +409,27 @@ def test_distributed_two_ranks_match_one_process(tmp_path):
     ddp = torch.load(out, weights_only=True)
     for k, v in single.state_dict().items():
         torch.testing.assert_close(ddp[k], v, atol=1e-5, rtol=1e-4)
+
+
+def test_run_owns_its_folder_and_returns_a_result(tmp_cache):
+    """rankcore.training.Run: config.json, checkpoint, log and lock in one folder; a
+    result value (model, history, from_cache) instead of attributes stamped by the caller."""
+    from rankcore.training import Run, RunResult
+    cfg = _cfg(epochs=2, arch="airbench_cpu", batch_size=32)
+    data = {"train": _synthetic(64, seed=2), "test": _synthetic(32, seed=3)}
+    data = {k: (torch.nn.functional.interpolate(x, size=32), y) for k, (x, y) in data.items()}
+    asked = []
+    run = Run(cfg, folder=tmp_cache / "run", data=lambda split: (asked.append(split), data[split])[1])
+    assert not run.finished()
+    first = run.get_or_train(device="cpu", progress=False)
+    assert isinstance(first, RunResult) and first.from_cache is False and asked == ["train", "test"]
+    assert sorted(p.name for p in run.folder.iterdir()) == [".lock", "checkpoint.pt", "config.json",
+                                                           "log.jsonl"]
+    assert json.loads((run.folder / "config.json").read_text())["config"]["epochs"] == 2
+    second = Run(cfg, folder=run.folder, data=lambda split: pytest.fail("trained again")) \
+        .get_or_train(device="cpu")
+    assert second.from_cache and second.history == first.history and run.finished()
+    assert [r["epoch"] for r in second.history] == [1, 2] and not second.model.training
+    _assert_same(first.model, second.model)
+    with pytest.raises(FileNotFoundError):
+        Run(cfg.replace(seed=4), folder=tmp_cache / "other").get_or_train(train_if_missing=False)

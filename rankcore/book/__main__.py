@@ -1,6 +1,6 @@
 """``python -m rankcore.book run|build|list|check``: see :mod:`rankcore.book.runner`."""
 import sys
 
-from .runner import main
+from .cli import book_main as main
 
 sys.exit(main())

@@ -14,6 +14,7 @@ import dataclasses
 import time
 from typing import Callable, Sequence
 
+from ..training import transform_rank
 from . import paper, runs
 
 __all__ = ["CHAPTER", "CHANCE", "TABLE3_CLOSE", "FALL_NOISE", "ABOVE_CHANCE", "TrainedRuns",
@@ -118,7 +119,7 @@ def accuracy_figure(curves, title: str, label: Callable[[str], str],
 
 def removed_label(name: str) -> str:
     """Legend label of a chapter-04 run: ``"high_rank:3"`` -> ``"3 largest removed"``."""
-    return "full rank" if name == "natural" else f"{name.split(':')[1]} largest removed"
+    return "full rank" if name == "natural" else f"{transform_rank(name)} largest removed"
 
 
 # ------------------------------------------------------------------------- Table 3
