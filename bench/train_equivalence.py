@@ -6,8 +6,8 @@ configuration, shrunk to ``--n-train`` images (``--n-test`` for the per-epoch to
 overfitting guard) and otherwise as the profile has it (its epochs, batch, recipe, bfloat16
 autocast), is trained through ``rankcore.book.runs.cached`` (the book's whole path: data
 loading, the rank transform and its cache, the trainer, the checkpoint) once with
-``PYTHONPATH=OLD_CHECKOUT`` and once with this checkout, all runs of one checkout in one
-fresh process with one thread and its own empty cache under ``--work`` (only the decoded CIFAR-10 is shared).
+``PYTHONPATH=OLD_CHECKOUT`` and once with this checkout (the two at once), all runs of one
+checkout in one fresh process with one thread and its own empty cache under ``--work`` (only the decoded CIFAR-10 is shared).
 Printed per run: steps, whether every
 tensor of the state dict is equal (``torch.equal``), the largest difference otherwise, and
 both final test top-1s.
@@ -31,10 +31,11 @@ HERE = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, sys, time, torch
 from rankcore.book import runs
-profile, n_train, n_test, out = sys.argv[1:5]
-for name in sys.argv[5:]:
+profile, n_train, n_test, batch, out = sys.argv[1:6]
+extra = {"batch_size": int(batch)} if int(batch) else {}
+for name in sys.argv[6:]:
     t0 = time.perf_counter()
-    cfg = runs.preset(name, profile, n_train=int(n_train), n_test=int(n_test))
+    cfg = runs.preset(name, profile, n_train=int(n_train), n_test=int(n_test), **extra)
     model = runs.cached(cfg, progress=False, device="cpu")
     stem = out + "-" + name.replace(":", "")
     torch.save(model.state_dict(), stem + ".pt")
@@ -44,8 +45,8 @@ for name in sys.argv[5:]:
 """
 
 
-def train_all(checkout: Path, names: list[str], args, work: Path, tag: str) -> dict:
-    """Every run in one process of ``checkout`` (one import, one data load): name -> info."""
+def start(checkout: Path, names: list[str], args, work: Path, tag: str) -> subprocess.Popen:
+    """Every run in one process of ``checkout`` (one import, one data load), started."""
     # One decoded copy of CIFAR-10 for both checkouts (data.py is not what is compared);
     # models and rank-transformed images stay in each checkout's own cache.
     (work / "data-cache").mkdir(exist_ok=True)
@@ -54,16 +55,22 @@ def train_all(checkout: Path, names: list[str], args, work: Path, tag: str) -> d
         (work / f"cache-{tag}" / "data").symlink_to(work / "data-cache", target_is_directory=True)
     env = {**os.environ, "PYTHONPATH": str(checkout), "RANKCORE_CACHE": str(work / f"cache-{tag}"),
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-W", "always", "-c", CHILD, args.profile,
-                           str(args.n_train), str(args.n_test), str(work / tag), *names],
-                          env=env, cwd=work, capture_output=True, text=True)
+    return subprocess.Popen([sys.executable, "-W", "always", "-c", CHILD, args.profile,
+                             str(args.n_train), str(args.n_test), str(args.batch_size),
+                             str(work / tag), *names], env=env, cwd=work,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen, names: list[str], work: Path, tag: str) -> dict:
+    """Wait for :func:`start`'s process: name -> info (history, dir, seconds, state)."""
+    _, stderr = proc.communicate()
     if proc.returncode:
-        raise SystemExit(f"{tag} failed:\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"{tag} failed:\n{stderr[-3000:]}")
     out = {}
     for name in names:
         stem = f"{work / tag}-{name.replace(':', '')}"
         out[name] = {**json.loads(Path(stem + ".json").read_text()), "state": stem + ".pt"}
-    out["warnings"] = [line for line in proc.stderr.splitlines()
+    out["warnings"] = [line for line in stderr.splitlines()
                        if "RuntimeWarning" in line or "UserWarning" in line]
     return out
 
@@ -88,6 +95,8 @@ def main() -> int:
     p.add_argument("--profile", default="quick")
     p.add_argument("--n-train", type=int, default=2048)
     p.add_argument("--n-test", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=0,
+                   help="override the profile's batch (more steps per image; 0: the profile's)")
     p.add_argument("--only", nargs="*", default=None, help="run names (default: the profile's)")
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
     args = p.parse_args()
@@ -97,9 +106,11 @@ def main() -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="train-equivalence-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"old {args.old} vs new {HERE}; profile {args.profile}, n_train {args.n_train}, "
-          f"n_test {args.n_test}; work {work}")
-    old_runs = train_all(args.old, names, args, work, "old")
-    new_runs = train_all(HERE, names, args, work, "new")
+          f"n_test {args.n_test}, batch {args.batch_size or 'as profiled'}; work {work}")
+    # Both checkouts at once, one thread each.
+    procs = {tag: start(checkout, names, args, work, tag)
+             for tag, checkout in (("old", args.old), ("new", HERE))}
+    old_runs, new_runs = (finish(procs[tag], names, work, tag) for tag in ("old", "new"))
     rows = []
     for name in names:
         old, new = old_runs[name], new_runs[name]

@@ -78,6 +78,10 @@ def test_documented_command_runs(doc, command, tmp_path):
     if argv is not None and _smoke_training(argv):
         if not os.environ.get("RANKCORE_DATA"):
             pytest.skip("the smoke training needs RANKCORE_DATA with CIFAR-10")
+        # A fresh model cache (the first call trains), the decoded CIFAR-10 shared.
+        from rankcore.paths import cache_dir
+        (tmp_path / "cache").mkdir()
+        (tmp_path / "cache" / "data").symlink_to(cache_dir("data"), target_is_directory=True)
         env = {**ENV, "RANKCORE_CACHE": str(tmp_path / "cache")}
         runs = [subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True,
                                timeout=600) for _ in range(2)]
