@@ -24,8 +24,8 @@ CODE_VERSION = 2
 FORMAT = "rankcore.train/3"
 #: Older formats that still load. /2 (a6b537f) differs only in the overfitting guard's
 #: batch (the first guard_n test images, one class in CIFAR-10's listing order): the same
-#: weights unless that guard fired, so such a checkpoint of a guarded run loads with a
-#: warning. ``rankcore.imagenet_training/1`` is the ImageNet trainer's own, same fields.
+#: weights unless the old or the new guard fires, so such a checkpoint of a guarded run
+#: loads with a warning. ``rankcore.imagenet_training/1`` is the ImageNet trainer's own, same fields.
 OLD_FORMATS = ("rankcore.train/2", "rankcore.imagenet_training/1")
 
 
@@ -72,8 +72,9 @@ def load(path: str | os.PathLike, config: Any = None, map_location="cpu") -> dic
     if found == "rankcore.train/2" and cfg.get("adv") == "fgsm-rs" and cfg.get("adv_guard", True):
         warnings.warn(f"checkpoint {path} ({found}) was trained with the old overfitting guard "
                       f"batch (the first guard_n={cfg.get('guard_n')} test images, one class); "
-                      "its weights differ from a retrain only if that guard fired; delete it "
-                      "to retrain with the class-balanced guard", RuntimeWarning, stacklevel=3)
+                      "its weights match a retrain unless the old or the new guard fires "
+                      "(its history's adv_method says whether the old one did); delete it to "
+                      "retrain with the class-balanced guard", RuntimeWarning, stacklevel=3)
     return ckpt
 
 
