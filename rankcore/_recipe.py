@@ -1,11 +1,14 @@
 """The per-batch steps of :mod:`rankcore.train`'s recipe: on-device augmentation and
 training-time adversarial examples (re-exported as ``rankcore.train.augment`` and
-``rankcore.train.adversarial``)."""
+``rankcore.train.adversarial``; the attack is :func:`rankcore.attacks.adversarial`, which
+takes the projected step of :func:`rankcore.attacks.pgd`)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+
+from .attacks import adversarial
 
 __all__ = ["augment", "adversarial"]
 
@@ -26,36 +29,3 @@ def augment(x: Tensor, padding: int, generator: torch.Generator, mode: str = "ze
         x = xp[bi, ci, rows, cols]                                      # (B, C, H, W)
     flip = torch.rand(b, device=dev, generator=generator) < 0.5
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
-
-
-def adversarial(model: nn.Module, x: Tensor, y: Tensor, *, method: str, norm: str, eps: float,
-                steps: int, step_size: float | None, generator: torch.Generator) -> Tensor:
-    """Training-time adversarial examples in the model's current mode: ``"fgsm-rs"`` (a
-    uniform start, one signed step of ``step_size`` or 1.25 eps) or ``"pgd"`` (``steps`` steps
-    of ``step_size`` or 2.5 eps / steps from a random start), projected onto the ``norm``
-    ("linf"/"l2") ball of radius ``eps``, images kept in [0, 1]."""
-    steps = 1 if method == "fgsm-rs" else steps
-    alpha = step_size or (1.25 * eps if method == "fgsm-rs" else 2.5 * eps / steps)
-    delta = torch.rand(x.shape, device=x.device, generator=generator) * 2 - 1
-    if norm == "l2":  # a random direction with a random radius below eps
-        r = torch.rand(len(x), 1, device=x.device, generator=generator)
-    delta = (_unit(delta) * r * eps).view_as(x) if norm == "l2" else delta * eps
-    delta = (x + delta).clamp(0, 1) - x
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        grad, = torch.autograd.grad(F.cross_entropy(model(x + delta), y), delta)
-        with torch.no_grad():
-            if norm == "linf":
-                delta = (delta + alpha * grad.sign()).clamp(-eps, eps)
-            else:
-                delta = delta + alpha * _unit(grad).view_as(x)
-                n = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-                delta = delta * (eps / n).clamp(max=1).view(-1, 1, 1, 1)
-            delta = (x + delta).clamp(0, 1) - x
-    return (x + delta).detach()
-
-
-def _unit(t: Tensor) -> Tensor:
-    """Rows of ``t.flatten(1)`` scaled to unit L2 norm."""
-    flat = t.flatten(1)
-    return flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)

@@ -10,7 +10,8 @@ radius 4/255 (Section 5.3, Table 2) and reports, per model:
 
 :func:`pgd` makes the adversarial images; :func:`evaluate` computes those rates, as
 fractions in [0, 1] (the book shows them in percent). :func:`perturb` is the bare loop
-for training code that has checked its inputs.
+for callers that have checked their inputs; :func:`adversarial`, the training-time attack,
+takes the same projected step (:func:`_step`).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from .torch_utils import evaluating, model_device, predict
 
 NORMS = ("linf", "l2")
 KEEP = ("best", "last")
+HALF = (torch.float16, torch.bfloat16)  # attacked in float64, then rounded towards x
 
 
 def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
@@ -36,7 +38,8 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
     vector (L2), then projects onto the eps-ball around ``x`` and onto [0, 1]. Untargeted
     steps increase the cross-entropy of ``y``; targeted steps decrease that of ``target``.
     The perturbation is computed in float64 (the model sees its own dtype) and rounded
-    towards ``x``, so float32 and float16 images stay inside the ball after rounding.
+    towards ``x``, so float32 and float16 images stay inside the ball after rounding. 13
+    positional parameters because each is a setting with a default (pass them by name).
 
     Args:
         model (nn.Module): classifier taking images in [0, 1] and returning logits
@@ -52,8 +55,9 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
             ``robustness`` library's choice, which lets a start on the sphere cross the ball).
         norm (str, optional): ``"linf"`` or ``"l2"``. Default: ``"linf"``.
         targeted (bool, optional): minimise the loss of ``target``. Default: False.
-        target (Tensor, optional): target labels ``(N,)``; with ``targeted=True`` and no
-            target, a seeded random class different from ``y`` (see :func:`random_targets`).
+        target (Tensor, optional): target labels ``(N,)``, only with ``targeted=True``; with
+            ``targeted=True`` and no target, a seeded random class different from ``y``
+            (see :func:`random_targets`).
         random_start (bool, optional): start at a uniform random point of the ball
             (L-inf) or a random point of it (L2). Default: True.
         restarts (int, optional): independent random starts, ``>= 1``. Default: 1.
@@ -71,7 +75,8 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
         TypeError: ``x`` not a float tensor, ``y``/``target`` not integer, ``steps`` or
             ``restarts`` not an int.
         ValueError: images outside [0, 1] (e.g. 0-255) or not finite, labels outside the
-            model's classes (e.g. ``y=-100``), a bad ``eps``, ``norm`` or ``keep``.
+            model's classes (e.g. ``y=-100``), a bad ``eps``, ``norm`` or ``keep``, a
+            ``target`` without ``targeted=True``.
 
     Examples::
 
@@ -83,6 +88,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
         True
     """
     _check_inputs(x, y, eps, steps, norm, restarts, keep)
+    _check_target_mode(target, targeted)
     step_size = 2.5 * eps / max(1, steps) if step_size is None else step_size
     if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or not step_size >= 0:
         raise ValueError(f"step_size={step_size!r}; expected a non-negative number")
@@ -101,6 +107,12 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
                       target=target if targeted else None, random_start=random_start,
                       restarts=restarts, keep=keep, generator=gen)
     return _cast_inside(adv, x).to(home)
+
+
+def _check_target_mode(target, targeted: bool) -> None:
+    if target is not None and not targeted:
+        raise ValueError("target is given but targeted=False: the attack would ignore it; "
+                         "pass targeted=True to steer towards target, or drop target")
 
 
 def random_targets(y: Tensor, classes: int, seed: int = 0) -> Tensor:
@@ -223,15 +235,34 @@ def _project(delta: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
     return (x + delta).clamp(0, 1) - x
 
 
-def _random_start(x: Tensor, eps: float, norm: str, gen: torch.Generator) -> Tensor:
+def _random_start(x: Tensor, eps: float, norm: str, gen: torch.Generator,
+                  l2_radius: str = "ball") -> Tensor:
+    """A random start ``delta`` (``x``'s shape and dtype), projected like every step.
+
+    L-inf: uniform in the cube. L2, ``l2_radius="ball"``: a uniform point of the ball
+    (Gaussian direction, radius ``eps * u^(1/d)``); ``"uniform"``: the training recipe's
+    start (direction normalised from the cube, radius ``eps * u``), kept for its weights.
+    """
     if norm == "linf":
         delta = (torch.rand(x.shape, device=x.device, generator=gen) * 2 - 1) * eps
-    else:
-        # Uniform direction, radius eps * u^(1/d): a uniform point of the L2 ball.
+    elif l2_radius == "ball":
         d = torch.randn(x.shape, device=x.device, generator=gen)
         r = torch.rand(x.shape[0], device=x.device, generator=gen) ** (1.0 / x[0].numel())
         delta = d / _per_image_norm(d) * (eps * r).view(-1, *[1] * (x.ndim - 1))
+    else:
+        d = torch.rand(x.shape, device=x.device, generator=gen) * 2 - 1
+        r = torch.rand(x.shape[0], device=x.device, generator=gen)
+        delta = d / _per_image_norm(d) * r.view(-1, *[1] * (x.ndim - 1)) * eps
     return _project(delta.to(x.dtype), x, eps, norm)
+
+
+def _step(delta: Tensor, grad: Tensor, x: Tensor, eps: float, step_size: float,
+          norm: str) -> Tensor:
+    """One projected ascent step: ``delta`` moves ``step_size`` along the sign of ``grad``
+    (L-inf) or its per-image unit vector (L2), then :func:`_project`. The one step of
+    :func:`pgd`, :func:`perturb` and the training-time :func:`adversarial`."""
+    direction = grad.sign() if norm == "linf" else grad / _per_image_norm(grad)
+    return _project(delta.detach() + step_size * direction, x, eps, norm)
 
 
 def _objective(logits: Tensor, label: Tensor, targeted: bool) -> tuple[Tensor, Tensor]:
@@ -249,13 +280,20 @@ def perturb(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int,
             keep: str = "best", generator: torch.Generator | None = None) -> Tensor:
     """PGD without validation, device moves or mode changes: the loop of :func:`pgd`.
 
-    For training loops (adversarial training calls it with the model in train mode) and
-    callers that checked their inputs already; all tensors on the model's device, ``x``
-    in the dtype the arithmetic should use. Arguments as in :func:`pgd`.
+    For callers that checked their inputs already; all tensors on the model's device, ``x``
+    in the dtype the arithmetic should use. Arguments as in :func:`pgd`. (Adversarial
+    training calls :func:`adversarial`, which takes the same :func:`_step`.)
 
     Returns:
         Tensor: adversarial images in ``x``'s dtype.
     """
+    if x.dtype in HALF:
+        # The ball projected in half precision can round past eps (0.01587 > 4/255 in
+        # float16): the loop runs in float64, then each pixel is rounded towards x.
+        return _cast_inside(perturb(model, x.detach().double(), y, eps=eps, steps=steps,
+                                    step_size=step_size, norm=norm, targeted=targeted,
+                                    target=target, random_start=random_start,
+                                    restarts=restarts, keep=keep, generator=generator), x)
     label = target if targeted else y
     x = x.detach()
     feed = _model_dtype(model, x.dtype)        # float16 weights get float16 inputs
@@ -283,15 +321,43 @@ def perturb(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int,
                 grad, = torch.autograd.grad(loss.sum(), delta)
             if keep == "best":
                 consider(x + delta.detach(), logits)
-            if norm == "linf":
-                step = grad.sign()
-            else:
-                step = grad / _per_image_norm(grad)
-            delta = _project(delta.detach() + step_size * step, x, eps, norm)
+            delta = _step(delta, grad, x, eps, step_size, norm)
         if keep == "best":
             with torch.no_grad():
                 consider(x + delta, model((x + delta).to(feed)))
     return best if keep == "best" else (x + delta).detach()
+
+
+def adversarial(model: nn.Module, x: Tensor, y: Tensor, *, method: str, norm: str, eps: float,
+                steps: int, step_size: float | None, generator: torch.Generator) -> Tensor:
+    """Training-time adversarial examples (re-exported as ``rankcore.train.adversarial``).
+
+    In the model's current mode (train mode: batch-norm statistics of the attacked batch)
+    and without :func:`pgd`'s validation: ``"fgsm-rs"`` (Wong et al. 2020: a uniform start,
+    one signed step of ``step_size`` or 1.25 eps) or ``"pgd"`` (``steps`` steps of
+    ``step_size`` or 2.5 eps / steps from a random start; L2 starts at radius ``eps * u``).
+    Each step ascends the batch-mean cross-entropy of ``y`` by :func:`_step`, the step of
+    :func:`pgd`: onto the ``norm`` ("linf"/"l2") ball of radius ``eps``, images in [0, 1].
+
+    Args:
+        x (Tensor): images ``(B, C, H, W)`` in [0, 1] on the model's device.
+        y (Tensor): labels ``(B,)``.
+        generator (torch.Generator): on ``x``'s device; draws the random start.
+
+    Returns:
+        Tensor: detached adversarial images, ``x``'s shape and dtype.
+    """
+    steps = 1 if method == "fgsm-rs" else steps
+    alpha = step_size or (1.25 * eps if method == "fgsm-rs" else 2.5 * eps / steps)
+    given, feed = x.detach(), x.dtype
+    x = given.double() if feed in HALF else given  # as in perturb: no rounding past eps
+    delta = _random_start(x, eps, norm, generator, l2_radius="uniform")
+    for _ in range(steps):
+        with torch.enable_grad():
+            delta.requires_grad_(True)
+            grad, = torch.autograd.grad(F.cross_entropy(model((x + delta).to(feed)), y), delta)
+        delta = _step(delta, grad, x, eps, alpha, norm)
+    return _cast_inside((x + delta).detach(), given)
 
 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, eps: float = 4 / 255, steps: int = 20,
@@ -299,6 +365,9 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, eps: float = 4 / 255, steps
              batch_size: int = 256, seed: int = 0, progress: bool = False,
              attack: str = "pgd", **pgd_kwargs) -> dict:
     """Table 2's robustness numbers for one model (paper Section 5.3).
+
+    It takes 11 positional parameters because it is :func:`pgd`'s settings plus the
+    batching, each with a default; pass all but the first three by name.
 
     Args:
         model (nn.Module): classifier on [0, 1] images (eval mode during the call, the

@@ -10,18 +10,17 @@
         --n 1000 --out r50.csv
 
 The library's commands live in :data:`COMMANDS` (name -> ``(help, add_arguments, run)``).
-More commands (the book's ``book`` and ``train``) are found through the entry-point group
-``rankcore.cli``: each entry is a function ``register(subparsers)`` that adds its parser
-and sets ``run``; the library never imports them. A user mistake (``ValueError``,
-``TypeError``, a missing file or checkpoint) prints one line naming the argument and exits
-with status 2; ``--debug`` shows the traceback instead.
+A caller may add more (``main(argv, commands=...)``, each a ``register(subparsers)`` that
+adds its parser and sets ``run``): the book's ``rankcore.book.cli`` adds ``book`` and
+``train`` and is what the ``rankcore`` console script runs; the library never imports it.
+A user mistake (``ValueError``, ``TypeError``, a missing file or checkpoint) prints one
+line naming the argument and exits with status 2; ``--debug`` shows the traceback instead.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from importlib import metadata
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import __version__
 
@@ -30,9 +29,6 @@ if TYPE_CHECKING:
 
 # Nothing heavy is imported here: the parser, --help and --version run without torch,
 # pandas or timm (about 2.6 s of imports); each command imports what it needs when it runs.
-
-#: Entry-point group through which other packages (the book) add commands.
-ENTRY_POINT_GROUP = "rankcore.cli"
 
 #: Which classes a data set's labels index: data name -> label space.
 LABEL_SPACE = {"cifar10": "cifar10", "imagenet-val": "imagenet", "imagenet": "imagenet",
@@ -335,11 +331,6 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
 }
 
 
-def plugins() -> list[metadata.EntryPoint]:
-    """The entry points of group :data:`ENTRY_POINT_GROUP` (e.g. ``book``, ``train``)."""
-    return sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage mistake reported on one line (and exit status 2)."""
 
@@ -347,7 +338,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: A command added by a caller: ``register(subparsers)`` adds its parser and sets ``run``.
+Register = Callable[[argparse._SubParsersAction], None]
+
+
+def build_parser(commands: Sequence[Register] = ()) -> argparse.ArgumentParser:
+    """The ``rankcore`` parser: :data:`COMMANDS`, then each of ``commands`` registered."""
     parser = _Parser(prog="rankcore", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"rankcore {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -356,15 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_arguments(p)
         p.set_defaults(run=run)
-    for entry in plugins():
-        if entry.name in COMMANDS:
-            continue
-        try:
-            register = entry.load()
-        except (ImportError, AttributeError) as err:  # a broken plugin never breaks the rest
-            print(f"rankcore: command {entry.name!r} unavailable ({entry.value}: {err})",
-                  file=sys.stderr)
-            continue
+    for register in commands:
         register(sub)
     return parser
 
@@ -398,14 +386,15 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return errors
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, commands: Sequence[Register] = ()) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``) and run the command; returns its status.
+    ``commands``: more commands, as for :func:`build_parser`.
 
     User mistakes print ``rankcore <command>: error: ...`` (one line) and return 2, unless
     ``--debug`` is given.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
+    parser = build_parser(commands)
     args = parser.parse_args(argv)
     from . import torch_utils
     torch_utils.tune_allocator()  # rankcore is the application here: keep CPU activations off fresh mmaps

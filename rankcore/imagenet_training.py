@@ -39,14 +39,15 @@ from torch import nn
 from . import _io, data, torch_utils
 from .data_files import IMAGENET_CLASSES, find_imagenet, find_imagenet_train, to_uint8_chw
 from .paths import data_root
+from .training import checkpoint as checkpoints
+from .training.transform import Transform
 
 __all__ = ["ImageNetTrainConfig", "TrainAugment", "train", "train_data", "val_data",
            "build_model", "load_checkpoint", "rank_transform", "lr_at", "resources", "main"]
 
 #: Bumped when a change here alters the weights a configuration produces.
 CODE_VERSION = 1
-CHECKPOINT_FORMAT = "rankcore.imagenet_training/1"
-TRANSFORMS = ("low_rank", "high_rank")
+CHECKPOINT_FORMAT = checkpoints.FORMAT
 SCHEDULES = ("step", "cosine")
 #: ILSVRC2012: training images and the size of the unpacked folders (GB), for the pre-flight.
 TRAIN_IMAGES, TRAIN_GB, VAL_IMAGES, VAL_GB = 1_281_167, 147.0, 50_000, 6.4
@@ -81,7 +82,8 @@ class ImageNetTrainConfig:
     channels_last: bool = True        # CUDA only
 
     def __post_init__(self):
-        rank_spec(self.transform)
+        parsed = Transform.parse(self.transform)
+        object.__setattr__(self, "transform", None if parsed is None else str(parsed))
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule={self.schedule!r}; expected one of {SCHEDULES}")
         for name in ("epochs", "batch_size", "step_epochs", "crop", "val_size", "val_resize"):
@@ -113,29 +115,12 @@ class ImageNetTrainConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def rank_spec(spec: str | None) -> tuple[str, int] | None:
-    """``"low_rank:50"`` -> ``("low_rank", 50)``; ``None`` -> ``None``."""
-    if spec is None:
-        return None
-    kind, _, k = spec.partition(":") if isinstance(spec, str) else ("", "", "")
-    if kind not in TRANSFORMS or not k.isdigit():
-        raise ValueError(f"transform={spec!r}; expected None, 'low_rank:K' or 'high_rank:K' "
-                         "with an integer K >= 0")
-    return kind, int(k)
-
-
 def rank_transform(x: torch.Tensor, spec: str | None, clamp_high: bool = False) -> torch.Tensor:
     """The rank-k images of a float batch ``(B, 3, H, W)`` on its own device (equation 2):
     low-rank keeps the k largest singular values per channel (clamped to [0, 1]),
     high-rank removes them."""
-    parsed = rank_spec(spec)
-    if parsed is None:
-        return x
-    from .rank import high_rank, low_rank
-    kind, k = parsed
-    if kind == "low_rank":
-        return low_rank(x, k, clamp=True)
-    return high_rank(x, k, clamp=clamp_high)
+    parsed = Transform.parse(spec)
+    return x if parsed is None else parsed(x, clamp_high)
 
 
 def lr_at(config: ImageNetTrainConfig, epoch: float) -> float:
@@ -196,31 +181,18 @@ def build_model(config: ImageNetTrainConfig, num_classes: int = IMAGENET_CLASSES
 
 def load_checkpoint(path: str | os.PathLike,
                     config: ImageNetTrainConfig | None = None, map_location="cpu") -> dict:
-    """Read a checkpoint of :func:`train` without running any pickled code.
+    """Read a checkpoint of :func:`train` without running any pickled code (the trainers'
+    one format, :func:`rankcore.training.checkpoint.load`).
 
     Raises:
         ValueError: the file is corrupt, holds code, is not such a checkpoint, or (with
             ``config``) was written by another configuration; the message names the file.
     """
-    path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated, not a checkpoint, or pickled code (refused)
-        raise ValueError(f"checkpoint {path} cannot be read safely ({type(e).__name__}: "
-                         f"{str(e)[:200]})") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
-    if config is not None and ckpt.get("key") != config.key():
-        raise ValueError(f"checkpoint {path} was written by another configuration "
-                         f"({ckpt.get('config')}); move it away or use another out_dir")
-    return ckpt
+    return checkpoints.load(path, config, map_location)
 
 
 def _save(out: Path, model, opt, config, epoch: int, history: list) -> None:
-    state = {"format": CHECKPOINT_FORMAT, "key": config.key(),
-             "config": dataclasses.asdict(config), "epoch": epoch,
-             "finished": epoch == config.epochs, "model": model.state_dict(),
-             "optimizer": opt.state_dict(), "history": history}
+    state = checkpoints.state(model, opt, config, epoch, history, code_version=CODE_VERSION)
     # The checkpoint first, then the log rewritten from the same history: a kill in
     # between leaves a log one epoch behind, never a duplicate line.
     _io.torch_save(state, out / "checkpoint.pt")
@@ -269,7 +241,20 @@ def _epoch(net, opt, batches, config, epoch, device, bar) -> dict:
             "train_top1": float(stats[1] / stats[2]), "train_images": int(stats[2])}
 
 
-def train(model: nn.Module, config: ImageNetTrainConfig, train_set, val_set=None,
+def _check_train(model, config, train_set, stop_after) -> None:
+    if not isinstance(config, ImageNetTrainConfig):
+        raise TypeError(f"config must be an ImageNetTrainConfig; got {type(config).__name__}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
+    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int)
+                                   or stop_after < 1):
+        raise ValueError(f"stop_after={stop_after!r}; expected None or an integer >= 1")
+    if len(train_set) < config.batch_size:
+        raise ValueError(f"train_set has {len(train_set)} images, fewer than one batch "
+                         f"(batch_size={config.batch_size})")
+
+
+def train(model: nn.Module, config: ImageNetTrainConfig, train_set, val_set=None, *,
           out_dir: str | os.PathLike | None = None, resume: bool = True,
           workers: int | None = None, progress: bool = True,
           stop_after: int | None = None) -> nn.Module:
@@ -296,21 +281,12 @@ def train(model: nn.Module, config: ImageNetTrainConfig, train_set, val_set=None
         The model in eval mode; ``model.train_history`` lists one dict per epoch: epoch,
         lr, train_loss, train_top1, val_top1, val_top5 (fractions), seconds, images_per_s.
     """
-    if not isinstance(config, ImageNetTrainConfig):
-        raise TypeError(f"config must be an ImageNetTrainConfig; got {type(config).__name__}")
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
-    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int)
-                                   or stop_after < 1):
-        raise ValueError(f"stop_after={stop_after!r}; expected None or an integer >= 1")
+    _check_train(model, config, train_set, stop_after)
     device = torch_utils.model_device(model)
     rank, world = torch_utils.distributed()
     if config.batch_size % world:
         raise ValueError(f"batch_size={config.batch_size} does not split over {world} processes")
     per_rank = config.batch_size // world
-    if len(train_set) < config.batch_size:
-        raise ValueError(f"train_set has {len(train_set)} images, fewer than one batch "
-                         f"(batch_size={config.batch_size})")
     out = Path(out_dir) if out_dir is not None else None
     if config.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)

@@ -6,8 +6,9 @@ largest singular values (Section 5.2), high-rank images lose them (Section 5.1).
 airbench-style recipe is a set of fields: uint8-resident data, flip + translate on the
 device, label smoothing, Nesterov SGD with warm-up and linear decay, larger rates for
 batch-norm shifts, channels-last, bfloat16 autocast. Adversarial training: FGSM-RS (Wong
-et al. 2020) guarded against catastrophic overfitting, or PGD (L-inf or L2). Named runs and
-their cache are the book's (``rankcore.book.runs``). Example::
+et al. 2020) guarded against catastrophic overfitting, or PGD (L-inf or L2), both by the
+projected step of :func:`rankcore.attacks.pgd`. A run that owns its cache folder and
+returns its result: :class:`rankcore.training.Run`. Example::
 
     config = TrainConfig(arch="airbench_cpu", epochs=2, schedule="onecycle", lr=0.4)
     model = train(build_model(config), (x, y), (x_test, y_test), config)
@@ -20,8 +21,8 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -31,17 +32,18 @@ from torch import Tensor, nn
 
 from . import _io
 from ._recipe import adversarial, augment
-from .paths import cache_dir
+from .training import checkpoint as checkpoints
+from .training.transform import Transform, to_float, transformed
 from .torch_utils import accuracy, autocast, distributed, evaluating, model_device, wrap_distributed
 
-__all__ = ["TrainConfig", "train", "build_model", "load_checkpoint", "transformed", "lr_at",
-           "augment", "adversarial", "steps_per_epoch", "TRAIN_CODE_VERSION"]
+__all__ = ["TrainConfig", "Transform", "train", "build_model", "load_checkpoint", "transformed", "lr_at",
+           "augment", "adversarial", "steps_per_epoch", "balanced_subset", "TRAIN_CODE_VERSION"]
 
-#: Bumped whenever a change here alters the weights a configuration produces (cache keys).
-TRAIN_CODE_VERSION = 2
-CHECKPOINT_FORMAT = "rankcore.train/2"  # checked on load
-TRANSFORMS, ADV_METHODS = ("low_rank", "high_rank"), ("pgd", "fgsm-rs")
+TRAIN_CODE_VERSION, CHECKPOINT_FORMAT = checkpoints.CODE_VERSION, checkpoints.FORMAT
+ADV_METHODS = ("pgd", "fgsm-rs")
 SCHEDULES, PAD_MODES = ("step", "onecycle"), ("zeros", "reflect")
+#: The smaller image side of a data set: the largest rank a transform may name.
+IMAGE_SIDE = {"cifar10": 32}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +70,7 @@ class TrainConfig:
     augment: bool = True                # random translation + horizontal flip
     crop_padding: int = 4               # translation range in pixels
     pad_mode: str = "zeros"             # "zeros" (paper's crop) or "reflect" (airbench)
-    transform: str | None = None        # None, "low_rank:K" or "high_rank:K"
+    transform: str | None = None        # None, "low_rank:K" or "high_rank:K" (or a Transform)
     # High-rank images (k largest singular values removed) are residuals with negative
     # values; the paper trains on them as they are, so they are not clamped by default.
     high_rank_clamp: bool = False
@@ -85,7 +87,12 @@ class TrainConfig:
     channels_last: bool = True
 
     def __post_init__(self):
-        _check_transform(self.transform)
+        parsed = Transform.parse(self.transform)
+        if parsed is not None and self.dataset in IMAGE_SIDE:
+            parsed.check_side(IMAGE_SIDE[self.dataset], f"dataset={self.dataset!r}")
+        # The canonical spelling: a Transform given here is stored as "kind:K", the form
+        # the cache key hashes.
+        object.__setattr__(self, "transform", None if parsed is None else str(parsed))
         for name, allowed in (("schedule", SCHEDULES), ("pad_mode", PAD_MODES),
                               ("adv_norm", ("linf", "l2")), ("adv", (None, *ADV_METHODS))):
             if getattr(self, name) not in allowed:
@@ -102,6 +109,11 @@ class TrainConfig:
             raise TypeError(f"amp={self.amp!r}; expected None, True or False")
         # Lists from YAML/JSON become tuples so the config stays hashable and its key stable.
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+
+    @property
+    def rank_transform(self) -> Transform | None:
+        """``transform`` as a :class:`rankcore.training.Transform` (None: full-rank images)."""
+        return Transform.parse(self.transform)
 
     def key(self) -> str:
         """A hex digest of the configuration and the training code's version."""
@@ -135,17 +147,6 @@ def _check_number(name: str, v, integer: bool, low: float, optional: bool) -> No
         raise ValueError(f"{name}={v!r}; expected a finite value >= {low}")
 
 
-def _check_transform(spec: str | None) -> tuple[str, int] | None:
-    """``"low_rank:5"`` -> ``("low_rank", 5)``; ``None`` -> ``None``."""
-    if spec is None:
-        return None
-    kind, _, k = str(spec).partition(":")
-    if not isinstance(spec, str) or kind not in TRANSFORMS or not k.isdigit():
-        raise ValueError(f"transform={spec!r}; expected None, 'low_rank:K' or 'high_rank:K' "
-                         "with K a non-negative integer")
-    return kind, int(k)
-
-
 def build_model(config: TrainConfig) -> nn.Module:
     """A fresh ``rankcore.models.create(config.arch)`` initialised from ``config.seed`` (in
     a forked RNG: identical weights in every process, the caller's random state untouched)."""
@@ -155,52 +156,6 @@ def build_model(config: TrainConfig) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         return models.create(config.arch)
-
-
-def transformed(x: Tensor, spec: str | None, *, tag: str = "data", clamp_high: bool = False,
-                cache: bool = True, chunk: int = 2048) -> Tensor:
-    """Rank-truncated copy of images ``x`` ``(N, C, H, W)`` (float in [0, 1] or uint8),
-    computed once in chunks of ``chunk`` and cached under ``cache_dir("rank")`` (``cache``).
-
-    ``spec``: ``"low_rank:K"`` (clamped to [0, 1]), ``"high_rank:K"`` (the K largest
-    singular values removed, signed unless ``clamp_high``) or None. Returns x's shape on x's
-    device, uint8 (x 255, rounded) for images in [0, 1], float16 for signed residuals
-    (:func:`to_float` converts). The cache key hashes the images, the transform and the
-    code version; a corrupt cache file is rebuilt with a warning naming it.
-    """
-    parsed = _check_transform(spec)
-    if not torch.is_tensor(x) or x.ndim != 4:
-        raise ValueError(f"x must be a tensor (N, C, H, W); got {getattr(x, 'shape', type(x))}")
-    if parsed is None:
-        return _compact(x, True)
-    kind, k = parsed
-    clamp = kind == "low_rank" or clamp_high
-    path = None
-    if cache:
-        digest = hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes())
-        digest.update(f"{kind}:{k}:{clamp}:{TRAIN_CODE_VERSION}:{x.dtype}".encode())
-        path = cache_dir("rank") / f"{tag}-{kind}{k}-{digest.hexdigest()[:16]}.pt"
-        out = _io.load_cache(path, "rank-transformed data")
-        if torch.is_tensor(out) and out.shape == x.shape:
-            return out.to(x.device)
-    from .rank import high_rank, low_rank
-    fn = low_rank if kind == "low_rank" else high_rank
-    out = torch.cat([_compact(fn(to_float(x[i:i + chunk]), k, clamp=clamp), clamp)
-                     for i in range(0, len(x), chunk)])
-    if path is not None:
-        _io.torch_save(out.cpu(), path)
-    return out
-
-
-def _compact(x: Tensor, in_unit_range: bool) -> Tensor:
-    if x.dtype == torch.uint8 or not in_unit_range:
-        return x if x.dtype == torch.uint8 else x.to(torch.float16)
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
-def to_float(x: Tensor) -> Tensor:
-    """uint8 images -> float32 in [0, 1]; float tensors -> float32."""
-    return x.float() / 255 if x.dtype == torch.uint8 else x.float()
 
 
 def lr_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -218,6 +173,25 @@ def lr_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
 def steps_per_epoch(n: int, config: TrainConfig, world: int = 1) -> int:
     per_rank = config.batch_size // world if world > 1 else config.batch_size
     return n // (per_rank * world) if world > 1 else math.ceil(n / per_rank)
+
+
+def balanced_subset(y: Tensor, n: int, seed: int) -> Tensor:
+    """``min(n, len(y))`` sorted indices into labels ``y`` ``(N,)``, every class as often as
+    the others (counts differ by at most one until a class runs out), seeded by ``seed``.
+
+    Classes take turns in a seeded random order of the images: first every class's first
+    image, then every class's second, and so on.
+    """
+    y = y.detach().cpu().long()
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    ys = y[perm]
+    grouped = torch.argsort(ys, stable=True)                 # by class, each in perm order
+    counts = torch.bincount(ys)
+    starts = torch.cumsum(counts, 0) - counts
+    turn = torch.empty_like(grouped)
+    turn[grouped] = torch.arange(len(ys)) - starts[ys[grouped]]   # place within its class
+    take = torch.argsort(turn * len(ys) + torch.arange(len(ys)))[:n]
+    return perm[take].sort().values
 
 
 def _guard_accuracy(model, x, y, config, device, amp) -> float:
@@ -249,8 +223,9 @@ def train(model: nn.Module, train_data: tuple[Tensor, Tensor],
     seconds, cpu_seconds; adv_method and guard_pgd_acc for adversarial runs).
 
     Overfitting guard (``adv="fgsm-rs"``, ``adv_guard``): after every epoch, the accuracy
-    under 10-step PGD on a held-out batch (the first ``guard_n`` test images, else the last
-    ``guard_n`` training images, then not trained on); if it falls ``guard_drop`` below its
+    under 10-step PGD on a held-out batch (``guard_n`` test images, else training images
+    then not trained on, drawn by :func:`balanced_subset`: every class equally, seeded by
+    ``config.seed``; listing order would give one class); if it falls ``guard_drop`` below its
     best, the epoch is undone and the run goes on with 2-step PGD (step eps / 2). Under
     ``torchrun``: DistributedDataParallel (SyncBatchNorm on CUDA), a shard of every batch
     per rank.
@@ -266,112 +241,160 @@ def train(model: nn.Module, train_data: tuple[Tensor, Tensor],
         if classes is not None and labels is not None and int(labels.max()) >= classes:
             raise ValueError(f"{name} labels must be < the model's {classes} classes; got "
                              f"{int(labels.max())}")
-    device = model_device(model)
-    rank, world = distributed()
-    amp = config.amp
-    # On the training device first: the batched SVDs of the transform run there too.
-    xs = transformed(x.to(device), config.transform, tag=tag or "data",
-                     clamp_high=config.high_rank_clamp, cache=tag is not None)
-    y = y.to(device)
-    guard = config.adv == "fgsm-rs" and config.adv_guard
-    xg = yg = None
-    if guard and xt is not None:
-        xg, yg = to_float(xt[:config.guard_n]).to(device), yt[:config.guard_n].to(device)
-    elif guard:
-        if len(xs) <= config.guard_n:
-            raise ValueError(f"train_data has {len(xs)} images; the overfitting guard holds "
-                             f"out guard_n={config.guard_n} (pass test_data)")
-        xg, yg, xs, y = to_float(xs[-config.guard_n:]), y[-config.guard_n:], \
-            xs[:-config.guard_n], y[:-config.guard_n]
-    if xt is not None:
-        xt, yt = to_float(xt).to(device), yt.to(device)
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
-    opt = _make_optimizer(model, config)
+    if config.rank_transform is not None:
+        config.rank_transform.check_side(min(x.shape[-2:]), "train_data")
+    loop = _Loop.start(model, (x, y), (xt, yt) if xt is not None else None, config, tag)
     history: list[dict] = []
     start = 0
     if resume and checkpoint is not None and Path(checkpoint).exists():
-        ckpt = load_checkpoint(checkpoint, config, map_location=device)
+        ckpt = load_checkpoint(checkpoint, config, map_location=loop.device)
         model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
+        loop.opt.load_state_dict(ckpt["optimizer"])
         history, start = list(ckpt["history"]), int(ckpt["epoch"])
-    net = wrap_distributed(model, device, world)
-    spe = steps_per_epoch(len(xs), config, world)
+    loop.net = wrap_distributed(model, loop.device, loop.world)
     end = config.epochs if stop_after is None else min(config.epochs, stop_after)
-    bar = _progress(total=(end - start) * spe, enabled=progress and rank == 0,
-                    desc=f"train {config.transform or config.adv or 'natural'}")
-    fallback = any(r.get("adv_method") == "pgd2" for r in history)
+    loop.bar = _progress(total=(end - start) * loop.steps, enabled=progress and loop.rank == 0,
+                         desc=f"train {config.transform or config.adv or 'natural'}")
     for epoch in range(start, end):
-        t0, c0 = time.perf_counter(), time.process_time()
-        method = ("pgd2" if fallback else config.adv) if config.adv else None
-        snapshot = copy.deepcopy((model.state_dict(), opt.state_dict())) if guard else None
-        stats = _train_epoch(net, model, opt, xs, y, config, epoch, spe, rank, world, bar, method)
-        guard_acc = None
-        if guard:
-            guard_acc = _guard_accuracy(model, xg, yg, config, device, amp)
-            best = max((r["guard_pgd_acc"] for r in history if r.get("guard_pgd_acc") is not None),
-                       default=None)
-            if not fallback and best is not None and guard_acc < best - config.guard_drop:
-                # Catastrophic overfitting: undo this epoch and go on with 2-step PGD.
-                model.load_state_dict(snapshot[0])
-                opt.load_state_dict(snapshot[1])
-                fallback, method = True, "pgd2"
-                stats = _train_epoch(net, model, opt, xs, y, config, epoch, spe, rank, world,
-                                     None, method)
-                guard_acc = _guard_accuracy(model, xg, yg, config, device, amp)
-        top1 = accuracy(model, xt, yt, 500, amp) if xt is not None else None
-        # CPU seconds beside wall seconds: on a shared machine the wall clock says little.
-        row = {"epoch": epoch + 1, **stats, "test_top1": top1,
-               "seconds": round(time.perf_counter() - t0, 3),
-               "cpu_seconds": round(time.process_time() - c0, 3)}
-        if config.adv:
-            row.update(adv_method=method, guard_pgd_acc=guard_acc)
-        history.append(row)
-        if rank == 0:
+        history.append(_epoch_row(loop, epoch, history))
+        if loop.rank == 0:
             # The log first, then the checkpoint: a kill in between leaves a log one epoch
             # ahead, which the resumed run rewrites from the checkpoint's history.
             if log is not None:
                 _io.write_text(log, "".join(json.dumps(r) + "\n" for r in history))
             if checkpoint is not None:
-                _io.torch_save(_checkpoint_state(model, opt, config, epoch + 1, history,
-                                                 epoch + 1 == config.epochs), checkpoint)
-        if world > 1:
+                _io.torch_save(checkpoints.state(model, loop.opt, config, epoch + 1, history),
+                               checkpoint)
+        if loop.world > 1:
             torch.distributed.barrier()
-    if bar is not None:
-        bar.close()
+    if loop.bar is not None:
+        loop.bar.close()
     model.train_history = history
     return model.eval()
 
 
-def _train_epoch(net, model, opt, xs, y, config, epoch, spe, rank, world, bar, method) -> dict:
-    device = xs.device
+@dataclasses.dataclass
+class _Loop:
+    """What every epoch of one :func:`train` call shares: the epoch loop's state.
+
+    ``xs``/``y``: the training images on the device (uint8, or float16 residuals) and
+    labels; ``guard``/``test``: float images and labels of the guard batch and the test set
+    (or None); ``steps``: optimiser steps per epoch; ``net``: ``model``, or its DDP wrapper.
+    """
+    model: nn.Module
+    config: TrainConfig
+    device: torch.device
+    xs: Tensor
+    y: Tensor
+    guard: tuple[Tensor, Tensor] | None
+    test: tuple[Tensor, Tensor] | None
+    opt: torch.optim.SGD
+    steps: int
+    rank: int
+    world: int
+    net: nn.Module | None = None
+    bar: object = None
+
+    @classmethod
+    def start(cls, model: nn.Module, train_data: tuple[Tensor, Tensor],
+              test_data: tuple[Tensor, Tensor] | None, config: TrainConfig, tag: str | None):
+        device = model_device(model)
+        rank, world = distributed()
+        x, y = train_data
+        # On the training device first: the batched SVDs of the transform run there too.
+        xs = transformed(x.to(device), config.transform, tag=tag or "data",
+                         clamp_high=config.high_rank_clamp, cache=tag is not None)
+        y = y.to(device)
+        guard = None
+        if config.adv == "fgsm-rs" and config.adv_guard:
+            guard, xs, y = _guard_batch(xs, y, test_data, config, device)
+        test = None if test_data is None else \
+            (to_float(test_data[0]).to(device), test_data[1].to(device))
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return cls(model, config, device, xs, y, guard, test, _make_optimizer(model, config),
+                   steps_per_epoch(len(xs), config, world), rank, world)
+
+
+def _guard_batch(xs: Tensor, y: Tensor, test_data, config: TrainConfig, device):
+    """The overfitting guard's held-out batch (:func:`balanced_subset` of the test set,
+    else of the training set, then not trained on) and the training set left."""
+    if test_data is not None:
+        xt, yt = test_data
+        idx = balanced_subset(yt, config.guard_n, config.seed)
+        return (to_float(xt[idx]).to(device), yt[idx].to(device)), xs, y
+    if len(xs) <= config.guard_n:
+        raise ValueError(f"train_data has {len(xs)} images; the overfitting guard holds "
+                         f"out guard_n={config.guard_n} (pass test_data)")
+    held = torch.zeros(len(xs), dtype=torch.bool)
+    held[balanced_subset(y, config.guard_n, config.seed)] = True
+    held = held.to(device)
+    return (to_float(xs[held]), y[held]), xs[~held], y[~held]
+
+
+def _epoch_row(loop: _Loop, epoch: int, history: list[dict]) -> dict:
+    """Train epoch ``epoch`` (guarded: undone and redone with 2-step PGD on collapse) and
+    return its history row."""
+    config = loop.config
+    t0, c0 = time.perf_counter(), time.process_time()
+    fallback = any(r.get("adv_method") == "pgd2" for r in history)
+    method = ("pgd2" if fallback else config.adv) if config.adv else None
+    guard = loop.guard is not None
+    snapshot = copy.deepcopy((loop.model.state_dict(), loop.opt.state_dict())) if guard else None
+    stats = _train_epoch(loop, epoch, loop.bar, method)
+    guard_acc = None
+    if guard:
+        guard_acc = _guard_accuracy(loop.model, *loop.guard, config, loop.device, config.amp)
+        best = max((r["guard_pgd_acc"] for r in history if r.get("guard_pgd_acc") is not None),
+                   default=None)
+        if not fallback and best is not None and guard_acc < best - config.guard_drop:
+            # Catastrophic overfitting: undo this epoch and go on with 2-step PGD.
+            loop.model.load_state_dict(snapshot[0])
+            loop.opt.load_state_dict(snapshot[1])
+            method = "pgd2"
+            stats = _train_epoch(loop, epoch, None, method)
+            guard_acc = _guard_accuracy(loop.model, *loop.guard, config, loop.device, config.amp)
+    top1 = accuracy(loop.model, *loop.test, 500, config.amp) if loop.test is not None else None
+    # CPU seconds beside wall seconds: on a shared machine the wall clock says little.
+    row = {"epoch": epoch + 1, **stats, "test_top1": top1,
+           "seconds": round(time.perf_counter() - t0, 3),
+           "cpu_seconds": round(time.process_time() - c0, 3)}
+    if config.adv:
+        row.update(adv_method=method, guard_pgd_acc=guard_acc)
+    return row
+
+
+def _train_epoch(loop: _Loop, epoch: int, bar, method: str | None) -> dict:
+    """One pass over the training images with ``method`` (None, "fgsm-rs", "pgd" or
+    "pgd2"): lr, mean train loss and accuracy."""
+    config, device, xs, y = loop.config, loop.device, loop.xs, loop.y
     g = _epoch_generator(config, epoch, device)
-    net.train()
+    loop.net.train()
     loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
     steps, step_size = config.adv_steps, config.adv_step_size
     if method == "pgd2":
         method, steps, step_size = "pgd", 2, config.adv_eps / 2
-    for i, idx in enumerate(_batches(len(xs), config, epoch, rank, world)):
+    for i, idx in enumerate(_batches(len(xs), config, epoch, loop.rank, loop.world)):
         idx = idx.to(device)
         xb, yb = to_float(xs[idx]), y[idx]
         if config.augment:
             xb = augment(xb, config.crop_padding, g, config.pad_mode)
         if method is not None:  # the attack's passes under the same autocast
             with autocast(device, config.amp):
-                xb = adversarial(model, xb, yb, method=method, norm=config.adv_norm,
+                xb = adversarial(loop.model, xb, yb, method=method, norm=config.adv_norm,
                                  eps=config.adv_eps, steps=steps, step_size=step_size,
                                  generator=g)
         if config.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        lr = lr_at(config, epoch * spe + i, spe)
-        for group in opt.param_groups:
+        lr = lr_at(config, epoch * loop.steps + i, loop.steps)
+        for group in loop.opt.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         with autocast(device, config.amp):
-            out = net(xb)
+            out = loop.net(xb)
         loss = F.cross_entropy(out.float(), yb, label_smoothing=config.label_smoothing)
-        opt.zero_grad(set_to_none=True)
+        loop.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        loop.opt.step()
         # Accumulate on the device: a .item() per step would synchronise CUDA every batch.
         loss_sum += loss.detach() * len(yb)
         correct += (out.argmax(1) == yb).sum()
@@ -411,38 +434,10 @@ def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
                            momentum=config.momentum, nesterov=config.nesterov)
 
 
-def _checkpoint_state(model, opt, config, epoch, history, finished) -> dict:
-    return {"format": CHECKPOINT_FORMAT, "key": config.key(), "config": dataclasses.asdict(config),
-            "code_version": TRAIN_CODE_VERSION, "epoch": epoch, "finished": finished,
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "history": history}
-
-
 def load_checkpoint(path: str | os.PathLike, config: TrainConfig | None = None,
                     map_location="cpu") -> dict:
-    """A training checkpoint, read without running code (``weights_only=True``). Raises
-    ValueError for a file that is unreadable, truncated, holds pickled code, is no rankcore
-    checkpoint or was written for another configuration than ``config`` (if given)."""
-    path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises several types for damaged or code-bearing files
-        raise ValueError(f"checkpoint {path} is corrupt, unreadable or holds code "
-                         f"({type(e).__name__}: {str(e)[:200]}); delete it to train from "
-                         "scratch") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"checkpoint {path} has format {found!r}; expected {CHECKPOINT_FORMAT!r}")
-    if config is not None and ckpt.get("key") != config.key():
-        diff = {k: (v, getattr(config, k)) for k, v in ckpt["config"].items()
-                if hasattr(config, k) and _listed(v) != _listed(getattr(config, k))}
-        raise ValueError(f"checkpoint {path} was written for a different configuration "
-                         f"(key {ckpt.get('key')} vs {config.key()}; differing fields as "
-                         f"(checkpoint, requested): {diff or 'code version'})")
-    return ckpt
-
-
-def _listed(v):
-    return list(v) if isinstance(v, (list, tuple)) else v
+    """A training checkpoint, read without running code: :func:`rankcore.training.checkpoint.load`."""
+    return checkpoints.load(path, config, map_location)
 
 
 def _check_data(data, name: str) -> tuple[Tensor, Tensor]:
@@ -470,8 +465,3 @@ def _check_data(data, name: str) -> tuple[Tensor, Tensor]:
 def _progress(total: int, enabled: bool, desc: str):
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, leave=False) if enabled else None
-
-
-if __name__ == "__main__":  # ``python -m rankcore.train NAME ...`` = ``rankcore train NAME ...``
-    from .cli import main
-    sys.exit(main(["train", *sys.argv[1:]]))

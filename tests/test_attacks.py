@@ -1,4 +1,7 @@
-"""PGD and Table 2's rates, checked against an independent loop, torchattacks and a linear model."""
+"""PGD and Table 2's rates, checked against an independent loop, torchattacks and a linear model;
+the training-time attack (FGSM-RS, PGD) against the same independent loop."""
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -38,9 +41,12 @@ def trained():
     return model, x[:96], y[:96]
 
 
-def _independent_pgd(model, x, y, eps, steps, alpha, targeted=False, target=None):
-    """Textbook L-inf PGD from the clean image, last iterate (Madry et al. 2018)."""
-    x_adv = x.clone()
+def _independent_pgd(model, x, y, eps, steps, alpha, targeted=False, target=None, start=None,
+                     norm="linf"):
+    """Textbook PGD (Madry et al. 2018), last iterate, from the clean image or ``start``:
+    L-inf steps along the gradient's sign, clipped to [x - eps, x + eps]; L2 steps along
+    its unit vector, the difference rescaled to norm <= eps; then clipped to [0, 1]."""
+    x_adv = x.clone() if start is None else start.clone()
     for _ in range(steps):
         x_adv.requires_grad_(True)
         logits = model(x_adv)
@@ -49,8 +55,15 @@ def _independent_pgd(model, x, y, eps, steps, alpha, targeted=False, target=None
         else:
             loss = F.cross_entropy(logits, y, reduction="sum")
         grad, = torch.autograd.grad(loss, x_adv)
-        x_adv = x_adv.detach() + alpha * grad.sign()
-        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+        if norm == "linf":
+            x_adv = x_adv.detach() + alpha * grad.sign()
+            x_adv = torch.min(torch.max(x_adv, x - eps), x + eps)
+        else:
+            g = grad.flatten(1)
+            x_adv = x_adv.detach() + alpha * (g / g.norm(dim=1, keepdim=True)).view_as(x)
+            d = (x_adv - x).flatten(1)
+            x_adv = x + (d * (eps / d.norm(dim=1, keepdim=True)).clamp(max=1)).view_as(x)
+        x_adv = x_adv.clamp(0, 1)
     return x_adv
 
 
@@ -88,6 +101,72 @@ def test_matches_independent_pgd_exactly(trained, targeted):
         best = rankcore.pgd(model, x, y, eps, steps=steps, step_size=alpha, targeted=targeted,
                             target=target, random_start=False, keep="best")
         assert (hit(best) | ~hit(ref)).all()
+
+
+def _training_start(x, eps, norm, seed):
+    """The start ``rankcore.attacks.adversarial`` documents, drawn from the same generator:
+    uniform in the L-inf cube, or for L2 the cube's direction at radius eps * U(0, 1)."""
+    g = torch.Generator().manual_seed(seed)
+    d = torch.rand(x.shape, generator=g) * 2 - 1  # float32 draws, as in training
+    if norm == "linf":
+        return (x + (d * eps).to(x.dtype)).clamp(0, 1)
+    r = torch.rand(len(x), generator=g).view(-1, 1, 1, 1)
+    delta = d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * r * eps
+    return (x + delta.to(x.dtype)).clamp(0, 1)
+
+
+# (method, norm, eps, steps, step size the reference takes: the documented defaults)
+TRAINING_ATTACKS = [("fgsm-rs", "linf", 8 / 255, 1, 1.25 * 8 / 255),
+                    ("pgd", "linf", 8 / 255, 4, 2.5 * 8 / 255 / 4),
+                    ("pgd", "l2", 0.5, 3, 2.5 * 0.5 / 3)]
+
+
+@pytest.mark.parametrize("method,norm,eps,steps,alpha", TRAINING_ATTACKS,
+                         ids=[f"{a[0]}-{a[1]}" for a in TRAINING_ATTACKS])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_training_attack_matches_independent_pgd(trained, method, norm, eps, steps, alpha, mode):
+    """The attack adversarial training makes (FGSM-RS, PGD) is the textbook loop from its
+    documented start, in the model's own mode: a flipped gradient sign, a projection that
+    forgets the eps ball or one that forgets the [0, 1] box each fail here."""
+    model, x, y = trained
+    model = copy.deepcopy(model).double()  # float64: no rounding ties between the two loops
+    x = x.double().clone()
+    x[:16] = x[:16].round()                # pixels at 0 and 1: the box constraint is active
+    getattr(model, mode)()
+    ours = attacks.adversarial(model, x, y, method=method, norm=norm, eps=eps, steps=steps,
+                               step_size=None, generator=torch.Generator().manual_seed(4))
+    assert model.training == (mode == "train")  # the caller's mode, kept
+    ref = _independent_pgd(model, x, y, eps, steps, alpha, start=_training_start(x, eps, norm, 4),
+                           norm=norm)
+    torch.testing.assert_close(ours, ref, atol=1e-9, rtol=0)
+    d = (ours - x).flatten(1)
+    size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+    assert (size <= eps + 1e-9).all() and size.max() > 0.9 * eps
+    assert ours.min() >= 0 and ours.max() <= 1
+    with torch.no_grad():  # it attacks: the loss rises above the clean images'
+        assert F.cross_entropy(model(ours), y) > F.cross_entropy(model(x), y) + 0.05
+
+
+@pytest.mark.parametrize("method,steps", [("fgsm-rs", 1), ("pgd", 5)])
+def test_training_attack_matches_torchattacks(trained, method, steps):
+    """torchattacks' FFGSM (Wong et al.'s FGSM-RS) and PGD with a random start are the
+    training attack's L-inf recipes; drawn from the same seeded stream (FFGSM spends one
+    Gaussian draw first), their starts agree, and so do the adversarial images."""
+    torchattacks = pytest.importorskip("torchattacks")
+    model, x, y = trained
+    eps = 8 / 255
+    alpha = 1.25 * eps if method == "fgsm-rs" else 2.5 * eps / steps
+    torch.manual_seed(7)
+    if method == "fgsm-rs":
+        theirs = torchattacks.FFGSM(model, eps=eps, alpha=alpha)(x, y)
+    else:
+        theirs = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)(x, y)
+    g = torch.Generator().manual_seed(7)
+    if method == "fgsm-rs":
+        torch.randn(x.shape, generator=g)
+    ours = attacks.adversarial(model, x, y, method=method, norm="linf", eps=eps, steps=steps,
+                               step_size=None, generator=g)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
 
 
 def test_at_least_torchattacks(trained):
@@ -201,6 +280,34 @@ def test_errors_name_the_argument(trained):
         rankcore.pgd(model, x, y, 0.1, targeted=True, target=y[:3])
     with pytest.raises(ValueError, match="y must"):
         rankcore.pgd(model, x, y[:3], 0.1)
+    with pytest.raises(ValueError, match="target is given but targeted=False"):  # issue 28
+        rankcore.pgd(model, x, y, 0.1, target=attacks.random_targets(y, 10))
+
+
+def _half_inputs(dtype):
+    """Pixels in [0.25, 0.5), where float16's spacing (2^-12) puts 65 steps at 0.01587 > 4/255."""
+    return (0.25 + 0.25 * torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(0))).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("call", ["pgd", "perturb", "adversarial"])
+def test_half_precision_inputs_never_leave_the_ball(dtype, call):
+    """Issue 28: projected in float16, a step to x + eps rounds to 0.01587 > 4/255."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10)).to(dtype)
+    x, y, eps = _half_inputs(dtype), torch.randint(0, 10, (64,)), 4 / 255
+    g = torch.Generator().manual_seed(0)
+    if call == "pgd":
+        xa = rankcore.pgd(model, x, y, eps, steps=7)
+    elif call == "perturb":
+        xa = attacks.perturb(model, x, y, eps=eps, steps=7, step_size=2.5 * eps / 7,
+                             keep="last", generator=g)
+    else:
+        xa = attacks.adversarial(model, x, y, method="pgd", norm="linf", eps=eps, steps=7,
+                                 step_size=None, generator=g)
+    assert xa.dtype == dtype
+    d = (xa.double() - x.double()).abs()
+    assert d.max() <= eps and d.max() > 0.9 * eps and xa.min() >= 0 and xa.max() <= 1
 
 
 @pytest.mark.parametrize("call", [lambda m, x, y: rankcore.pgd(m, x, y, 4 / 255, steps=1),

@@ -49,6 +49,8 @@ CONFIG_ROWS = [
     (dict(transform="low_rank:3.5"), ValueError, "transform"),
     (dict(transform="mid_rank:3"), ValueError, "transform"),
     (dict(transform=5), ValueError, "transform"),
+    (dict(transform="low_rank:999"), ValueError, "low_rank:999.*K=999 exceeds.*32 x 32"),  # issue 28
+    (dict(transform="high_rank:33"), ValueError, "high_rank:33"),
     (dict(adv="fgsm"), ValueError, "adv"),
     (dict(adv_norm="l1"), ValueError, "adv_norm"),
     (dict(adv="fgsm-rs", adv_norm="l2"), ValueError, "adv_norm"),
@@ -93,6 +95,8 @@ TRAIN_ROWS = [
      "train_data labels must be < the model's 10 classes"),
     (dict(test_data=(x, y[:3])), ValueError, "test_data"),
     (dict(test_data=[x]), TypeError, "test_data"),
+    (dict(config=T.TrainConfig(**{**_CFG, "dataset": "other", "transform": "low_rank:9"})),
+     ValueError, "low_rank:9.*8 x 8 images of train_data"),
     (dict(stop_after=0), ValueError, "stop_after"),
     (dict(stop_after=1.5), TypeError, "stop_after"),
     (dict(config=T.TrainConfig(**{**_CFG, "adv": "fgsm-rs"})), ValueError, "guard_n"),

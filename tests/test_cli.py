@@ -5,7 +5,6 @@ import ast
 import os
 import subprocess
 import sys
-from importlib import metadata
 
 import pandas as pd
 import pytest
@@ -66,35 +65,24 @@ def test_the_command_line_tunes_the_allocator_before_it_runs(monkeypatch, capsys
     assert cli.main(["models"]) == 0 and calls == [1] and "efficientnet_lite0" in capsys.readouterr().out
 
 
-def test_the_console_script_is_declared():
-    scripts = {e.name: e.value for e in metadata.entry_points(group="console_scripts")}
-    assert scripts.get("rankcore") == "rankcore.cli:main"
+def test_the_console_script_is_the_books_command_line_over_the_librarys():
+    import tomllib
+    with open(os.path.join(os.path.dirname(__file__), "..", "pyproject.toml"), "rb") as f:
+        project = tomllib.load(f)["project"]
+    assert project["scripts"] == {"rankcore": "rankcore.book.cli:main"}
+    assert "entry-points" not in project  # no plugin group the package declares and consumes
 
 
-def test_book_commands_come_from_entry_points_not_imports():
-    found = {e.name: e.value for e in cli.plugins()}
-    assert found["book"] == "rankcore.book.runner:register_cli"
-    assert found["train"] == "rankcore.book.runs:register_cli"
+def test_book_commands_are_added_by_the_book_not_found_by_the_library():
+    from rankcore.book import cli as book_cli
     tree = ast.parse(open(cli.__file__).read())
     imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)] + \
         [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    assert not [m for m in imported if "book" in m]  # found at run time, never imported
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    assert {"spectrum", "models", "data", "book", "train"} <= set(sub.choices)
-
-
-def test_a_broken_plugin_does_not_break_the_other_commands(monkeypatch, capsys):
-    class Broken:
-        name, value = "broken", "nowhere:register"
-
-        def load(self):
-            raise ImportError("No module named 'nowhere'")
-
-    monkeypatch.setattr(cli, "plugins", lambda: [Broken()])
-    assert cli.main(["data", "--root", "/nonexistent"]) == 0
-    err = capsys.readouterr().err
-    assert "command 'broken' unavailable" in err
+    assert not [m for m in imported if "book" in m or "metadata" in m]
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) == {"spectrum", "models", "data"}  # the library's own
+    sub = next(a for a in cli.build_parser(book_cli.COMMANDS)._actions if a.dest == "command")
+    assert set(sub.choices) == {"spectrum", "models", "data", "book", "train"}
 
 
 def test_models_lists_every_model_with_source_input_and_weights_here():
@@ -126,7 +114,7 @@ def test_data_lists_every_data_set(tmp_path):
 
 
 def test_python_dash_m_forms_keep_working():
-    for module in ("rankcore", "rankcore.book", "rankcore.train"):
+    for module in ("rankcore", "rankcore.book", "rankcore.book.cli"):
         proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
         assert proc.returncode == 0, f"python -m {module}: {proc.stderr[-2000:]}"

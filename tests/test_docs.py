@@ -53,22 +53,44 @@ def plan(command: str) -> list[str] | None:
         return None
     if env_free[:3] == ["python", "-m", "http.server"]:
         return None
-    if env_free[0] == "rankcore":
-        argv = [sys.executable, "-m", "rankcore", *env_free[1:]]
+    if env_free[0] == "rankcore":  # the console script: rankcore.book.cli:main
+        argv = [sys.executable, "-m", "rankcore.book.cli", *env_free[1:]]
     elif env_free[:3] in (["python", "-m", "rankcore"], ["python", "-m", "rankcore.book"]):
         argv = [sys.executable, *env_free[1:]]
     else:
         raise AssertionError(f"the docs test does not know how to run {command!r}: teach plan()")
-    if "spectrum" in argv or ("book" in argv and ("run" in argv or "build" in argv)) or "train" in argv:
+    if "spectrum" in argv or ("book" in argv and ("run" in argv or "build" in argv)) or \
+            ("train" in argv and not _smoke_training(argv)):
         argv.append("--dry-run")
     if "check" in argv:
         argv.append("--offline")
     return argv
 
 
+def _smoke_training(argv: list[str]) -> bool:
+    """A training of the smoke profile (seconds): run for real, twice (the second loads it)."""
+    return "train" in argv and "--profile" in argv and argv[argv.index("--profile") + 1] == "smoke"
+
+
 @pytest.mark.parametrize("doc, command", ALL, ids=[f"{d}: {c[:60]}" for d, c in ALL])
 def test_documented_command_runs(doc, command, tmp_path):
     argv = plan(command)
+    if argv is not None and _smoke_training(argv):
+        if not os.environ.get("RANKCORE_DATA"):
+            pytest.skip("the smoke training needs RANKCORE_DATA with CIFAR-10")
+        # A fresh model cache (the first call trains), the decoded CIFAR-10 shared.
+        from rankcore.paths import cache_dir
+        (tmp_path / "cache").mkdir()
+        (tmp_path / "cache" / "data").symlink_to(cache_dir("data"), target_is_directory=True)
+        env = {**ENV, "RANKCORE_CACHE": str(tmp_path / "cache")}
+        runs = [subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True,
+                               timeout=600) for _ in range(2)]
+        assert [p.returncode for p in runs] == [0, 0], runs[-1].stderr[-3000:]
+        import json
+        first, second = (json.loads(p.stdout.strip().splitlines()[-1]) for p in runs)
+        assert first["from_cache"] is False and second["from_cache"] is True
+        assert first["dir"] == second["dir"] and 0 <= second["test_top1"] <= 1
+        return
     if argv is None:
         # Commands that install into the machine: check the pieces they name exist.
         assert "download.pytorch.org/whl/cpu" in command or "http.server" in command

@@ -174,7 +174,7 @@ def test_checkpoint_with_code_or_another_config_is_refused(tmp_path):
     marker = tmp_path / "payload-ran"
     path = tmp_path / "checkpoint.pt"
     torch.save({"format": it.CHECKPOINT_FORMAT, "key": CONFIG.key(), "x": _Payload(marker)}, path)
-    with pytest.raises(ValueError, match=f"checkpoint {path} cannot be read safely"):
+    with pytest.raises(ValueError, match=f"checkpoint {path} is corrupt, unreadable or holds code: it cannot be read safely"):
         it.train(_model(), CONFIG, [(torch.zeros(3, 48, 48, dtype=torch.uint8), 0)] * 8,
                  out_dir=tmp_path, progress=False)
     assert not marker.exists()

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from rankcore import train as T
+from rankcore.training import checkpoint
 from rankcore.book import runs
 
 
@@ -110,8 +111,8 @@ class _Payload:
 def _plant_payload(cfg, marker):
     """A finished-looking checkpoint of cfg in the cache, with a code payload inside."""
     model = T.build_model(cfg)
-    state = T._checkpoint_state(model, torch.optim.SGD(model.parameters(), lr=0.1), cfg,
-                                cfg.epochs, [_Payload(marker)], True)
+    state = checkpoint.state(model, torch.optim.SGD(model.parameters(), lr=0.1), cfg,
+                             cfg.epochs, [_Payload(marker)])
     path = runs.run_dir(cfg) / "checkpoint.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
@@ -219,3 +220,16 @@ def test_load_models_turns_weight_errors_into_skips(monkeypatch):
     loaded, skipped = runs.load_models({"a": "fine", "b": "missing"}, "smoke")
     assert list(loaded) == ["a"]
     assert skipped == {"b": "WeightsMissingError: no weights for 'missing' here"}
+
+
+# The cache folders of a6b537f (the commit the quick book's models were trained at): a
+# change to TrainConfig, its key or run_dir that renames them would retrain every run.
+PINNED_A6B537F = [("natural", "quick", "cifar10-airbench_cpu-natural-f6d0190e6c7b1a1c"),
+                  ("adv", "quick", "cifar10-airbench_cpu-adv_linf-e4092eae784bdbf9"),
+                  ("low_rank:5", "smoke", "cifar10-airbench_cpu-low_rank5-becd2ce34e1b994d"),
+                  ("adv_l2", "smoke", "cifar10-airbench_cpu-adv_l2-cb58bcbad9f8faf4")]
+
+
+@pytest.mark.parametrize("name,profile,folder", PINNED_A6B537F)
+def test_cache_keys_of_the_trained_runs_are_pinned(name, profile, folder):
+    assert runs.run_dir(runs.preset(name, profile)).name == folder

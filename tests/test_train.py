@@ -13,6 +13,7 @@ from torch import nn
 
 import rankcore
 from rankcore import train as T
+from rankcore.training import checkpoint
 
 
 def _net(seed=0):
@@ -183,8 +184,8 @@ class _Payload:
 
 def payload_checkpoint(path, marker, config):
     """A valid-looking training checkpoint of ``config`` with a code payload inside."""
-    state = T._checkpoint_state(_net(), torch.optim.SGD(_net().parameters(), lr=0.1), config,
-                                config.epochs, [], True)
+    state = checkpoint.state(_net(), torch.optim.SGD(_net().parameters(), lr=0.1), config,
+                             config.epochs, [])
     state["history"] = [_Payload(marker)]
     torch.save(state, path)
 
@@ -204,7 +205,7 @@ def test_corrupt_or_mismatched_checkpoint_fails_clearly(tmp_cache):
     data = _synthetic(64)
     ckpt = tmp_cache / "run.pt"
     T.train(_net(), data, None, _cfg(epochs=1), checkpoint=ckpt, progress=False)
-    with pytest.raises(ValueError, match=r"different configuration.*'lr': \(0.05, 0.2\)"):
+    with pytest.raises(ValueError, match=r"another configuration.*'lr': \(0.05, 0.2\)"):
         T.train(_net(), data, None, _cfg(epochs=1, lr=0.2), checkpoint=ckpt,
                 resume=True, progress=False)
     ckpt.write_bytes(ckpt.read_bytes()[:1000])  # truncated, as by a full disk
@@ -214,6 +215,27 @@ def test_corrupt_or_mismatched_checkpoint_fails_clearly(tmp_cache):
     torch.save({"weights": 1}, ckpt)
     with pytest.raises(ValueError, match="has format None"):
         T.load_checkpoint(ckpt)
+
+
+@pytest.mark.parametrize("adv", [None, "fgsm-rs"])
+def test_old_format_checkpoint_loads_and_warns_only_where_the_guard_changed(tmp_cache, adv):
+    """A ``rankcore.train/2`` checkpoint (a6b537f) holds the same fields; it loads, and one
+    of a guarded FGSM-RS run says its guard watched the old one-class batch."""
+    import warnings
+    cfg = _cfg(epochs=1, adv=adv)
+    ckpt = tmp_cache / "run.pt"
+    model = T.train(_net(), _synthetic(128), _synthetic(64, seed=1), cfg, checkpoint=ckpt,
+                    progress=False)
+    state = torch.load(ckpt, weights_only=True)
+    assert state["format"] == T.CHECKPOINT_FORMAT
+    torch.save({**state, "format": "rankcore.train/2"}, ckpt)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = T.load_checkpoint(ckpt, cfg)
+    said = [w for w in caught if "old overfitting guard" in str(w.message)]
+    assert len(said) == (adv is not None) and all(str(ckpt) in str(w.message) for w in said)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, old["model"][k]), k
 
 
 def _low_rank_reference(x, k):
@@ -315,6 +337,42 @@ def test_guard_falls_back_to_two_step_pgd_on_collapse(monkeypatch):
     assert [r["guard_pgd_acc"] for r in h] == [0.5, 0.55, 0.5, 0.52]
 
 
+def test_balanced_subset_takes_every_class_alike_and_is_seeded():
+    y = torch.arange(10).repeat_interleave(100)  # sorted by class, as CIFAR-10's test listing
+    idx = T.balanced_subset(y, 256, seed=0)
+    counts = torch.bincount(y[idx], minlength=10)
+    assert len(idx) == 256 == len(set(idx.tolist())) and counts.min() == 25 and counts.max() == 26
+    assert torch.equal(idx, T.balanced_subset(y, 256, seed=0))
+    assert not torch.equal(idx, T.balanced_subset(y, 256, seed=1))
+    rare = torch.cat([torch.zeros(5), torch.ones(95)]).long()  # class 0 runs out: 5 + 35
+    assert torch.bincount(rare[T.balanced_subset(rare, 40, 0)]).tolist() == [5, 35]
+    assert len(T.balanced_subset(y[:30], 256, 0)) == 30
+
+
+@pytest.mark.parametrize("with_test", [True, False])
+def test_guard_watches_a_seeded_class_balanced_held_out_batch(monkeypatch, with_test):
+    """Issue 23: the guard took the first guard_n test images, in CIFAR-10's listing order
+    all airplanes. Now it sees every class alike, the same batch every epoch, and (without
+    test data) training images that are then not trained on."""
+    seen, trained_on = [], []
+    monkeypatch.setattr(T, "_guard_accuracy", lambda m, xg, yg, *a: (seen.append((xg, yg)), 0.5)[1])
+    real = T._train_epoch
+    monkeypatch.setattr(T, "_train_epoch",
+                        lambda *a: (trained_on.append(a[0].xs.clone()), real(*a))[1])
+    x, _ = _synthetic(320)
+    y = torch.arange(10).repeat_interleave(32)  # sorted by class
+    test = (x[:200], torch.arange(10).repeat_interleave(20)) if with_test else None
+    T.train(_net(), (x, y), test, _cfg(epochs=2, adv="fgsm-rs", guard_n=40), progress=False)
+    (xg, yg), (xg2, yg2) = seen
+    assert torch.bincount(yg, minlength=10).tolist() == [4] * 10
+    assert torch.equal(xg, xg2) and torch.equal(yg, yg2)
+    if not with_test:  # held out: 280 images left to train on, the guard's not among them
+        xs = trained_on[0]
+        assert len(xs) == 280
+        rows = {tuple(v.flatten()[:8].tolist()) for v in xs.float()}
+        assert not any(tuple((v * 255).round().flatten()[:8].tolist()) in rows for v in xg)
+
+
 def test_train_module_is_plain():
     assert isinstance(rankcore.train, type(T)) and not callable(rankcore.train)
     assert callable(T.train) and not hasattr(T, "cached_runs") and not hasattr(T, "preset")
@@ -351,3 +409,27 @@ def test_distributed_two_ranks_match_one_process(tmp_path):
     ddp = torch.load(out, weights_only=True)
     for k, v in single.state_dict().items():
         torch.testing.assert_close(ddp[k], v, atol=1e-5, rtol=1e-4)
+
+
+def test_run_owns_its_folder_and_returns_a_result(tmp_cache):
+    """rankcore.training.Run: config.json, checkpoint, log and lock in one folder; a
+    result value (model, history, from_cache) instead of attributes stamped by the caller."""
+    from rankcore.training import Run, RunResult
+    cfg = _cfg(epochs=2, arch="airbench_cpu", batch_size=32)
+    data = {"train": _synthetic(64, seed=2), "test": _synthetic(32, seed=3)}
+    data = {k: (torch.nn.functional.interpolate(x, size=32), y) for k, (x, y) in data.items()}
+    asked = []
+    run = Run(cfg, folder=tmp_cache / "run", data=lambda split: (asked.append(split), data[split])[1])
+    assert not run.finished()
+    first = run.get_or_train(device="cpu", progress=False)
+    assert isinstance(first, RunResult) and first.from_cache is False and asked == ["train", "test"]
+    assert sorted(p.name for p in run.folder.iterdir()) == [".lock", "checkpoint.pt", "config.json",
+                                                           "log.jsonl"]
+    assert json.loads((run.folder / "config.json").read_text())["config"]["epochs"] == 2
+    second = Run(cfg, folder=run.folder, data=lambda split: pytest.fail("trained again")) \
+        .get_or_train(device="cpu")
+    assert second.from_cache and second.history == first.history and run.finished()
+    assert [r["epoch"] for r in second.history] == [1, 2] and not second.model.training
+    _assert_same(first.model, second.model)
+    with pytest.raises(FileNotFoundError):
+        Run(cfg.replace(seed=4), folder=tmp_cache / "other").get_or_train(train_if_missing=False)

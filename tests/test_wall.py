@@ -244,3 +244,128 @@ def test_wheel_installs_and_loads_a_model_with_its_published_accuracy(tmp_path):
     where, top1 = proc.stdout.split()[-2:]
     assert Path(where).is_relative_to(target), f"imported {where}, not the installed wheel"
     assert 0.70 < float(top1) < 0.80  # EfficientNet-Lite0: 75.1% published top-1, as a fraction
+
+
+# ---------------------------------------------------------------- one transform parser
+
+TRANSFORM_PARSER = PKG / "training" / "transform.py"
+_KIND_WORDS = ("low_rank", "high_rank")
+
+
+def _names_kind(node: ast.AST) -> bool:
+    """A string constant (or a tuple/list of them) that spells a transform kind."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value.rstrip(":") in _KIND_WORDS
+    return isinstance(node, (ast.Tuple, ast.List, ast.Set)) and any(map(_names_kind, node.elts))
+
+
+def _spells_a_kind(function: ast.AST) -> bool:
+    """Whether a function's strings (docstring, literals, f-string parts) name a kind."""
+    return any(isinstance(n, ast.Constant) and isinstance(n.value, str)
+               and any(w in n.value for w in _KIND_WORDS) for n in ast.walk(function))
+
+
+def _transform_parsing(path: Path) -> list[str]:
+    """Lines that read a ``"low_rank:K"`` spelling by hand: ``startswith("low_rank")``, a
+    comparison with a kind's name, or splitting on ":" in a function that speaks of kinds."""
+    tree = ast.parse(path.read_text())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            method, args = node.func.attr, node.args
+            if method in ("startswith", "endswith") and args and _names_kind(args[0]):
+                out.add(f"{node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.Compare) and any(map(_names_kind, [node.left, *node.comparators])):
+            out.add(f"{node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _spells_a_kind(node):
+            out.update(f"{c.lineno}: {ast.unparse(c)}" for c in ast.walk(node)
+                       if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)
+                       and c.func.attr in ("partition", "rpartition", "split", "rsplit")
+                       and c.args and isinstance(c.args[0], ast.Constant) and c.args[0].value == ":")
+    return sorted(out)
+
+
+def test_transform_strings_are_parsed_in_one_module():
+    """``"low_rank:K"``/``"high_rank:K"`` is read by ``Transform.parse`` alone (issue 23:
+    five hand-written parsers disagreed about what they accepted)."""
+    bad = [f"{p.relative_to(REPO)}:{line}" for p in _modules() if p != TRANSFORM_PARSER
+           for line in _transform_parsing(p)]
+    assert not bad, "transform strings parsed outside rankcore/training/transform.py:\n" + "\n".join(bad)
+    assert _transform_parsing(TRANSFORM_PARSER), "the rule would not see the parser itself"
+
+
+# ---------------------------------------------------------------- no run-time reach
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    return {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+
+
+def _run_time_reaches(path: Path) -> list[str]:
+    """What a library module could use to reach the book or the command line without an
+    import: a call of the CLI's ``main``, entry points, ``importlib``/``__import__`` of a
+    computed name, or the book's module name in a string (``python -m rankcore.book``)."""
+    tree = ast.parse(path.read_text())
+    docs = _docstrings(tree)
+    cli_names = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                 and (n.module or "").endswith("cli") for a in n.names} | {"cli"}
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f, name = node.func, getattr(node.func, "attr", getattr(node.func, "id", ""))
+            if name == "main" and (isinstance(f, ast.Name) and "main" in cli_names
+                                   or isinstance(f, ast.Attribute) and getattr(f.value, "id", "") in cli_names):
+                out.append(f"{node.lineno}: calls the command line: {ast.unparse(node)[:80]}")
+            elif name in ("entry_points", "iter_entry_points", "load_entry_point"):
+                out.append(f"{node.lineno}: entry points: {ast.unparse(node)[:80]}")
+            elif name in ("import_module", "__import__", "spec_from_file_location") and not (
+                    node.args and isinstance(node.args[0], ast.Constant)):
+                out.append(f"{node.lineno}: imports a computed name: {ast.unparse(node)[:80]}")
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs
+              and re.search(r"\brankcore\.book\b", node.value)):
+            out.append(f"{node.lineno}: names the book: {node.value[:80]!r}")
+    return out
+
+
+def test_library_never_reaches_the_book_or_the_command_line_at_run_time():
+    """Issue 23: ``python -m rankcore.train`` called ``cli.main(["train", ...])``, a command
+    the book added through an entry-point group: no import, so the import rule missed it.
+    The library's own ``python -m rankcore`` (``rankcore/__main__.py``) may run its CLI."""
+    allowed = {PKG / "__main__.py"}
+    bad = [f"{p.relative_to(REPO)}:{line}" for p in _library_modules() if p not in allowed
+           for line in _run_time_reaches(p)]
+    assert not bad, "the library reaches the book or the CLI at run time:\n" + "\n".join(bad)
+    import tomllib
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    groups = project.get("entry-points", {})
+    assert not [g for g in groups if g.startswith("rankcore")], \
+        f"pyproject declares entry-point groups the package consumes: {sorted(groups)}"
+    # the rule sees the reaches it is for
+    probe = REPO / "rankcore" / "book" / "cli.py"
+    assert _run_time_reaches(probe), "the rule would not see rankcore.book.cli's cli.main call"
+
+
+# ---------------------------------------------------------------- short trainer functions
+
+TRAINER_MODULES = [PKG / "train.py", PKG / "imagenet_training.py", PKG / "attacks.py",
+                   PKG / "_recipe.py", *sorted((PKG / "training").glob("*.py"))]
+
+
+def test_trainer_functions_are_short_or_say_why():
+    """Issue 23: ``train.train`` ran 111 lines, ``_train_epoch`` took 12 positional
+    arguments. A function of the trainer over 80 lines or 8 positional parameters says why
+    in its docstring ("... lines because ..." / "... positional parameters because ...")."""
+    bad = []
+    for p in TRAINER_MODULES:
+        for node in ast.walk(ast.parse(p.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            doc = " ".join((ast.get_docstring(node) or "").split())
+            lines = node.end_lineno - node.lineno + 1
+            positional = len(node.args.posonlyargs) + len(node.args.args)
+            if lines > 80 and "lines because" not in doc:
+                bad.append(f"{p.relative_to(REPO)}:{node.lineno} {node.name}: {lines} lines")
+            if positional > 8 and "positional parameters because" not in doc:
+                bad.append(f"{p.relative_to(REPO)}:{node.lineno} {node.name}: {positional} positional")
+    assert not bad, "long trainer functions without a reason:\n" + "\n".join(bad)

@@ -6,7 +6,7 @@ status 2, and Ctrl-C exits with status 130 without a traceback; ``--debug`` show
 """
 import sys
 
-from .runner import main
+from .cli import book_main as main
 
 
 def _main() -> int:

@@ -16,6 +16,7 @@ import dataclasses
 import time
 from typing import Callable, Sequence
 
+from ..training import transform_rank
 from . import paper, runs
 from .verdicts import not_meaningful, rule
 
@@ -138,7 +139,7 @@ def accuracy_figure(curves, title: str, label: Callable[[str], str],
 
 def removed_label(name: str) -> str:
     """Legend label of a chapter-04 run: ``"high_rank:3"`` -> ``"3 largest removed"``."""
-    return "full rank" if name == "natural" else f"{name.split(':')[1]} largest removed"
+    return "full rank" if name == "natural" else f"{transform_rank(name)} largest removed"
 
 
 # ------------------------------------------------------------------------- Table 3

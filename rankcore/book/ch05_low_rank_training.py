@@ -14,6 +14,7 @@ from typing import Sequence
 
 from .. import imagenet_training as it
 from ..paths import cache_dir
+from ..training import transform_rank
 from . import paper
 from .ch04_high_rank_training import FALL_NOISE, TrainedRuns, epochs_text, training_evidence
 from .verdicts import not_meaningful, rule
@@ -43,7 +44,7 @@ def run_names(ranks: Sequence[int]) -> list[str]:
 
 def rank_label(name: str) -> str:
     """Legend label: ``"low_rank:5"`` -> ``"rank 5"``, ``"natural"`` -> ``"full rank"``."""
-    return "full rank" if name == "natural" else f"rank {name.split(':')[1]}"
+    return "full rank" if name == "natural" else f"rank {transform_rank(name)}"
 
 
 def table2_top1(top1: dict[str, float], ranks: Sequence[int],

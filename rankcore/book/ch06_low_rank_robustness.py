@@ -20,6 +20,7 @@ from typing import Sequence
 
 from .. import attacks
 from ..spectrum import wilson_interval
+from ..training import transform_rank
 from . import paper
 from .ch04_high_rank_training import training_evidence
 from .verdicts import not_meaningful, rule
@@ -60,7 +61,7 @@ def run_label(name: str) -> str:
     """``"natural"`` -> ``"full rank"``, ``"adv"`` -> ``"full rank, adversarial"``,
     ``"low_rank:5"`` -> ``"rank 5"``."""
     return {"natural": "full rank", "adv": "full rank, adversarial"}.get(
-        name, f"rank {name.split(':')[-1]}")
+        name, f"rank {transform_rank(name)}")
 
 
 def attack(models: dict, x, y, eps: float, steps: int, restarts: int, seed: int,
@@ -230,8 +231,8 @@ def imagenet_verdicts(t2) -> dict[str, str]:
     """ImageNet success rates: reproduced within :data:`RATE_CLOSE` points of the paper;
     else the same trend when the lowest training rank's success rate is at least
     :data:`IMAGENET_DROP` points below full rank's (lower ranks help); else differs."""
-    low = t2[t2.run.str.startswith("low_rank:")]
-    lowest = low.loc[low.run.map(lambda r: int(r.split(":")[1])).idxmin()]
+    low = t2[t2.run.map(lambda r: transform_rank(r, "low_rank") is not None)]
+    lowest = low.loc[low.run.map(lambda r: transform_rank(r, "low_rank")).idxmin()]
     full = t2.set_index("run").loc["natural"]
     trend = lowest.ours_success <= full.ours_success - IMAGENET_DROP
     return {r.run: "reproduced" if abs(r.ours_success - r.paper_success) <= RATE_CLOSE

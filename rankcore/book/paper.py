@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from ..training import transform_rank
+
 
 CITATION = ("M. Jere, M. Kumar, F. Koushanfar. A Singular Value Perspective on Model "
             "Robustness. arXiv:2012.03516.")
@@ -63,8 +65,8 @@ def table2_row(run: str, dataset: str = "cifar10") -> dict[str, float]:
     """
     if run == "natural":
         key = "full"
-    elif run.startswith("low_rank:"):
-        key = run.split(":", 1)[1]
+    elif transform_rank(run, "low_rank") is not None:
+        key = str(transform_rank(run, "low_rank"))
     else:
         return {}
     try:

@@ -504,7 +504,7 @@ def plan(profile: str, only: list[str] | None = None, overrides: list[str] | Non
 
 
 def register_cli(subparsers) -> None:
-    """Entry point (group ``rankcore.cli``): adds ``rankcore book run|build|list|check``."""
+    """Adds ``rankcore book run|build|list|check`` to a ``rankcore`` parser (:mod:`rankcore.book.cli`)."""
     p = subparsers.add_parser("book", help="run, build, list or check the companion book",
                               description=__doc__.split("\n")[0])
     add_arguments(p)

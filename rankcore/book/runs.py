@@ -1,4 +1,5 @@
-"""The book's named training runs, their cache and the ``rankcore train`` command.
+"""The book's named training runs, their cache and the ``train`` command
+(``python -m rankcore.book train``, or ``rankcore train``).
 
 A named run is a :class:`rankcore.train.TrainConfig` built from a profile's ``runs:``
 block (``rankcore/book/profiles/<profile>.yml``): the profile *is* the training scale
@@ -16,27 +17,25 @@ keeps it under ``cache_dir("models")``, keyed by the configuration and the train
 version; every chapter asking for the same run gets the same model. Checkpoints are read
 without running code; a corrupt one is retrained with a warning naming it.
 
-Several GPUs: ``rankcore train --all --profile gpu`` (:func:`train_all`) runs the
-independent trainings one per visible GPU, each in its own process; one training spread
-over several GPUs runs under ``torchrun --nproc_per_node=N -m rankcore.train NAME``
-(DistributedDataParallel, SyncBatchNorm, nccl).
+Several GPUs: ``python -m rankcore.book train --all --profile gpu`` (:func:`train_all`)
+runs the independent trainings one per visible GPU, each in its own process; one training
+spread over several GPUs runs under ``torchrun --nproc_per_node=N -m rankcore.book train
+NAME`` (DistributedDataParallel, SyncBatchNorm, nccl).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import os
-import warnings
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from rankcore import _io, train as T
+from rankcore import train as T
 from rankcore.models import WeightsError
-from rankcore.paths import cache_dir
+from rankcore.training import KINDS, Run, Transform, load_data as training_data, run_folder
 from rankcore.torch_utils import distributed, resolve_device
 
 from . import profiles
@@ -56,10 +55,11 @@ def _kind(name: str) -> str:
         raise TypeError(f"name={name!r}; expected a run name such as 'natural' or 'low_rank:5'")
     if name in ("natural", "adv", "adv_l2"):
         return name
-    kind, sep, k = name.partition(":")
-    if kind in ("low_rank", "high_rank") and sep and k.isdigit():
-        return kind
-    raise ValueError(f"name={name!r}; expected one of {', '.join(NAMES)} (K a non-negative int)")
+    try:
+        return Transform.parse(name, "name").kind
+    except ValueError:
+        raise ValueError(f"name={name!r}; expected one of {', '.join(NAMES)} (K a non-negative "
+                         "int)") from None
 
 
 def _block(profile: str) -> dict:
@@ -105,7 +105,7 @@ def preset(name: str, profile: str = "quick", family: str | None = None,
     fam = fams[family] or {}
     fields = dict(fam.get("base", {}))
     fields.update(fam.get(kind, {}) or {})
-    if kind in ("low_rank", "high_rank"):
+    if kind in KINDS:
         fields["transform"] = name
     fields.update(overrides)
     return T.TrainConfig().replace(**fields)
@@ -117,22 +117,21 @@ def names(profile: str, chapter: str | None = None) -> list[str]:
 
 
 def run_dir(config: T.TrainConfig) -> Path:
-    """The cache folder of one configuration: ``cache_dir("models")/<...>-<key>``."""
-    name = config.transform or ("adv_" + config.adv_norm if config.adv else "natural")
-    return cache_dir("models") / f"{config.dataset}-{config.arch}-{name.replace(':', '')}-{config.key()}"
+    """The cache folder of one configuration: ``cache_dir("models")/<...>-<key>``
+    (:func:`rankcore.training.run_folder`)."""
+    return run_folder(config)
 
 
 def load_data(config: T.TrainConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The (untransformed) train or test images a configuration uses, as uint8."""
-    from rankcore import data
-    n = config.n_train if split == "train" else config.n_test
-    x, y = data.load(config.dataset, split=split, n=n, seed=config.data_seed, progress=False)[:2]
-    return (x * 255).round().to(torch.uint8), y
+    return training_data(config, split)
 
 
 def cached(config: T.TrainConfig, progress: bool = True, device: str | torch.device | None = None,
            train_if_missing: bool = True) -> nn.Module:
-    """The model trained with ``config``: loaded from the cache, else trained and cached.
+    """The model trained with ``config``: :meth:`rankcore.training.Run.get_or_train` (loaded
+    from the cache, else trained and cached; an interrupted run resumes, a corrupt or
+    code-bearing checkpoint is reported with a RuntimeWarning naming it and retrained).
 
     Args:
         config (TrainConfig): e.g. ``preset("low_rank:5", "quick")``.
@@ -142,77 +141,14 @@ def cached(config: T.TrainConfig, progress: bool = True, device: str | torch.dev
             training. Default: True.
 
     Returns:
-        nn.Module in eval mode, with ``train_history`` (per-epoch metrics, rates as
-        fractions) and ``from_cache``.
-
-    An interrupted run resumes from its last finished epoch; a corrupt or code-bearing
-    checkpoint is reported (RuntimeWarning naming the file) and the run trained again.
+        nn.Module in eval mode. The chapters read the run's ``train_history`` (per-epoch
+        metrics, rates as fractions) and ``from_cache`` off it (:func:`summary`,
+        :func:`curves`), so the result's two values are set on the model here.
     """
-    if not isinstance(config, T.TrainConfig):
-        raise TypeError(f"config must be a TrainConfig; got {type(config).__name__}")
-    device = resolve_device(device)
-    folder = run_dir(config)
-    ckpt_path = folder / "checkpoint.pt"
-    model = T.build_model(config).to(device)
-    if _load_finished(model, ckpt_path, config, device):
-        return model
-    if not train_if_missing:
-        raise FileNotFoundError(f"no finished model for {config} in {folder}")
-    # One trainer per configuration: a second process (another chapter, another user of
-    # the same cache) waits for the first and then loads its model instead of training.
-    # Not under torchrun, where every rank must enter training together.
-    with _lock(folder / ".lock") if distributed()[1] == 1 else nullcontext():
-        if _load_finished(model, ckpt_path, config, device):
-            return model
-        _io.write_json(folder / "config.json", {"config": dataclasses.asdict(config),
-                                                "code_version": T.TRAIN_CODE_VERSION})
-        model = T.build_model(config).to(device)
-        train_data = load_data(config, "train")
-        test_data = load_data(config, "test")
-        model = T.train(model, train_data, test_data, config, checkpoint=ckpt_path, resume=True,
-                        log=folder / "log.jsonl", progress=progress,
-                        tag=f"{config.dataset}-train-{config.n_train or 'all'}-{config.data_seed}")
-        model.from_cache = False
-        return model
-
-
-def _load_finished(model: nn.Module, path: Path, config: T.TrainConfig, device) -> bool:
-    if not path.exists():
-        return False
-    try:
-        ckpt = T.load_checkpoint(path, config, map_location=device)
-    except ValueError as e:
-        warnings.warn(f"cached run {path} is unusable ({e}); training it again",
-                      RuntimeWarning, stacklevel=3)
-        path.unlink(missing_ok=True)
-        return False
-    if not ckpt["finished"]:
-        return False
-    model.load_state_dict(ckpt["model"])
-    model.train_history = ckpt["history"]
-    model.from_cache = True
-    model.eval()
-    return True
-
-
-class _lock:
-    """An exclusive advisory file lock (POSIX ``flock``; a no-op where unavailable)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.f = open(self.path, "a")
-        try:
-            import fcntl
-            fcntl.flock(self.f, fcntl.LOCK_EX)
-        except ImportError:
-            pass
-        return self
-
-    def __exit__(self, *exc):
-        self.f.close()  # closing releases the lock
+    result = Run(config, data=lambda split: load_data(config, split)).get_or_train(
+        device, progress=progress, train_if_missing=train_if_missing)
+    result.model.train_history, result.model.from_cache = result.history, result.from_cache
+    return result.model
 
 
 # ------------------------------------------------------------------------- models
@@ -323,13 +259,7 @@ def history(config: T.TrainConfig) -> list[dict]:
 
 
 def _finished(config: T.TrainConfig) -> bool:
-    path = run_dir(config) / "checkpoint.pt"
-    if not path.exists():
-        return False
-    try:
-        return bool(T.load_checkpoint(path, config)["finished"])
-    except ValueError:
-        return False
+    return Run(config).finished()
 
 
 #: Assumed image passes per second of one training step (forward + backward) on one
@@ -371,7 +301,7 @@ def train_all(names_: list[str], profile: str, family: str | None = None,
         overrides (dict, optional): TrainConfig fields applied to every run.
         devices (list of str, optional): e.g. ``["cuda:0", "cuda:1"]``. Default: every
             visible GPU, else the CPU. With two or more devices each run is a separate
-            process (``python -m rankcore.train NAME --device cuda:i``) and each device
+            process (``python -m rankcore.book train NAME --device cuda:i``) and each device
             works through its share of the runs in order; the cache's file lock keeps two
             processes from training the same configuration.
 
@@ -397,7 +327,7 @@ def train_all(names_: list[str], profile: str, family: str | None = None,
     def worker(i: int) -> list[dict]:
         done = []
         for n in names_[i::len(devices)]:
-            cmd = [sys.executable, "-m", "rankcore.train", n, "--profile", profile,
+            cmd = [sys.executable, "-m", "rankcore.book", "train", n, "--profile", profile,
                    "--device", devices[i], "--no-progress"] + (["--family", family] if family else [])
             if sets:
                 cmd += ["--set", *sets]
@@ -467,7 +397,7 @@ def train_command(names_: list[str], profile: str = "quick", family: str | None 
 
 
 def register_cli(subparsers) -> None:
-    """Add ``rankcore train`` (entry point ``rankcore.cli``) to the ``rankcore`` command."""
+    """Add ``train`` to a ``rankcore`` parser (:mod:`rankcore.book.cli`)."""
     p = subparsers.add_parser(
         "train", help="train named runs of the book (cached)",
         description="Train the book's named runs at a profile's scale, e.g. "

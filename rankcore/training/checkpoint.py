@@ -1,0 +1,82 @@
+"""The trainers' one checkpoint format: a self-describing dict that only the trainer writes.
+
+``{"format", "key", "config", "code_version", "epoch", "finished", "model", "optimizer",
+"history"}``: the configuration that produced it (and its cache key), how far it got, the
+weights and optimiser state to resume from, and one history row per finished epoch. Read
+with ``weights_only=True``, so a file holding pickled code is refused, never run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["CODE_VERSION", "FORMAT", "OLD_FORMATS", "state", "load"]
+
+#: Bumped whenever a change alters the weights a CIFAR-10 configuration produces (it is
+#: hashed into the cache keys of :class:`rankcore.train.TrainConfig`).
+CODE_VERSION = 2
+FORMAT = "rankcore.train/3"
+#: Older formats that still load. /2 (a6b537f) differs only in the overfitting guard's
+#: batch (the first guard_n test images, one class in CIFAR-10's listing order): the same
+#: weights unless the old or the new guard fires, so such a checkpoint of a guarded run
+#: loads with a warning. ``rankcore.imagenet_training/1`` is the ImageNet trainer's own, same fields.
+OLD_FORMATS = ("rankcore.train/2", "rankcore.imagenet_training/1")
+
+
+def state(model: nn.Module, opt: torch.optim.Optimizer, config: Any, epoch: int,
+          history: list[dict], code_version: int = CODE_VERSION) -> dict:
+    """The checkpoint of ``model`` after ``epoch`` epochs of ``config`` (a frozen dataclass
+    with ``key()`` and ``epochs``)."""
+    return {"format": FORMAT, "key": config.key(), "config": dataclasses.asdict(config),
+            "code_version": code_version, "epoch": epoch, "finished": epoch == config.epochs,
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "history": history}
+
+
+def load(path: str | os.PathLike, config: Any = None, map_location="cpu") -> dict:
+    """A training checkpoint, read without running code (``weights_only=True``).
+
+    Args:
+        path: the file. config (optional): the configuration it must have been written
+            for (compared by ``key()``). map_location: as for ``torch.load``.
+
+    Raises:
+        ValueError: the file is unreadable, truncated, holds pickled code, is no rankcore
+            checkpoint, or (with ``config``) was written for another configuration; the
+            message names the file (and the differing fields).
+    """
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for damaged or code-bearing files
+        raise ValueError(f"checkpoint {path} is corrupt, unreadable or holds code: it cannot "
+                         f"be read safely ({type(e).__name__}: {str(e)[:200]}); delete it to "
+                         "train from scratch") from e
+    found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+    if found not in (FORMAT, *OLD_FORMATS):
+        raise ValueError(f"checkpoint {path} has format {found!r}; expected {FORMAT!r}")
+    if config is not None and ckpt.get("key") != config.key():
+        saved = ckpt.get("config") or {}
+        diff = {k: (v, getattr(config, k)) for k, v in saved.items()
+                if hasattr(config, k) and _listed(v) != _listed(getattr(config, k))}
+        raise ValueError(f"checkpoint {path} was written for another configuration "
+                         f"(key {ckpt.get('key')} vs {config.key()}; differing fields as "
+                         f"(checkpoint, requested): {diff or 'code version'}); move it away "
+                         "or use another folder")
+    cfg = ckpt.get("config") or {}
+    if found == "rankcore.train/2" and cfg.get("adv") == "fgsm-rs" and cfg.get("adv_guard", True):
+        warnings.warn(f"checkpoint {path} ({found}) was trained with the old overfitting guard "
+                      f"batch (the first guard_n={cfg.get('guard_n')} test images, one class); "
+                      "its weights match a retrain unless the old or the new guard fires "
+                      "(its history's adv_method says whether the old one did); delete it to "
+                      "retrain with the class-balanced guard", RuntimeWarning, stacklevel=3)
+    return ckpt
+
+
+def _listed(v):
+    return list(v) if isinstance(v, (list, tuple)) else v
