@@ -1,13 +1,10 @@
 """Benchmark: start-up of the ``rankcore`` command against a bare interpreter, in one run.
 
-Each pair runs ``python -c pass`` and ``python -m rankcore --version`` back to back (in
+Each pair runs ``python -c pass`` and ``python -m rankcore.book.cli --version`` (what the
+``rankcore`` console script runs: the library's commands and the book's) back to back (in
 alternating order, so a noisy neighbour hits both alike) and the table prints the medians
 and the median of the paired differences. ``--version`` and ``--help`` build the whole
 parser, so they cost what any command costs before it starts its own work.
-
-Where commands still arrive through the ``rankcore.cli`` entry points (the book's ``book`` and
-``train``), a third row runs the library's own parser without them, to show which side of
-that line the time is spent.
 
 Target (issue 27): ``rankcore --version`` under 1 s on the 2-core development machine
 (it was 3.4 s with every submodule, torch and timm imported before argparse ran).
@@ -37,14 +34,8 @@ def main() -> None:
     p.add_argument("--args", default="--version", help="rankcore's arguments (default: --version)")
     args = p.parse_args()
     bare = [sys.executable, "-c", "pass"]
-    command = [sys.executable, "-m", "rankcore", *shlex.split(args.args)]
-    from rankcore import cli
-
+    command = [sys.executable, "-m", "rankcore.book.cli", *shlex.split(args.args)]
     order = [("bare", bare), ("rankcore", command)]
-    if hasattr(cli, "plugins"):
-        own = ("import sys; from rankcore import cli; cli.plugins = lambda: []; "
-               "sys.exit(cli.main(sys.argv[1:]))")
-        order.append(("own", [sys.executable, "-c", own, *shlex.split(args.args)]))
     run_once(command)  # warm the file cache: every later run reads the same .pyc files
     times: dict[str, list[float]] = {name: [] for name, _ in order}
     for i in range(args.repeat):
@@ -53,10 +44,8 @@ def main() -> None:
     diffs = [r - b for r, b in zip(times["rankcore"], times["bare"])]
     print(f"{args.repeat} pairs, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
     print(f"  python -c pass                {statistics.median(times['bare']):7.3f} s (median)")
-    print(f"  python -m rankcore {args.args:10s} {statistics.median(times['rankcore']):7.3f} s "
+    print(f"  rankcore {args.args:20s} {statistics.median(times['rankcore']):7.3f} s "
           f"(median; range {min(times['rankcore']):.3f}-{max(times['rankcore']):.3f})")
-    if "own" in times:
-        print(f"  the same without entry points {statistics.median(times['own']):7.3f} s (median)")
     print(f"  rankcore's own start-up       {statistics.median(diffs):7.3f} s (median of paired "
           "differences)")
 

@@ -38,12 +38,14 @@ def imported_heavy(code: str) -> list[str]:
     return ast.literal_eval(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["spectrum", "--help"],
-                                  ["models", "--help"]])
-def test_the_parser_imports_nothing_heavy(argv):
-    # The library's own commands; the entry-point commands are checked by their modules below.
-    code = f"from rankcore import cli; cli.plugins = lambda: []; cli.main({argv!r})"
-    assert imported_heavy(code) == []
+_LIBRARY_ARGV = [["--version"], ["--help"], ["spectrum", "--help"], ["models", "--help"]]
+
+
+# The library's parser, and the console script's (the library's plus the book's commands).
+@pytest.mark.parametrize("module, argv", [("rankcore.cli", a) for a in _LIBRARY_ARGV] + [
+    ("rankcore.book.cli", a) for a in _LIBRARY_ARGV + [["train", "--help"], ["book", "--help"]]])
+def test_the_parser_imports_nothing_heavy(module, argv):
+    assert imported_heavy(f"import {module} as m; m.main({argv!r})") == []
 
 
 def test_import_rankcore_is_light_and_its_names_arrive_on_use():

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from rankcore import train as T
+from rankcore.book.cli import register_train
 from rankcore.training import checkpoint
 from rankcore.book import runs
 
@@ -121,7 +122,7 @@ def _plant_payload(cfg, marker):
 
 def _cli(argv):
     p = argparse.ArgumentParser()
-    runs.register_cli(p.add_subparsers(dest="command"))
+    register_train(p.add_subparsers(dest="command"))
     args = p.parse_args(argv)
     return args.run(args)
 

@@ -17,12 +17,43 @@ import sys
 
 from rankcore import cli
 
-from . import runner, runs
+from . import runner
 
-__all__ = ["COMMANDS", "main", "book_main"]
+__all__ = ["COMMANDS", "main", "book_main", "register_train"]
+
+
+def register_train(subparsers) -> None:
+    """Add ``train`` to a ``rankcore`` parser. Defined here, not in :mod:`rankcore.book.runs`,
+    because building the parser must import nothing heavy (``rankcore --version``); ``run``
+    imports the runs module (torch) when the command runs."""
+    p = subparsers.add_parser(
+        "train", help="train named runs of the book (cached)",
+        description="Train the book's named runs at a profile's scale, e.g. "
+                    "`rankcore train natural low_rank:5 --profile quick`. Trained models "
+                    "are cached; a second call loads them.")
+    p.add_argument("names", nargs="*", help="natural, adv, adv_l2, low_rank:K, high_rank:K")
+    p.add_argument("--profile", default="quick", help="smoke, quick, gpu or paper")
+    p.add_argument("--family", default=None,
+                   help="network family, airbench or resnet (default: the profile's first)")
+    p.add_argument("--all", action="store_true", help="every run the profile lists")
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="override TrainConfig fields (values parsed as YAML)")
+    p.add_argument("--dry-run", action="store_true", help="validate and print, train nothing")
+    p.add_argument("--no-progress", action="store_true")
+    cli.add_device_argument(p)
+
+    def run(args) -> int:
+        from .runs import train_command
+
+        train_command(args.names, args.profile, args.family, args.set, args.device,
+                      args.dry_run, args.all, not args.no_progress)
+        return 0
+
+    p.set_defaults(run=run)
+
 
 #: The book's commands, each a ``register(subparsers)`` that adds its parser and ``run``.
-COMMANDS = (runner.register_cli, runs.register_cli)
+COMMANDS = (runner.register_cli, register_train)
 
 
 def main(argv: list[str] | None = None) -> int:

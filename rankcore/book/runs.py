@@ -43,11 +43,10 @@ from . import profiles
 __all__ = ["NAMES", "preset", "names", "families", "table2_family", "run_dir", "load_data",
            "cached", "train_spec", "load_model", "LOAD_ERRORS", "skip_reason", "load_models",
            "curves", "summary", "history", "estimate", "passes_per_image", "train_all",
-           "register_cli", "train_command"]
+           "train_command"]
 
 #: The run names (``K`` a rank).
 NAMES = ("natural", "adv", "adv_l2", "low_rank:K", "high_rank:K")
-FAMILIES = ("airbench", "resnet")
 
 
 def _kind(name: str) -> str:
@@ -122,9 +121,11 @@ def run_dir(config: T.TrainConfig) -> Path:
     return run_folder(config)
 
 
-def load_data(config: T.TrainConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (untransformed) train or test images a configuration uses, as uint8."""
-    return training_data(config, split)
+def load_data(config: T.TrainConfig, split: str,
+              progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (untransformed) train or test images a configuration uses, as uint8 (with a
+    progress bar while they are decoded the first time, if ``progress``)."""
+    return training_data(config, split, progress)
 
 
 def cached(config: T.TrainConfig, progress: bool = True, device: str | torch.device | None = None,
@@ -145,7 +146,7 @@ def cached(config: T.TrainConfig, progress: bool = True, device: str | torch.dev
         metrics, rates as fractions) and ``from_cache`` off it (:func:`summary`,
         :func:`curves`), so the result's two values are set on the model here.
     """
-    result = Run(config, data=lambda split: load_data(config, split)).get_or_train(
+    result = Run(config, data=lambda split: load_data(config, split, progress)).get_or_train(
         device, progress=progress, train_if_missing=train_if_missing)
     result.model.train_history, result.model.from_cache = result.history, result.from_cache
     return result.model
@@ -396,31 +397,3 @@ def train_command(names_: list[str], profile: str = "quick", family: str | None 
     return out
 
 
-def register_cli(subparsers) -> None:
-    """Add ``train`` to a ``rankcore`` parser (:mod:`rankcore.book.cli`)."""
-    p = subparsers.add_parser(
-        "train", help="train named runs of the book (cached)",
-        description="Train the book's named runs at a profile's scale, e.g. "
-                    "`rankcore train natural low_rank:5 --profile quick`. Trained models "
-                    "are cached; a second call loads them.")
-    p.add_argument("names", nargs="*", help="natural, adv, adv_l2, low_rank:K, high_rank:K")
-    p.add_argument("--profile", default="quick", help="smoke, quick, gpu or paper")
-    p.add_argument("--family", default=None, choices=FAMILIES,
-                   help="network family (default: the profile's first)")
-    p.add_argument("--all", action="store_true", help="every run the profile lists")
-    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                   help="override TrainConfig fields (values parsed as YAML)")
-    p.add_argument("--dry-run", action="store_true", help="validate and print, train nothing")
-    p.add_argument("--no-progress", action="store_true")
-    try:
-        from rankcore.cli import add_device_argument
-        add_device_argument(p)
-    except ImportError:
-        p.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: auto)")
-
-    def run(args) -> int:
-        train_command(args.names, args.profile, args.family, args.set, args.device,
-                      args.dry_run, args.all, not args.no_progress)
-        return 0
-
-    p.set_defaults(run=run)
