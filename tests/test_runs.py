@@ -33,7 +33,8 @@ def synthetic_data(monkeypatch):
                       torch.randint(0, 10, (160,), generator=g)),
             "test": ((torch.rand(64, 3, 32, 32, generator=g) * 255).to(torch.uint8),
                      torch.randint(0, 10, (64,), generator=g))}
-    monkeypatch.setattr(runs, "load_data", lambda cfg, split: (calls.append(split), data[split])[1])
+    monkeypatch.setattr(runs, "load_data",
+                        lambda cfg, split, progress=False: (calls.append(split), data[split])[1])
     return calls
 
 
