@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator, Sequence, Union
 
@@ -40,7 +41,7 @@ def check_images(x: Tensor, name: str = "x") -> None:
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     # min and max propagate NaN, so one pass finds NaN and both infinities; 11x faster than
     # isfinite(x).all() on 224 x 224 images, which cost a third of rank_blocks' time.
-    if x.numel() and not all(math.isfinite(v) for v in torch.aminmax(x)):
+    if x.numel() and not all(math.isfinite(v) for v in torch.aminmax(x.detach())):
         raise ValueError(f"{name} contains NaN or infinite values")
 
 
@@ -280,6 +281,25 @@ def _finish(y: Tensor, x: Tensor, clamp: bool) -> Tensor:
     return y.to(x.dtype)
 
 
+def _warn_if_gradient_undefined(x: Tensor, S: Tensor) -> None:
+    """Warn when autograd will differentiate an SVD with repeated singular values.
+
+    ``torch.linalg.svd``'s backward divides by ``sigma_i^2 - sigma_j^2`` for every pair, so
+    one tie (a constant image has ``min(H, W) - 1`` zero singular values) makes the whole
+    gradient of that matrix NaN; where float noise breaks the tie the result is finite but
+    arbitrary (the rank-k image is not differentiable where sigma_k = sigma_{k+1}).
+    """
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return
+    s = S.detach()
+    tied = ((s[..., :-1] - s[..., 1:]) <= 1e-6 * s[..., :1]).any(-1)
+    if tied.any():
+        warnings.warn(f"low_rank: {int(tied.sum())} of {tied.numel()} channel matrices of x "
+                      f"have repeated singular values (e.g. a constant or low-rank image); "
+                      f"the gradient through their SVD is undefined (NaN, or arbitrary where float "
+                      f"noise breaks the tie)", RuntimeWarning, stacklevel=3)
+
+
 def low_rank(x: Tensor, k: int | Tensor, clamp: bool = False) -> Tensor:
     """Best rank-k approximation of every channel of every image (equation 2, Figure 2).
 
@@ -314,7 +334,10 @@ def low_rank(x: Tensor, k: int | Tensor, clamp: bool = False) -> Tensor:
             picture needs. Default: ``False`` (the approximation of equation 2 itself).
 
     Returns:
-        Tensor: same shape, dtype and device as ``x``.
+        Tensor: same shape, dtype and device as ``x``. Differentiable in ``x`` through the
+        SVD, except where a channel has repeated singular values (a constant or low-rank
+        image): torch's SVD gradient is NaN or arbitrary there, and ``low_rank`` warns
+        (``RuntimeWarning``) when ``x`` requires grad.
 
     Examples::
 
@@ -343,9 +366,11 @@ def low_rank(x: Tensor, k: int | Tensor, clamp: bool = False) -> Tensor:
         if k == 0:
             return torch.zeros_like(x)
         U, S, Vh = _svd(x)
+        _warn_if_gradient_undefined(x, S)
         y = (U[..., :k] * S[..., None, :k]) @ Vh[..., :k, :]
         return _finish(y, x, clamp)
     U, S, Vh = _svd(x)
+    _warn_if_gradient_undefined(x, S)
     # Zero the singular values beyond each image's own k.  keep: (N, 1, ..., 1, r)
     keep = torch.arange(w, device=x.device) < k.view(-1, *([1] * (S.dim() - 1)))
     y = (U * (S * keep)[..., None, :]) @ Vh

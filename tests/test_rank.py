@@ -1,4 +1,6 @@
 """The rank engine against a float64 NumPy SVD, Eckart-Young optimality and identities."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 import rankcore
-from rankcore.rank import max_rank, singular_values
+from rankcore.rank import low_rank, max_rank, singular_values
 
 
 def numpy_low_rank(x: np.ndarray, k: int) -> np.ndarray:
@@ -301,3 +303,39 @@ def test_cpu_svd_splits_the_matrices_among_single_threaded_workers():
     finally:
         torch.linalg.svd = real
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("image", ["constant", "zeros", "rank one"])
+def test_low_rank_warns_when_its_gradient_is_nan(image):
+    # Issue 28: a constant image's SVD has tied (zero) singular values, and torch's SVD
+    # backward divides by their differences: the gradient was NaN without a word.
+    x = {"constant": torch.full((1, 3, 8, 8), 0.5, dtype=torch.float64),
+         "zeros": torch.zeros(1, 1, 8, 8, dtype=torch.float64),
+         "rank one": torch.outer(torch.arange(1.0, 9), torch.arange(1.0, 9)).view(1, 1, 8, 8)
+         .double() / 64}[image].requires_grad_(True)
+    with pytest.warns(RuntimeWarning, match="repeated singular values"):
+        y = low_rank(x, 2)
+    y.sum().backward()
+    if image != "rank one":  # exact ties: NaN; float noise gives the rank-one image garbage
+        assert torch.isnan(x.grad).any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        low_rank(x.detach(), 2)  # no gradient asked for: no warning
+
+
+def test_low_rank_gradient_of_distinct_singular_values_matches_finite_differences():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, 6, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(1, 1, 6, 6, generator=g, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # distinct singular values: no warning
+        (low_rank(x, 2) * w).sum().backward()
+    f = lambda z: float(np.sum(numpy_low_rank(z, 2) * w.numpy()[0, 0]))  # noqa: E731
+    z, h = x.detach().numpy()[0, 0], 1e-6
+    fd = np.zeros_like(z)
+    for i in range(6):
+        for j in range(6):
+            e = np.zeros_like(z)
+            e[i, j] = h
+            fd[i, j] = (f(z + e) - f(z - e)) / (2 * h)
+    np.testing.assert_allclose(x.grad.numpy()[0, 0], fd, rtol=1e-5, atol=1e-7)
