@@ -153,6 +153,8 @@ def load_own(path: str | os.PathLike, tag: str, what: str, legacy_keys: tuple[st
         return None
     if path.is_dir():
         raise NotOurFileError(f"{what} {str(path)!r} is a directory; pass a file path")
+    import torch
+
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         reason = None

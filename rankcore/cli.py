@@ -359,12 +359,13 @@ def build_parser(commands: Sequence[Register] = ()) -> argparse.ArgumentParser:
 
 #: The library's Python spellings -> the command line's, for errors raised under the command
 #: line (``weights=PATH`` -> ``--weights PATH``). Applied to the printed message only.
-CLI_SPELLINGS: tuple[tuple[str, str], ...] = (
-    (r"\bdownload=False\b", "--no-download"), (r"\bweights=", "--weights "),
-    (r"\broot=", "--root "), (r"\bn=(?=[\d'N])", "--n "), (r"\bseed=", "--seed "),
-    (r"\bsplit=", "--split "), (r"\branks=", "--ranks "), (r"\bbatch_size=", "--batch-size "),
-    (r"\bblock=", "--block "), (r"\bcheckpoint=", "--checkpoint "), (r"\bdevice=", "--device "),
-)
+# Each only where no "--" stands before it already: "--checkpoint='x'" stays as it is.
+CLI_SPELLINGS: tuple[tuple[str, str], ...] = tuple((r"(?<![\w-])" + p, s) for p, s in (
+    (r"download=False\b", "--no-download"), (r"weights=", "--weights "), (r"root=", "--root "),
+    (r"n=(?=[\d'N])", "--n "), (r"seed=", "--seed "), (r"split=", "--split "),
+    (r"ranks=", "--ranks "), (r"batch_size=", "--batch-size "), (r"block=", "--block "),
+    (r"checkpoint=", "--checkpoint "), (r"device=", "--device "),
+))
 
 
 def cli_spelling(message: str) -> str:

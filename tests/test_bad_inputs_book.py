@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 import rankcore
-from rankcore import cli
+from rankcore.book import cli  # the console script: the library's commands and the book's
 from rankcore.book import profiles, provenance, results
 from rankcore.book import runner as book
 
@@ -77,7 +77,7 @@ def test_cli_mistakes_give_one_line_and_exit_2(argv, message, tmp_path, monkeypa
 
 
 def test_the_installed_command_gives_the_same_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "rankcore", "book", "run", "-p",
+    proc = subprocess.run([sys.executable, "-m", "rankcore.book.cli", "book", "run", "-p",
                            "01_rank_images.live=maybe", "--dry-run"], capture_output=True, text=True,
                           cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
