@@ -28,8 +28,9 @@ OUTCOMES = ("reproduced", "same trend", "differs")
 #: Row kinds. Only ``paper claim`` rows count as reproductions; the others are shown and
 #: counted apart: an ``illustration`` regenerates a figure or checks the library against
 #: itself (it cannot fail for a reason the paper is about), a ``zoo check`` compares the
-#: model zoo with its sources' published accuracies (the paper's Table 1 states none).
-KINDS = ("paper claim", "illustration", "zoo check")
+#: model zoo with its sources' published accuracies (the paper's Table 1 states none), and
+#: ``beyond the paper`` measures what the paper argues but never tests (chapter 08).
+KINDS = ("paper claim", "illustration", "zoo check", "beyond the paper")
 COUNTED = "paper claim"
 
 #: The book's operational definitions: the paper states these ideas in words; the rules
