@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _SUBMODULES = ("attacks", "attribution", "cli", "data", "data_files", "imagenet_training",
-               "models", "paths", "rank", "spectrum", "torch_utils", "train")
+               "models", "paths", "rank", "spectrum", "stats", "torch_utils", "train",
+               "training")
 
 #: Public name -> the submodule that defines it.
 _LAZY: dict[str, str] = {
@@ -47,7 +48,7 @@ _LAZY: dict[str, str] = {
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from . import (attacks, attribution, cli, data, data_files, imagenet_training, models,
-                   paths, rank, spectrum, torch_utils, train)
+                   paths, rank, spectrum, stats, torch_utils, train, training)
     from .attacks import pgd
     from .attribution import RankIntegratedGradients, rank_ig, rig
     from .rank import high_rank, low_rank, parse_ranks, rank_blocks, rank_sweep, singular_values
@@ -78,5 +79,5 @@ __all__ = [
     "rank_spectrum", "rig", "rank_ig", "RankIntegratedGradients", "pgd", "TrainConfig",
     # submodules
     "rank", "spectrum", "attribution", "attacks", "train", "imagenet_training", "models",
-    "data", "data_files", "torch_utils", "paths", "cli",
+    "data", "data_files", "torch_utils", "paths", "cli", "stats", "training",
 ]

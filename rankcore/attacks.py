@@ -489,7 +489,7 @@ def _torchattacks():
     return torchattacks
 
 
-def _ensemble(ta, model: nn.Module, eps: float, norm: str, version: str, steps: int | None,
+def _ensemble(ta, model: nn.Module, *, eps: float, norm: str, version: str, steps: int | None,
               targets: int | None, classes: int, seed: int):
     """torchattacks' attacks of one AutoAttack version, run in turn by ``MultiAttack``.
 
@@ -513,7 +513,7 @@ def _ensemble(ta, model: nn.Module, eps: float, norm: str, version: str, steps: 
     return ta.MultiAttack(chain)
 
 
-def autoattack(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str = "linf",
+def autoattack(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str = "linf",
                version: str = "standard", steps: int | None = None,
                targets: int | None = None, seed: int = 0) -> Tensor:
     """AutoAttack (Croce & Hein 2020, the RobustBench protocol), untargeted, through
@@ -561,6 +561,7 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str = "
         _check_labels("y", y, classes)
         if classes < 4:      # APGD-T's targeted DLR loss reads the 3rd and 4th largest logits
             raise ValueError(f"AutoAttack needs a model with >= 4 classes; this one has {classes}")
-        attack = _ensemble(ta, model, float(eps), norm, version, steps, targets, classes, seed)
+        attack = _ensemble(ta, model, eps=float(eps), norm=norm, version=version, steps=steps,
+                           targets=targets, classes=classes, seed=seed)
         adv = attack(x.float(), y).detach().to(torch.float64)
     return _cast_inside(adv, x).to(home)

@@ -90,7 +90,8 @@ def test_cpu_dry_run_runs_the_chapters_then_renders_what_came_back(tmp_path):
         subprocess.run(["rm", "-rf", str(stale)], check=True)
     render = _script(repo, "render", str(out), RANKCORE_RESULTS=str(tmp_path / "results"))
     assert render.returncode == 0, render.stdout[-6000:] + render.stderr[-3000:]
-    assert "left out of this build: 00_setup 01_rank_images 03_rig 07_appendix scorecard" in render.stdout
+    assert ("left out of this build: 00_setup 01_rank_images 03_rig 07_appendix "
+            "08_rank_as_a_metric scorecard") in render.stdout
     assert (tmp_path / "results" / "gpu" / CHAPTERS[-1] / "meta.json").exists()
     html = repo / "_build" / "html" / "book"
     for c in CHAPTERS:
