@@ -187,6 +187,7 @@ def _names(err: Exception, *names: str) -> bool:
        targeted=st.booleans(), seed=st.integers(0, 2 ** 16))
 def test_pgd_output_stays_in_ball_and_box(n, c, h, w, dtype, eps, steps, norm, targeted, seed):
     g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # the model's init too: hypothesis replays an example and must see the same one
     model = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 4)).eval()
     x = torch.rand(n, c, h, w, generator=g).to(dtype)
     y = torch.randint(0, 4, (n,), generator=g)
@@ -194,8 +195,10 @@ def test_pgd_output_stays_in_ball_and_box(n, c, h, w, dtype, eps, steps, norm, t
     assert adv.shape == x.shape and adv.dtype == x.dtype
     d = adv.double() - x.double()
     size = d.abs().flatten(1).amax(1) if norm == "linf" else d.flatten(1).norm(dim=1)
-    # exact in float32/float16 (rounded towards x); float64 itself rounds x + delta
-    assert (size <= eps * (1 + (1e-12 if dtype == torch.float64 else 0))).all()
+    # exact in float32/float16 (rounded towards x); float64 itself rounds x + delta, by at
+    # most half an ulp of 1 per element: sqrt(numel) of them in the L2 norm
+    slack = 0.0 if dtype != torch.float64 else 2.0 ** -53 * (1 if norm == "linf" else math.sqrt(c * h * w))
+    assert (size <= eps + slack).all(), (size.max().item(), eps)
     assert adv.min() >= 0 and adv.max() <= 1
 
 
