@@ -117,11 +117,12 @@ def own_browser(tmp_path_factory):
     b.close()
 
 
-def test_standalone_explorer_page_draws_every_chosen_rank(own_browser, tmp_path):
+@pytest.mark.parametrize("channels", [3, 1])
+def test_standalone_explorer_page_draws_every_chosen_rank(own_browser, tmp_path, channels):
     torch.manual_seed(3)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 24 * 30, 6)).eval()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(channels * 24 * 30, 6)).eval()
     g = torch.Generator().manual_seed(4)
-    x = torch.rand(3, 24, 30, generator=g)
+    x = torch.rand(channels, 24, 30, generator=g)
     html = widgets.rank_explorer(x, {"lin": model}, static=True, classes=list("abcdef")).data
     page = tmp_path / "explorer.html"
     page.write_text(f"<!doctype html><html><body>{html}</body></html>")

@@ -163,6 +163,8 @@ def test_live_explorer_slider_recomputes_the_view():
 def test_bad_arguments_name_the_value():
     with pytest.raises(ValueError, match=r"\(2, 3, 8, 8\)"):
         widgets.rank_explorer(torch.rand(2, 3, 8, 8), static=True)
+    with pytest.raises(ValueError, match=r"\(1 or 3, H, W\), got \(2, 8, 8\)"):
+        widgets.rank_explorer(torch.rand(2, 8, 8), static=True)   # no picture has 2 channels
     with pytest.raises(TypeError, match="models must be"):
         widgets.rank_explorer(_image(), models=42, static=True)
     with pytest.raises(ValueError, match="top=0"):

@@ -295,18 +295,20 @@ _SCRIPT = r"""function (root) {
       }));
     });
   }
-  function show() {
+  let last = -1;
+  function show(force) {
     const k = Number(slider.value);
-    out.textContent = k; image(k); spectrum(k); predictions(k);
+    if (k === last && force !== true) return;  // input events queued behind a slow redraw
+    last = k; out.textContent = k; image(k); spectrum(k); predictions(k);
   }
   slider.addEventListener('input', show);
-  show();
+  show(true);
   const png = new Image();
   png.src = 'data:image/png;base64,' + d.png;
   png.decode().then(() => {
     const c = document.createElement('canvas'); c.width = W; c.height = H;
     const x = c.getContext('2d'); x.drawImage(png, 0, 0);
     full = x.getImageData(0, 0, W, H).data;
-    show(); root.dataset.ready = '1';
+    show(true); root.dataset.ready = '1';
   });
 }"""
