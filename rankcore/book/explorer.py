@@ -37,11 +37,12 @@ from torch import Tensor, nn
 
 from ..torch_utils import predict
 
-__all__ = ["Factors", "quantise_columns", "factors", "rank_images", "top_table",
-           "explorer_html", "LEVELS"]
+__all__ = ["Factors", "LEVELS", "quantise_columns", "eight_bit", "factors", "rank_images",
+           "top_predictions", "top_table", "payload", "explorer_html", "read_payload", "decode"]
 
 #: Largest int8 code; codes lie in ``[-LEVELS, LEVELS]`` (symmetric, so 0 stays exact).
 LEVELS = 127
+
 
 @dataclass(frozen=True)
 class Factors:
@@ -160,7 +161,8 @@ def _png(image: Tensor) -> str:
 
 def payload(image: Tensor, models: Sequence[tuple[str, nn.Module, Sequence[str] | None]],
             top: int = 5) -> dict:
-    """Everything the page's script reads, as JSON-ready values (see the module docstring).
+    """Everything the page's script reads about ``image`` ``(C, H, W)``, C = 1 or 3, rounded
+    to 8 bits first (:func:`eight_bit`), as JSON-ready values (see the module docstring).
 
     ``models[j]["top"][k]`` lists ``[class, probability]`` pairs at rank ``k``, the class an
     index into that model's ``classes`` (only the names that occur), probabilities rounded
@@ -168,6 +170,7 @@ def payload(image: Tensor, models: Sequence[tuple[str, nn.Module, Sequence[str] 
     """
     if image.dim() != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"image must have shape (1 or 3, H, W), got {tuple(image.shape)}")
+    image = eight_bit(image)
     f = factors(image)
     tables = top_table([(name, m) for name, m, _ in models], image, top)
     out_models = []

@@ -94,8 +94,8 @@ class _View:
         n = 2 + len(models)
         width = 3.0 * n if figsize is None else figsize[0]
         height = 2.9 if figsize is None else figsize[1]
-        # A fixed layout: constrained/tight layout would re-measure every text each frame
-        # and triple the time to render a static explorer.
+        # A fixed layout: constrained/tight layout would re-measure every text on each
+        # slider move and slow the live view down.
         self.fig, self.axes = plt.subplots(1, n, figsize=(width, height), dpi=dpi,
                                            gridspec_kw=dict(wspace=0.9 if models else 0.3))
         self.fig.subplots_adjust(left=0.02, right=0.98, top=0.86, bottom=0.16)
@@ -152,8 +152,7 @@ class _View:
 def _static(image: Tensor, models: list[_Model], ticks: list[int], top: int):
     from IPython.display import HTML
 
-    data = explorer.payload(explorer.eight_bit(image),
-                            [(m.name, m.module, m.classes) for m in models], top)
+    data = explorer.payload(image, [(m.name, m.module, m.classes) for m in models], top)
     return HTML(explorer.explorer_html(data, ticks, ticks[len(ticks) // 2]))
 
 
