@@ -1,4 +1,5 @@
-"""The built book in a real headless Chromium: every page renders, and the static slider works.
+"""The built book in a real headless Chromium: every page renders (the static rank explorer
+has its own test, ``test_browser_explorer.py``).
 
 Serves the smoke book (``built_book``, see ``conftest.py``) on 127.0.0.1 and drives Chromium
 through the DevTools protocol over a pipe (``--remote-debugging-pipe``: no port, no extra
@@ -210,24 +211,6 @@ ERROR_OUTPUTS = """Array.from(document.querySelectorAll(
   '.cell_output .traceback, .cell_output .output.error, .cell_output .output.stderr'))
   .filter(e => /Traceback|Error|Exception/.test(e.innerText))
   .map(e => e.innerText.slice(0, 300))"""
-SLIDER = """(() => {
-  const out = [];
-  for (const s of document.querySelectorAll('input.anim-slider')) {
-    const id = s.id.replace('_anim_slider', '');
-    const img = document.getElementById('_anim_img' + id);
-    const before = img.src, n = Number(s.max) + 1;
-    s.value = s.max;
-    s.dispatchEvent(new Event('input', {bubbles: true}));
-    const after = img.src;
-    s.value = 0;
-    s.dispatchEvent(new Event('input', {bubbles: true}));
-    out.push({frames: n, changed: before !== after, back: img.src === before,
-              image: after.slice(0, 22)});
-  }
-  return out;
-})()"""
-
-
 def _screenshot_dir() -> Path:
     d = Path(os.environ.get("RANKCORE_ARTIFACTS") or REPO / "_build" / "screenshots")
     d.mkdir(parents=True, exist_ok=True)
@@ -255,21 +238,3 @@ def test_every_page_renders_without_broken_images_or_errors(html_root, browser, 
         browser.screenshot(shots / (rel.replace("/", "__").removesuffix(".html") + ".png"))
     assert not problems, "\n".join(problems)
     assert len(list(shots.glob("*.png"))) >= len(found)
-
-
-def test_static_rank_explorer_slider_changes_the_frame(html_root, browser, server):
-    results = {}
-    for page in pages(html_root):
-        if "anim-slider" not in page.read_text(errors="replace"):
-            continue
-        rel = page.relative_to(html_root).as_posix()
-        browser.goto(f"{server}/{rel}")
-        results[rel] = browser.js(SLIDER)
-    assert results, ("no page holds a static rank explorer (rankcore.widgets.rank_explorer("
-                     "..., static=True)); chapter 01 should")
-    for rel, sliders in results.items():
-        for s in sliders:
-            assert s["frames"] >= 2, f"{rel}: the explorer has {s['frames']} frame(s)"
-            assert s["changed"], f"{rel}: moving the slider did not change the frame"
-            assert s["back"], f"{rel}: moving the slider back did not restore the first frame"
-            assert s["image"].startswith("data:image/"), f"{rel}: frame is {s['image']!r}"

@@ -4,13 +4,13 @@ One view, two renderings (Figures 2-4 of the paper, interactively):
 
 - ``rank_explorer(image, models)`` in a live Jupyter kernel: an ipywidgets slider over
   every rank; each move recomputes the rank-k image and the models' top-5.
-- ``rank_explorer(image, models, static=True)``: the same view as a self-contained HTML
-  animation (matplotlib ``to_jshtml``, images embedded, no external scripts), so a reader
-  of the static book moves the slider without a kernel.
+- ``rank_explorer(image, models, static=True)``: the same view at every rank as
+  self-contained HTML (:mod:`rankcore.book.explorer`: the image's quantised SVD factors, each
+  model's top-5 at every rank and a few lines of inline JavaScript that recompose the rank-k
+  image on a canvas), so a reader of the static book moves the slider without a kernel.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from ..rank import parse_ranks, low_rank, max_rank, rank_sweep, singular_values
-from ..torch_utils import predict
+from . import explorer
+from .explorer import top_predictions as _top
 
 __all__ = ["rank_explorer", "default_ranks"]
 
@@ -42,13 +43,6 @@ def default_ranks(w: int, frames: int = 12) -> list[int]:
     grid = torch.logspace(0, torch.log10(torch.tensor(float(w))), frames).round().long()
     return sorted(set(grid.tolist()) | {1, w})
 
-
-
-def _top(model: nn.Module, x: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Probabilities and indices of the ``k`` most likely classes, each ``(B, k)``, on the CPU."""
-    probs = predict(model, x, batch_size=max(1, len(x))).softmax(1)
-    top = probs.topk(min(k, probs.shape[1]), dim=1)
-    return top.values.cpu(), top.indices.cpu()
 
 @dataclass
 class _Model:
@@ -100,8 +94,8 @@ class _View:
         n = 2 + len(models)
         width = 3.0 * n if figsize is None else figsize[0]
         height = 2.9 if figsize is None else figsize[1]
-        # A fixed layout: constrained/tight layout would re-measure every text each frame
-        # and triple the time to render a static explorer.
+        # A fixed layout: constrained/tight layout would re-measure every text on each
+        # slider move and slow the live view down.
         self.fig, self.axes = plt.subplots(1, n, figsize=(width, height), dpi=dpi,
                                            gridspec_kw=dict(wspace=0.9 if models else 0.3))
         self.fig.subplots_adjust(left=0.02, right=0.98, top=0.86, bottom=0.16)
@@ -111,7 +105,7 @@ class _View:
         """The rank-k image ``(C, H, W)`` and each model's (probabilities, indices)."""
         if k not in self.cache:
             xk = low_rank(self.image[None], k, clamp=True)   # (1, C, H, W)
-            preds = [_top(m.module, xk, self.top) for m in self.models]
+            preds = [_top(m.module, xk, self.top, len(xk)) for m in self.models]
             self.cache[k] = (xk[0].cpu(), [(p[0], i[0]) for p, i in preds])
         return self.cache[k]
 
@@ -121,7 +115,7 @@ class _View:
         if not todo:
             return
         xs = torch.stack([xk[0] for _, xk in rank_sweep(self.image[None], todo, clamp=True)])
-        preds = [_top(m.module, xs, self.top) for m in self.models]  # (K, top) each
+        preds = [_top(m.module, xs, self.top, len(xs)) for m in self.models]  # (K, top) each
         for j, k in enumerate(sorted(set(todo))):
             self.cache[k] = (xs[j].cpu(), [(p[j], i[j]) for p, i in preds])
 
@@ -155,35 +149,11 @@ class _View:
             ax.tick_params(axis="x", labelsize=7)
 
 
-def _static(view: _View, ranks: list[int], fps: float):
-    import matplotlib as mpl
-    import matplotlib.pyplot as plt
+def _static(image: Tensor, models: list[_Model], ticks: list[int], top: int):
     from IPython.display import HTML
-    from matplotlib.animation import FuncAnimation
 
-    view.fill(ranks)
-    anim = FuncAnimation(view.fig, lambda i: view.draw(ranks[i]), frames=len(ranks),
-                         interval=1000 / fps, repeat=False)
-    # JPEG frames keep a dozen-frame explorer well under a megabyte of HTML.
-    with mpl.rc_context({"animation.frame_format": "jpeg"}):
-        html = anim.to_jshtml(fps=fps, default_mode="once")
-    plt.close(view.fig)
-    return HTML(_offline(html))
-
-
-#: matplotlib's player buttons use Font Awesome icons from a CDN; plain characters instead,
-#: so the player looks the same offline and the page loads nothing from outside.
-_ICONS = {"fa fa-minus": "&minus;", "fa fa-fast-backward": "|&#x25C0;&#x25C0;",
-          "fa fa-step-backward": "|&#x25C0;", "fa fa-play fa-flip-horizontal": "&#x25C0;",
-          "fa fa-pause": "||", "fa fa-play": "&#x25B6;", "fa fa-step-forward": "&#x25B6;|",
-          "fa fa-fast-forward": "&#x25B6;&#x25B6;|", "fa fa-plus": "+"}
-
-
-def _offline(html: str) -> str:
-    html = re.sub(r'<link rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*">', "", html)
-    for cls, char in _ICONS.items():
-        html = html.replace(f'<i class="{cls}"></i>', char)
-    return html
+    data = explorer.payload(image, [(m.name, m.module, m.classes) for m in models], top)
+    return HTML(explorer.explorer_html(data, ticks, ticks[len(ticks) // 2]))
 
 
 def _live(view: _View, ranks: list[int]):
@@ -211,33 +181,37 @@ def _live(view: _View, ranks: list[int]):
 
 
 def rank_explorer(image: Tensor, models=None, ranks=None, static: bool = False,
-                  classes=None, top: int = 5, frames: int = 12, fps: float = 2.0,
+                  classes=None, top: int = 5, frames: int = 12,
                   figsize: tuple[float, float] | None = None, dpi: int = 72):
     """A slider over k showing the rank-k image, its spectrum with the cut, and predictions.
 
     Args:
         image (Tensor): one image ``(C, H, W)`` (or ``(1, C, H, W)``) in ``[0, 1]``, on any
-            device; models receive it on their own device.
+            device; models receive it on their own device. The static explorer shows it as
+            an 8-bit picture (rounded to a multiple of 1/255).
         models (nn.Module, list or dict, optional): classifiers on ``[0, 1]`` images (as
             :func:`rankcore.models.load` returns them); a dict gives their display names.
             Default: ``None``, image and spectrum only.
-        ranks (sequence of int, optional): the slider's ranks in ``[0, min(H, W)]``.
-            Default: every rank when live; :func:`default_ranks` ``(w, frames)`` when static.
-        static (bool, optional): return a self-contained HTML animation instead of a live
-            widget. Default: ``False``.
+        ranks (sequence of int, optional): in ``[0, min(H, W)]``. Live: the slider's ranks
+            (default every rank). Static: the slider always covers every rank; these are
+            its labelled ticks (default :func:`default_ranks` ``(w, frames)``) and the
+            middle one is the rank shown first.
+        static (bool, optional): return self-contained HTML (no kernel, no external
+            script) instead of a live widget. Default: ``False``.
         classes (list of str or dict, optional): class names by index, or a dict model name
             -> names. Default: ``rankcore.data.class_names(model.dataset)`` where the model
             has a ``dataset`` attribute, else ``"class i"``.
         top (int, optional): predictions shown per model. Default: 5.
-        frames (int, optional): frames of the static animation when ``ranks`` is not given;
-            each adds ~25 KB of HTML at the default size. Default: 12.
-        fps (float, optional): playback speed of the static animation. Default: 2.
-        figsize ((float, float), optional): figure size in inches. Default: 3 in per panel.
-        dpi (int, optional): resolution of the figure. Default: 72.
+        frames (int, optional): how many ticks the static slider gets when ``ranks`` is not
+            given. Default: 12.
+        figsize ((float, float), optional): figure size of the live view in inches.
+            Default: 3 in per panel.
+        dpi (int, optional): resolution of the live view. Default: 72.
 
     Returns:
         ``ipywidgets.VBox`` (live) or ``IPython.display.HTML`` (static; its ``.data`` is
-        the HTML text, which holds one ``<input type="range">`` slider).
+        the HTML text, which holds one ``<input type="range">`` slider over ``0..min(H, W)``;
+        the static one runs every model on all ``min(H, W) + 1`` rank-k images once).
 
     Examples::
 
@@ -263,5 +237,6 @@ def rank_explorer(image: Tensor, models=None, ranks=None, static: bool = False,
     ranks = parse_ranks(ranks, w)
     if not ranks:
         raise ValueError("ranks is empty; expected at least one rank")
-    view = _View(image.float(), _models(models, classes), top, figsize, dpi)
-    return _static(view, ranks, fps) if static else _live(view, ranks)
+    if static:
+        return _static(image, _models(models, classes), ranks, top)
+    return _live(_View(image.float(), _models(models, classes), top, figsize, dpi), ranks)
