@@ -6,7 +6,7 @@ Runs with a6b537f's code on the path (a detached worktree of that commit; its ch
 modules and their verdict functions are what ``import rankcore.book.ch0x_...`` gives)::
 
     git -C REPO worktree add --detach /work/wt/old a6b537f
-    PYTHONPATH=/work/wt/old RANKCORE_DATA=/work/data python bench/old_rules.py \\
+    PYTHONPATH=/work/wt/old python bench/old_rules.py \\
         NEW_RESULTS OUT_RESULTS --profile quick
     PYTHONPATH=. python bench/scorecard_diff.py OUT_RESULTS NEW_RESULTS --profile quick
 
@@ -18,7 +18,8 @@ no a6b537f counterpart is left out (the diff lists it as added); a row that a6b5
 differently (Figure 7a's robust saturation rows, judged against the natural value) is
 written in the old wording (the diff lists one gone and one added). Chapter 08 did not
 exist at a6b537f. What the saved tables cannot give is taken from the new row and said so
-in the note (Figure 2's equality flag, Figure 9's energy to 0.1%).
+in the note (Figure 2's equality flag, Figure 9's energy to 0.1%), and Table 1's "is the data
+a proxy" from the new rows' notes (a6b537f probed the data folder).
 """
 from __future__ import annotations
 
@@ -71,7 +72,22 @@ def _ch00(d: Path, new: list[dict], res: Capture) -> None:
     for c in ("how to get", "skipped", "evaluated on"):
         if c in table:
             table[c] = table[c].astype(object).where(table[c].notna(), "")
-    ch00.record_scores(res, table, ch00.table1_verdicts(table), ch00.depth_order(table))
+    # Whether the data is a proxy (JPEG CIFAR-10, an ImageNet subset) decides "reproduced"
+    # against "same trend"; a6b537f probed the data folder for it. Read it from the build's
+    # own notes (the same wording) so that the verdict follows the build, not this machine.
+    notes = {r["item"].split(": clean top-1")[0]: str(r.get("note") or "") for r in new
+             if r["ref"] == "table1"}
+    proxies = {}
+    measured = table[table["measured top-1"].notna()]
+    for model, source in zip(measured["model"], measured["evaluated on"]):
+        note = notes.get(model, "")
+        proxies.setdefault(source, note.split("; ", 1)[1] if "; " in note else "")
+    probe, ch00.proxy_note = ch00.proxy_note, lambda source, root=None: proxies.get(source, "")
+    try:
+        verdicts = ch00.table1_verdicts(table)
+    finally:
+        ch00.proxy_note = probe
+    ch00.record_scores(res, table, verdicts, ch00.depth_order(table))
 
 
 def _ch01(d: Path, new: list[dict], res: Capture) -> None:
