@@ -3,8 +3,9 @@ out by hand from a6b537f's constants (CIFAR-10 saturation within 5 ranks of 15, 
 trend" before full rank; the gap's lower bound above 20 points; Table 2 rates within 2
 points, else >= 80% success / <= 10% recovery; Table 3 within 3 points, else a fall of at
 most 2 points per step). The script needs a6b537f's code on its path, so it runs in a
-subprocess and the test is skipped where no checkout of that commit is found
-(``RANKCORE_OLD_TREE``, default ``/work/wt/old``)."""
+subprocess on that commit's ``rankcore/`` taken from the repository's own history
+(``git archive``), or from ``RANKCORE_OLD_TREE``; skipped where neither exists (an
+installed wheel, a shallow clone)."""
 from __future__ import annotations
 
 import json
@@ -18,11 +19,32 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-OLD = Path(os.environ.get("RANKCORE_OLD_TREE", "/work/wt/old"))
-pytestmark = pytest.mark.skipif(
-    not (OLD / "rankcore/book/ch02_rank_spectrum.py").exists()
-    or "def full_rank_verdict" not in (OLD / "rankcore/book/ch02_rank_spectrum.py").read_text(),
-    reason=f"no a6b537f checkout at {OLD} (set RANKCORE_OLD_TREE)")
+OLD_COMMIT = "a6b537f"
+
+
+def _old_tree(dest: Path) -> Path | None:
+    """a6b537f's ``rankcore/`` under ``dest`` (or ``$RANKCORE_OLD_TREE``), else None."""
+    if os.environ.get("RANKCORE_OLD_TREE"):
+        return Path(os.environ["RANKCORE_OLD_TREE"])
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", OLD_COMMIT, "rankcore"],
+                             capture_output=True)
+    if archive.returncode != 0:
+        return None
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def old_tree(tmp_path_factory) -> Path:
+    tree = _old_tree(tmp_path_factory.mktemp("a6b537f"))
+    if tree is None or "def full_rank_verdict" not in (
+            tree / "rankcore/book/ch02_rank_spectrum.py").read_text(errors="replace"):
+        pytest.skip(f"no checkout of {OLD_COMMIT} (not in this repository's history; "
+                    "set RANKCORE_OLD_TREE)")
+    return tree
+
+
 PROFILE = "smoke"
 
 
@@ -75,10 +97,10 @@ def _build(root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def old_card(tmp_path_factory):
+def old_card(tmp_path_factory, old_tree):
     new, out = tmp_path_factory.mktemp("new"), tmp_path_factory.mktemp("out")
     _build(new)
-    env = {**os.environ, "PYTHONPATH": str(OLD), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(old_tree), "OMP_NUM_THREADS": "1"}
     p = subprocess.run([sys.executable, str(ROOT / "bench/old_rules.py"), str(new), str(out),
                         "--profile", PROFILE], env=env, capture_output=True, text=True,
                        timeout=300)
