@@ -97,3 +97,106 @@ def table(df, index: bool = False, precision: int = 3, footnote_over: int = 80,
                                            "props": "caption-side: bottom; text-align: left;"
                                                     " font-size: 0.85em;"}], overwrite=False)
     return styler
+
+
+# ---------------------------------------------------------------------------- verdicts
+
+#: Glue keys of a page's opening: its headline figure and the verdict box under it.
+HEADLINE_FIGURE = "headline-figure"
+HEADLINE_VERDICT = "headline-verdict"
+#: The admonition class of each verdict (sphinx-book-theme colours: green, blue, orange, grey).
+BOX_CLASS = {"reproduced": "tip", "same trend": "note", "differs": "warning",
+             "not meaningful here": "attention", "needs GPU or data": "seealso"}
+
+
+def opening_markdown(caption: str) -> str:
+    """The MyST that opens a chapter page under its title: the headline figure and its
+    verdict box, both glued later in the notebook (:func:`headline`, :func:`show_verdict`)."""
+    return (f"```{{glue:figure}} {HEADLINE_FIGURE}\n\n{caption}\n```\n\n"
+            f"```{{glue:md}} {HEADLINE_VERDICT}\n:format: myst\n```\n")
+
+
+def recorded(res, ref: str, match: str = "") -> list[dict]:
+    """The comparisons chapter ``res`` (a :class:`~rankcore.book.results.Results`) has
+    recorded for ``ref`` (its ``scorecard.json``), those whose item contains ``match``."""
+    import json
+    path = res.dir / "scorecard.json"
+    rows = json.loads(path.read_text()) if path.exists() else []
+    return [r for r in rows if r["ref"] == ref and match in r["item"]]
+
+
+def _value(value: Any, unit: str) -> str:
+    from .scorecard import _fmt  # one formatter for a value and its unit: the scorecard's
+    text = _fmt(value, unit) if value not in (None, "") else "none"
+    return text.replace("*", "\\*").replace("<", "&lt;")
+
+
+def verdict_markdown(row: dict) -> str:
+    """One comparison as a two-line verdict box (a MyST admonition): what the paper says,
+    what this run measured (with its interval where the rule has one), and the verdict."""
+    word = row["verdict"]
+    kind = "" if row.get("kind", "paper claim") == "paper claim" else f" ({row['kind']})"
+    return (f"```{{admonition}} {row['ref']}: {word}{kind}\n:class: {BOX_CLASS.get(word, 'note')}\n\n"
+            f"**The paper:** {_value(row['paper'], row.get('unit', ''))}. *{row['item']}*\\\n"
+            f"**This run:** {_value(row['ours'], row.get('unit', ''))}: **{word}**.\n```\n")
+
+
+def verdict_key(ref: str) -> str:
+    """The glue key of the verdict boxes of ``ref``, e.g. ``"verdict-fig7c"``."""
+    return f"verdict-{ref}"
+
+
+def under_figure_markdown(*refs: str) -> str:
+    """The MyST of a Markdown cell placed under a figure: the verdict boxes of ``refs``,
+    glued at the end of the notebook by :func:`glue_verdicts`."""
+    return "\n".join(f"```{{glue:md}} {verdict_key(r)}\n:format: myst\n```\n" for r in refs)
+
+
+def boxes_markdown(rows: list[dict], ref: str, limit: int = 3) -> str:
+    """The verdict boxes of ``rows`` (at most ``limit``, then a line that counts the rest)."""
+    if not rows:
+        return f"*This run recorded no comparison for {ref}; see the scorecard.*\n"
+    text = "\n".join(verdict_markdown(r) for r in rows[:limit])
+    if len(rows) > limit:
+        text += (f"\n*{len(rows) - limit} more {ref} comparison(s) in the table below and in the "
+                 "scorecard.*\n")
+    return text
+
+
+def glue_verdicts(res, refs: Iterable[str], headline: tuple[str, str] | str,
+                  limit: int = 3) -> dict[str, list[dict]]:
+    """Glue the verdict boxes of every ref in ``refs`` (for the cells under their figures,
+    :func:`under_figure_markdown`) and the page's opening verdict: the first comparison of
+    ``headline`` (a ref, or ``(ref, text its item contains)``), from what chapter ``res``
+    recorded. A ref without comparisons gets a line that says so, never a missing key (the
+    book is built with warnings as errors). Call it once, after the chapter's last score.
+
+    Returns:
+        dict: ref -> its recorded comparisons.
+    """
+    from IPython.display import Markdown
+    out = {ref: recorded(res, ref) for ref in refs}
+    for ref, rows in out.items():
+        _glue(verdict_key(ref), Markdown(boxes_markdown(rows, ref, limit)))
+    ref, match = (headline, "") if isinstance(headline, str) else headline
+    rows = recorded(res, ref)
+    best = [r for r in rows if match in r["item"]] or rows
+    _glue(HEADLINE_VERDICT, Markdown(verdict_markdown(best[0]) if best else boxes_markdown([], ref)))
+    return out
+
+
+def headline(fig) -> None:
+    """Glue ``fig`` (a matplotlib figure) as the figure that opens the page; it is still
+    shown where it is drawn."""
+    _glue(HEADLINE_FIGURE, fig)
+
+
+def glue_markdown(key: str, text: str) -> None:
+    """Glue MyST ``text`` under ``key`` (e.g. :data:`HEADLINE_VERDICT`), not shown here."""
+    from IPython.display import Markdown
+    _glue(key, Markdown(text))
+
+
+def _glue(key: str, obj: Any) -> None:
+    from myst_nb import glue
+    glue(key, obj, display=False)

@@ -390,6 +390,25 @@ def run(profile: str = "quick", only: list[str] | None = None, overrides: list[s
     return folder
 
 
+def copy_landing(profile: str, dest: Path) -> Path:
+    """Put the landing page's result beside ``book/intro.md`` in ``dest``: the text and figure
+    that this profile's scorecard chapter wrote (:func:`rankcore.book.scorecard.write_landing`),
+    or a line saying that it has not run; never a result of another build. Returns the text."""
+    from .scorecard import LANDING_FIGURE, LANDING_TEXT
+    source = results_dir(profile, "scorecard")
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / LANDING_FIGURE).unlink(missing_ok=True)
+    if (source / LANDING_TEXT).exists():
+        if (source / LANDING_FIGURE).exists():
+            shutil.copy2(source / LANDING_FIGURE, dest / LANDING_FIGURE)
+        text = (source / LANDING_TEXT).read_text()
+    else:
+        text = (f"*The scorecard chapter has not run for the `{profile}` profile yet; "
+                f"`python -m rankcore.book run --profile {profile}` runs it.*\n")
+    _io.write_text(dest / LANDING_TEXT, text)
+    return text
+
+
 def build(profile: str = "quick", out: Path | None = None, html_root: Path | None = None) -> Path:
     """Render the executed notebooks of ``profile`` to HTML; returns the ``html`` folder.
 
@@ -412,6 +431,7 @@ def build(profile: str = "quick", out: Path | None = None, html_root: Path | Non
     # Pictures a Markdown page refers to (the intro's figure) travel with it.
     for asset in (ROOT / "book").glob("*.png"):
         shutil.copy2(asset, folder / "book" / asset.name)
+    copy_landing(profile, folder / "book")
     html_root = Path(html_root) if html_root else ROOT
     exe = Path(sys.executable).parent / "jupyter-book"
     exe = str(exe) if exe.exists() else shutil.which("jupyter-book")
