@@ -186,6 +186,36 @@ def test_every_chapter_opens_with_its_headline_figure_and_verdict(repo, name):
     assert placed == _refs_glued(nb), f"{name}: placed {sorted(placed)}, glued {sorted(_refs_glued(nb))}"
 
 
+# ---------------------------------------------------------------------------- figures
+
+def test_figsize_fills_the_column_and_two_by_two_beats_one_by_four():
+    from rankcore.book.figures import COLUMN_INCHES, DPI, figsize, grid_shape
+    assert COLUMN_INCHES * DPI == 700
+    w, h = figsize(2, 2, aspect=0.75)
+    assert w == COLUMN_INCHES and h == pytest.approx(2 * COLUMN_INCHES / 2 * 0.75)
+    assert figsize(1, 1, aspect=0.5, extra=0.4)[1] == pytest.approx(3.9)
+    assert grid_shape(4) == (2, 2) and grid_shape(3) == (2, 2) and grid_shape(1) == (1, 1)
+    assert grid_shape(13, max_cols=7) == (2, 7)
+    for bad in ({"ncols": 0}, {"nrows": 1.5}, {"aspect": 0}, {"extra": -1}, {"width": -2}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            figsize(**bad)
+
+
+def test_image_grid_is_never_wider_than_the_column():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from rankcore.book.figures import COLUMN_INCHES, image_grid
+    fig = image_grid([torch.rand(3, 8, 8)] * 8, titles=[f"rank {i}" for i in range(8)], ncols=8,
+                     size=2.0)
+    assert fig.get_size_inches()[0] == pytest.approx(COLUMN_INCHES)
+    small = image_grid([torch.rand(3, 8, 8)] * 2, ncols=2, size=1.0)
+    assert small.get_size_inches()[0] == pytest.approx(2.0)
+    plt.close("all")
+
+
 # ---------------------------------------------------------------------------- the landing page
 
 def _card_with_headline(tmp_path):

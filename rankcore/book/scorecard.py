@@ -373,8 +373,9 @@ def plot_headline(gaps: dict[str, Any], profile: str):
     95% interval band; returns the figure."""
     import matplotlib.pyplot as plt
 
+    from .figures import figsize
     names = {"linf": "L-inf robust", "l2": "L2 robust"}
-    fig, ax = plt.subplots(figsize=(7.0, 3.5))   # the 700 px column at 100 dpi
+    fig, ax = plt.subplots(figsize=figsize(1, 1, aspect=0.5))
     for (key, g), colour in zip(gaps.items(), ("tab:red", "tab:blue", "tab:green")):
         label = names.get(key, key)
         ax.plot(g["rank"], 100 * g["gap"], marker=".", color=colour, label=f"{label} minus natural")
