@@ -12,9 +12,9 @@ import pytest
 
 from rankcore.book import pages, runner
 
-# Chapters another helper edits until the end of this session: their tags follow last, and
-# their opening (headline figure and verdict) is their owner's to write.
-PENDING: set[str] = {"06_low_rank_robustness", "08_rank_as_a_metric"}
+# Chapters whose opening (headline figure and verdict) is their owner's to write (PENDING:
+# whose tags have not followed yet; empty since 06 and 08 are tagged).
+PENDING: set[str] = set()
 OPENING_PENDING: set[str] = {"06_low_rank_robustness", "08_rank_as_a_metric"}
 #: Every notebook in book/ (test_every_notebook_in_book_is_checked keeps the list whole).
 CHAPTERS = ["00_setup", "01_rank_images", "02_rank_spectrum", "03_rig", "04_high_rank_training",
