@@ -70,3 +70,20 @@ def test_smoke_book_saves_results_with_their_parameters(built_book):
     meta = json.loads((results / "01_rank_images" / "meta.json").read_text())
     assert meta["profile"] == "smoke" and "pipeline_rank" in meta["params"]
     assert (results / "01_rank_images" / "fig3_gallery.png").stat().st_size > 10_000
+
+
+# Chapters whose cell tags have not followed the hiding rule yet (tests/test_book_pages.py).
+PAGE_RULE_PENDING: set[str] = set()
+
+
+def test_smoke_pages_show_no_code_and_end_with_their_rerun_block(built_book, repo):
+    results = Path((built_book / ".results").read_text()) / "smoke"
+    for chapter in book.chapters(repo):
+        if not chapter.is_notebook:
+            continue
+        html = (built_book / "book" / f"{chapter.name}.html").read_text()
+        if chapter.name not in PAGE_RULE_PENDING:
+            assert "cell_input" not in html, f"{chapter.name} shows a code cell"
+        assert "Re-run this chapter" in html, f"{chapter.name} has no re-run block"
+        meta = json.loads((results / chapter.name / "meta.json").read_text())
+        assert f"--only {chapter.name}" in html and meta["git"]["commit"][:10] in html

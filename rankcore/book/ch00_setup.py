@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from rankcore import data, models
 from rankcore.paths import data_root
 
+from .figures import COLUMN_INCHES, figsize
 from .verdicts import rule
 
 #: Table 1's rows compare the zoo's accuracies with the *sources'* published accuracies
@@ -199,7 +200,8 @@ def record_scores(res, table: pd.DataFrame, verdicts: pd.DataFrame, order) -> No
 def plot_accuracy(table: pd.DataFrame, profile: str):
     """Bars of published vs measured top-1 (%) for the measured models."""
     measured = table[table["measured top-1"].notna()]
-    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(measured) + 1), 3.4))
+    width = min(COLUMN_INCHES, max(4, 0.9 * len(measured) + 1))   # never wider than the column
+    fig, ax = plt.subplots(figsize=figsize(1, 1, aspect=3.4 / width, width=width))
     pos = np.arange(len(measured))
     ax.bar(pos - 0.2, 100 * measured["published top-1"], 0.4, label="published")
     ax.bar(pos + 0.2, 100 * measured["measured top-1"], 0.4, label="measured here")

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..rank import high_rank, low_rank, max_rank, parse_ranks, rank_sweep, singular_values
 from .distortions import square_patch, uniform_noise
-from .figures import image_grid
+from .figures import figsize, image_grid
 from .verdicts import rule
 
 #: Every row of this chapter regenerates a figure or checks the library against itself
@@ -88,7 +88,7 @@ def gallery(x: Tensor, ranks) -> dict[int, Tensor]:
 def figure3(images: dict[int, Tensor]):
     """The gallery of :func:`gallery` in one row (Figure 3)."""
     return image_grid(list(images.values()), titles=[f"rank {k}" for k in images],
-                      ncols=len(images), size=2.0,
+                      ncols=min(4, len(images)),
                       suptitle="Figure 3: low-rank approximations of the same image")
 
 
@@ -125,7 +125,7 @@ def figure_spectra(names: Sequence[str], s: Tensor, energy: Tensor):
     import matplotlib.pyplot as plt
     import numpy as np
     w = s.shape[-1]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=figsize(2, 1, aspect=0.9))
     for name, sv, e in zip(names, s, energy):
         a1.semilogy(np.arange(1, w + 1), sv.numpy(), label=name, lw=1.2)
         a2.plot(np.arange(1, w + 1), e.numpy(), lw=1.2)

@@ -31,6 +31,7 @@ from ..spectrum import (gap, model_digest, rank_spectrum, saturation_rank, summa
                         wilson_interval, with_intervals)
 from ..torch_utils import top_k
 from . import runs
+from .figures import figsize
 from .verdicts import Verdict, not_meaningful, rule
 
 __all__ = ["CHAPTER", "CONFIDENCE", "LOW_RANK_MAX", "IMAGENET_LOW_RANK_MAX",
@@ -174,7 +175,7 @@ def plot_gap(g, ax=None, title: str | None = None):
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(5.5, 3.6))
+        _, ax = plt.subplots(figsize=figsize(1, 1, aspect=0.62))
     ax.plot(g["rank"], 100 * g["gap"], marker=".", color="tab:red")
     ax.fill_between(g["rank"], 100 * g["gap_lo"], 100 * g["gap_hi"], color="tab:red",
                     alpha=0.2, lw=0, label=f"{CONFIDENCE:.0%} interval")
@@ -219,7 +220,7 @@ def figure_top5(models_: dict[str, nn.Module], image: Tensor, rank: int = 10,
                              "name": class_names[c] if class_names else str(c), "prob": pr})
     table = pd.DataFrame(rows)
     cols = max(2, len(models_))
-    fig, axes = plt.subplots(2, cols, figsize=(4.2 * cols, 6.4))
+    fig, axes = plt.subplots(2, cols, figsize=figsize(cols, 2, aspect=0.9), squeeze=False)
     for ax, x, name in ((axes[0, 0], image, "full rank"), (axes[0, 1], low, f"rank {rank}")):
         ax.imshow(x.permute(1, 2, 0).cpu().numpy())
         ax.set_title(name)

@@ -24,7 +24,7 @@ from ..attribution import rig
 from ..rank import max_rank
 from ..stats import paired_bootstrap
 from ..torch_utils import predict
-from .figures import to_hwc
+from .figures import COLUMN_INCHES, figsize, to_hwc
 from .verdicts import not_meaningful, rule
 
 __all__ = ["CHAPTER", "stride", "load_images", "saliency_figure",
@@ -318,22 +318,28 @@ def plot_rig_terms(ks: Sequence[int], images: Tensor, terms: Tensor, size: float
     """
     import matplotlib.pyplot as plt
     n, w = len(ks), min(images.shape[-2:])
-    fig, axes = plt.subplots(2, n + 1, figsize=(size * (n + 1), 2 * size), squeeze=False)
+    # Every panel's title fits its panel at the column's width (Figure 10 has up to 7 columns).
+    size = min(size, COLUMN_INCHES / (n + 1))
+    fig, axes = plt.subplots(2, n + 1, figsize=figsize(n + 1, 2, aspect=1.2, extra=0.35,
+                                                       width=size * (n + 1)), squeeze=False)
     scale = torch.quantile(terms.detach().abs().flatten().double().cpu(), 0.99).clamp_min(1e-12)
     for j in range(n + 1):
         if j < n:
             axes[0, j].imshow(to_hwc(images[j]))
-            axes[0, j].set_title(f"rank {ks[j]}", fontsize=9)
+            axes[0, j].set_title(f"k = {ks[j]}", fontsize=9)
             shown = (terms[j].detach().abs().double().cpu() / scale).clamp(0, 1)
-            axes[1, j].set_title(f"weight (w - k)/w = {(w - ks[j]) / w:.2f}", fontsize=8)
+            axes[1, j].set_title(f"x {(w - ks[j]) / w:.2f}", fontsize=9)
         else:
             axes[0, j].set_visible(False)
             shown = _display(terms.sum(0), signed=False)
-            axes[1, j].set_title("sum of terms", fontsize=9)
+            axes[1, j].set_title("sum", fontsize=9)
         axes[1, j].imshow(shown.numpy(), cmap="gray", vmin=0, vmax=1)
     for ax in axes.flat:
         ax.set_xticks([]), ax.set_yticks([])
-    axes[1, 0].set_ylabel("max_c gradient", fontsize=8)
+    axes[0, 0].set_ylabel("rank-k image", fontsize=9)
+    axes[1, 0].set_ylabel("gradient", fontsize=9)
+    fig.suptitle("Figure 10: rank-k images (top) and their gradients weighted by (w - k)/w "
+                 "(bottom)", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -355,7 +361,9 @@ def plot_saliency(x: Tensor, maps: dict[str, Tensor], titles: Sequence[str] = ()
     """
     import matplotlib.pyplot as plt
     n, cols = len(x), 1 + len(maps)
-    fig, axes = plt.subplots(n, cols, figsize=(size * cols, size * n), squeeze=False)
+    size = min(size, COLUMN_INCHES / cols)
+    fig, axes = plt.subplots(n, cols, figsize=figsize(cols, n, aspect=1.0, width=size * cols),
+                             squeeze=False)
     for i in range(n):
         img = to_hwc(x[i])
         axes[i, 0].imshow(img, cmap="gray" if img.ndim == 2 else None)

@@ -26,9 +26,11 @@ import argparse
 import ast
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,6 +256,62 @@ def _execute(chapter: Chapter, params: dict[str, Any], output: Path, progress: b
     os.replace(tmp, output)
 
 
+#: The page's column holds about this many monospace characters (700 px at 14 px type).
+RERUN_WIDTH = 72
+RERUN_TAG = "rerun-block"
+
+
+def _wrapped(name: str, value: Any, width: int = RERUN_WIDTH) -> str:
+    """``name = value``, the value pretty-printed so that no line exceeds ``width``."""
+    import pprint
+    lead = f"{name} = "
+    text = pprint.pformat(value, width=max(width - len(lead), 20), compact=True, sort_dicts=False)
+    return lead + text.replace("\n", "\n" + " " * len(lead))
+
+
+def rerun_markdown(meta: dict[str, Any], width: int = RERUN_WIDTH) -> str:
+    """The "Re-run this chapter" block of a page: the command (with a ``-p`` for every
+    value the profile does not set) and every parameter the page was built with, from the
+    chapter's ``meta.json``; code lines wrapped to ``width`` characters for the column."""
+    chapter, profile = meta["chapter"], meta["profile"]
+    try:
+        profile_values = profiles.chapters(profile).get(chapter, {})
+    except (profiles.ProfileError, TypeError):
+        profile_values = {}
+    own = {k: v for k, v in meta.get("injected", {}).items()
+           if k not in ("profile", "download") and profile_values.get(k, object()) != v}
+    lines = [f"python -m rankcore.book run --profile {profile} --only {chapter}"]
+    for k, v in own.items():
+        value = yaml.safe_dump(v, default_flow_style=True, width=10**6).strip()
+        value = value[:-len("\n...")] if value.endswith("\n...") else value
+        # A long value goes on inside its quotes: YAML reads a flow list across lines.
+        arg = shlex.quote(f"{chapter}.{k}={value}")
+        lines.append("\n      ".join(textwrap.wrap(f"-p {arg}", width - 6, break_long_words=False,
+                                                    break_on_hyphens=False)))
+    command = " \\\n    ".join(lines)
+    params = "\n".join(_wrapped(k, v, width) for k, v in meta.get("params", {}).items())
+    commit = (meta.get("git") or {}).get("commit")
+    built = f" at commit `{commit[:10]}`" if commit else ""
+    return (f"## Re-run this chapter\n\nThis page was built with the `{profile}` profile{built}"
+            f" in {meta.get('wall_s', 0):.0f} s. To run it again:\n\n```bash\n{command}\n```\n\n"
+            f"The parameters it ran with (its `meta.json`):\n\n```python\n{params}\n```\n")
+
+
+def finish_page(notebook: Path, meta: dict[str, Any]) -> None:
+    """Prepare an executed notebook for its page: papermill's injected-parameters cell is
+    removed from the rendered page (``remove-cell``, as the defaults cell is) and the
+    "Re-run this chapter" block of ``meta`` ends it (replacing one already there)."""
+    import nbformat
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    nb.cells = [c for c in nb.cells if RERUN_TAG not in c.metadata.get("tags", [])]
+    nb.cells.append(nbformat.v4.new_markdown_cell(rerun_markdown(meta), metadata={"tags": [RERUN_TAG]}))
+    _io.write_text(notebook, nbformat.writes(nb))
+
+
 def check_device(profile: str, allow_cpu: bool) -> None:
     """Refuse a profile that needs CUDA on a machine without it (unless ``allow_cpu``)."""
     if not profiles.settings(profile).get("needs_cuda") or allow_cpu:
@@ -318,17 +376,37 @@ def run(profile: str = "quick", only: list[str] | None = None, overrides: list[s
             shutil.rmtree(stage, ignore_errors=True)
             raise
         seconds = time.time() - start
-        _io.write_json(stage / "meta.json", {
-            "chapter": chapter.name, "profile": profile, "injected": params,
-            "params": effective_parameters(chapter, params), "fingerprint": fp,
-            "git": commit, **environment, "device": device_info(), "wall_s": round(seconds, 1),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        meta = {"chapter": chapter.name, "profile": profile, "injected": params,
+                "params": effective_parameters(chapter, params), "fingerprint": fp,
+                "git": commit, **environment, "device": device_info(), "wall_s": round(seconds, 1),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        _io.write_json(stage / "meta.json", meta)
+        finish_page(output, meta)
         swap_in(stage, final)
         state.record(chapter.name, fp, seconds)
         upstream += fp
         shown_out = output.relative_to(ROOT) if output.is_relative_to(ROOT) else output
         print(f"{label}: done in {seconds:.0f} s -> {shown_out}", flush=True)
     return folder
+
+
+def copy_landing(profile: str, dest: Path) -> Path:
+    """Put the landing page's result beside ``book/intro.md`` in ``dest``: the text and figure
+    that this profile's scorecard chapter wrote (:func:`rankcore.book.scorecard.write_landing`),
+    or a line saying that it has not run; never a result of another build. Returns the text."""
+    from .scorecard import LANDING_FIGURE, LANDING_TEXT
+    source = results_dir(profile, "scorecard")
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / LANDING_FIGURE).unlink(missing_ok=True)
+    if (source / LANDING_TEXT).exists():
+        if (source / LANDING_FIGURE).exists():
+            shutil.copy2(source / LANDING_FIGURE, dest / LANDING_FIGURE)
+        text = (source / LANDING_TEXT).read_text()
+    else:
+        text = (f"*The scorecard chapter has not run for the `{profile}` profile yet; "
+                f"`python -m rankcore.book run --profile {profile}` runs it.*\n")
+    _io.write_text(dest / LANDING_TEXT, text)
+    return text
 
 
 def build(profile: str = "quick", out: Path | None = None, html_root: Path | None = None) -> Path:
@@ -353,6 +431,7 @@ def build(profile: str = "quick", out: Path | None = None, html_root: Path | Non
     # Pictures a Markdown page refers to (the intro's figure) travel with it.
     for asset in (ROOT / "book").glob("*.png"):
         shutil.copy2(asset, folder / "book" / asset.name)
+    copy_landing(profile, folder / "book")
     html_root = Path(html_root) if html_root else ROOT
     exe = Path(sys.executable).parent / "jupyter-book"
     exe = str(exe) if exe.exists() else shutil.which("jupyter-book")

@@ -344,3 +344,88 @@ def profile_summary(profile: str, params: dict[str, dict[str, Any]] | None = Non
                    + ", ".join(scatter.get("runs", {})))
     return (f"**What the {profile} profile can test:** " + "; ".join(can) + ". "
             f"**What it cannot:** " + "; ".join(cannot) + ".")
+
+
+# ---------------------------------------------------------------------------- the landing page
+
+#: What the scorecard chapter writes for the book's landing page (``book/intro.md``
+#: includes ``landing.md``; :func:`rankcore.book.runner.build` copies both beside it).
+LANDING_FIGURE, LANDING_TEXT = "landing.png", "landing.md"
+#: The headline comparison: Figure 7c, robust minus natural top-1 at low rank (CIFAR-10).
+HEADLINE_REF, HEADLINE_CHAPTER = "fig7c", "02_rank_spectrum"
+
+
+def headline_gaps(card, root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Figure 7c's robust-minus-natural curves (``rank``, ``gap``, ``gap_lo``, ``gap_hi``,
+    fractions) from the results of the profile whose fig7c rows the scorecard ``card`` shows;
+    ``{}`` when none was saved."""
+    import pandas as pd
+    shown = card[(card["ref"] == HEADLINE_REF) & (card["profile"] != "")]
+    if shown.empty:
+        return {}
+    folder = Path(root or results_root()) / str(shown["profile"].iloc[0]) / HEADLINE_CHAPTER
+    return {p.stem.removeprefix("fig7c_gap_"): pd.read_csv(p)
+            for p in sorted(folder.glob("fig7c_gap_*.csv"))}
+
+
+def plot_headline(gaps: dict[str, Any], profile: str):
+    """Figure 7c for the landing page: each robust-minus-natural curve (points) with its
+    95% interval band; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from .figures import figsize
+    names = {"linf": "L-inf robust", "l2": "L2 robust"}
+    fig, ax = plt.subplots(figsize=figsize(1, 1, aspect=0.5))
+    for (key, g), colour in zip(gaps.items(), ("tab:red", "tab:blue", "tab:green")):
+        label = names.get(key, key)
+        ax.plot(g["rank"], 100 * g["gap"], marker=".", color=colour, label=f"{label} minus natural")
+        ax.fill_between(g["rank"], 100 * g["gap_lo"], 100 * g["gap_hi"], color=colour, alpha=0.18,
+                        lw=0)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.axhline(20, color="0.5", lw=0.8, ls="--", label="the paper: > 20 points at ranks 1-10")
+    ax.set(xlabel="input rank k (CIFAR-10, 32 x 32)", ylabel="top-1 gap (points)")
+    ax.set_title(f"Figure 7c, this build ({profile} profile): robust minus natural top-1, "
+                 "95% interval bands", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def landing_markdown(card, has_figure: bool) -> str:
+    """The landing page's result block: the headline figure, its verdict and the counts."""
+    c = counts(card)
+    n = int(c.sum())
+    said = ", ".join(f"**{int(v)}** {k}" for k, v in c.items() if v)
+    apart = kind_counts(card)["all"].sum() - n
+    rows = card[(card["ref"] == HEADLINE_REF) & (card["item"] != "")]
+    profiles = sorted({p for p in card["profile"] if p})
+    out = [f"**This build** ({', '.join(profiles) or 'no'} profile results): of **{n}** paper "
+           f"claims compared, {said or 'none yet'}. {int(apart)} illustrations, zoo checks and "
+           "beyond-the-paper rows are counted apart; the [scorecard](scorecard) lists every "
+           "row."]
+    if has_figure:
+        out += ["", f"![Figure 7c of this build: robust minus natural top-1 against input rank]"
+                    f"({LANDING_FIGURE})"]
+    for r in rows.itertuples():
+        out += ["", f"- *{r.item}*: the paper {r.paper}; this run {r.ours}: **{r.verdict}**."]
+    if rows.empty:
+        out += ["", "*Figure 7c has not run in this build; chapter 02 draws it.*"]
+    return "\n".join(out) + "\n"
+
+
+def write_landing(res, card, root: str | os.PathLike | None = None):
+    """Write the landing page's figure and text into the scorecard chapter's results ``res``.
+
+    Returns:
+        (Figure or None, str): the headline figure (``None`` when chapter 02 saved no
+        Figure 7c curve) and the text without the picture, for the scorecard's own page.
+    """
+    from .. import _io
+    gaps = headline_gaps(card, root)
+    fig = None
+    if gaps:
+        fig = plot_headline(gaps, str(card[card["ref"] == HEADLINE_REF]["profile"].iloc[0]))
+        res.figure(fig, LANDING_FIGURE.removesuffix(".png"), dpi=100)
+    _io.write_text(res.dir / LANDING_TEXT, landing_markdown(card, fig is not None))
+    return fig, landing_markdown(card, False)

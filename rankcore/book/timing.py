@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ..rank import check_images, low_rank, max_rank, parse_ranks, rank_sweep
 from ..torch_utils import resolve_device, synchronize
+from .figures import figsize
 
 __all__ = ["device_name", "devices_to_time", "rank_k_times", "summarise", "plot", "METHODS"]
 
@@ -192,7 +193,7 @@ def plot(times, rates: dict[str, float] | None = None):
     """
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, (left, right) = plt.subplots(1, 2, figsize=figsize(2, 1, aspect=0.95))
     groups = list(times.groupby(["device", "method"], sort=False))
     per_image = [_nontrivial(g).groupby("image")["seconds"].mean().to_numpy() for _, g in groups]
     left.boxplot(per_image, tick_labels=[f"{m}\n{d.split(' (')[0][:28]}" for (d, m), _ in groups])
