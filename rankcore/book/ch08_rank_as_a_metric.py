@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import attacks, spectrum
+from .. import spectrum
 from ..rank import rank_sweep
 from ..torch_utils import predict
 from . import fourier, runs
+from .ch06_low_rank_robustness import robust_per_image
 
 __all__ = ["CHAPTER", "RANK_SCORES", "PROXIES", "SCORE_LABELS", "MIN_MODELS", "run_names",
            "load_models", "matched_window", "gaussian_blur", "gaussian_noise",
@@ -141,25 +142,6 @@ def per_image_scores(model: nn.Module, x: Tensor, y: Tensor, ranks: Sequence[int
             "lowpass": _labels(model, lp, batch_size) == yn,
             "noise": _labels(model, gaussian_noise(x, noise_std, seed), batch_size) == yn,
             "blur": _labels(model, gaussian_blur(x, blur_sigma), batch_size) == yn}
-
-
-def robust_per_image(model: nn.Module, x: Tensor, y: Tensor, attack_specs: dict,
-                     seed: int, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """``{attack name: (n,) bool still correct}`` for each attack of ``attack_specs``
-    (name -> dict with ``attack`` ("pgd" or "autoattack"), ``norm``, ``eps``, optional
-    ``steps``, ``version``, ``n`` (the first n images; default all)), untargeted."""
-    out = {}
-    for name, spec in attack_specs.items():
-        n = spec.get("n") or len(x)
-        xs, ys = x[:n], y[:n]
-        if spec["attack"] == "autoattack":
-            xa = attacks.autoattack(model, xs, ys, spec["eps"], norm=spec["norm"],
-                                    version=spec.get("version", "standard"), seed=seed)
-        else:
-            xa = attacks.pgd(model, xs, ys, spec["eps"], steps=spec.get("steps", 20),
-                             norm=spec["norm"], seed=seed)
-        out[name] = _labels(model, xa, batch_size) == ys.cpu().numpy()
-    return out
 
 
 # ------------------------------------------------------------------------- scores
