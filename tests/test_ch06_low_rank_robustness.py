@@ -286,3 +286,25 @@ def test_pgd_vs_autoattack_on_a_model_nothing_can_move():
     ok1 = ch06.pgd_vs_autoattack(_Const(1), x, y, eps=8 / 255, steps=3, restarts=1, seed=0,
                                  version="fast")
     assert not ok1["pgd"].any() and not ok1["autoattack"].any()
+
+
+def test_table2_carries_the_wilson_intervals_the_rule_judges():
+    from rankcore import stats
+    ours = pd.DataFrame({"run": ["natural", "low_rank:5"], "success": [96.0, 50.0],
+                         "recovery": [1.0, 30.0], "top1": [80.0, 78.0], "n": 200})
+    t2 = ch06.table2(ours).set_index("run")
+    lo, hi = stats.wilson(192, 200)                           # 96% of 200 images
+    assert t2.loc["natural", ["ours_success_lo", "ours_success_hi"]].tolist() == pytest.approx(
+        [100 * lo, 100 * hi])
+    lo, hi = stats.wilson(60, 200)
+    assert t2.loc["low_rank:5", ["ours_recovery_lo", "ours_recovery_hi"]].tolist() == pytest.approx(
+        [100 * lo, 100 * hi])
+    # the rule's "differs" is the interval lying outside the band: here for rank 5's
+    # success (its upper bound 56.9% is far below the band) on the same 200 images
+    band = ch06.rate_band("success", t2.loc["low_rank:5", "paper_success"])
+    assert t2.loc["low_rank:5", "ours_success_hi"] < band[0]
+    assert ch06.table2_verdicts(t2.reset_index())[("low_rank:5", "success")] == "differs"
+    trained = _Trained({"natural": _Config(), "low_rank:5": _Config()}, "airbench")
+    md = ch06.summary_markdown(t2.reset_index(), {}, {"top1": 0.8, "recovery": 0.0}, None, 200,
+                               4 / 255, 20, trained, "smoke")
+    assert "success 96.0% [92.3, 98.0]" in md and "95% Wilson intervals" in md

@@ -252,16 +252,28 @@ def extra_markdown(ours, skipped: dict) -> list[str]:
 
 def table2(ours, dataset: str = "cifar10") -> "pandas.DataFrame":  # noqa: F821
     """One half of Table 2 (``"cifar10"`` or ``"imagenet"``) beside ours (percent), one row
-    per attacked run."""
+    per attacked run, with the 95% Wilson interval of our success and recovery rates on the
+    ``n`` attacked images (``ours_success_lo``/``_hi``, ``ours_recovery_lo``/``_hi``: the
+    intervals :func:`rate_verdict` judges)."""
     import pandas as pd
     rows = []
     for r in ours.itertuples():
         p = paper.table2_row(r.run, dataset)
-        rows.append({"run": r.run, "trained_on": run_label(r.run), "n": int(r.n),
-                     "paper_success": p.get("success"), "ours_success": r.success,
-                     "paper_recovery": p.get("recovery"), "ours_recovery": r.recovery,
-                     "paper_top1": p.get("top1"), "ours_top1": r.top1})
+        row = {"run": r.run, "trained_on": run_label(r.run), "n": int(r.n),
+               "paper_success": p.get("success"), "ours_success": r.success,
+               "paper_recovery": p.get("recovery"), "ours_recovery": r.recovery,
+               "paper_top1": p.get("top1"), "ours_top1": r.top1}
+        for what in ("success", "recovery"):
+            lo, hi = wilson_interval(getattr(r, what) / 100, int(r.n))
+            row[f"ours_{what}_lo"], row[f"ours_{what}_hi"] = 100 * float(lo), 100 * float(hi)
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _with_interval(r, what: str) -> str:
+    v = getattr(r, f"ours_{what}")
+    lo, hi = getattr(r, f"ours_{what}_lo", None), getattr(r, f"ours_{what}_hi", None)
+    return f"{v:.1f}%" + ("" if lo is None else f" [{lo:.1f}, {hi:.1f}]")
 
 
 def rate_band(what: str, paper_value: float, factor: float = RATE_FACTOR) -> tuple[float, float]:
@@ -426,14 +438,14 @@ def summary_markdown(t2, verdicts: dict, untargeted: dict, adv: str | None, n: i
         extra (sequence of str, optional): the lines of :func:`extra_markdown`.
     """
     low = t2[t2.run != "adv"]
-    rows = "; ".join(f"{r.trained_on}: success {r.ours_success:.1f}% (paper "
-                     f"{r.paper_success}%), recovery {r.ours_recovery:.1f}%, top-1 "
-                     f"{r.ours_top1:.1f}%" for r in low.itertuples())
+    rows = "; ".join(f"{r.trained_on}: success {_with_interval(r, 'success')} (paper "
+                     f"{r.paper_success}%), recovery {_with_interval(r, 'recovery')} (paper "
+                     f"{r.paper_recovery}%), top-1 {r.ours_top1:.1f}%" for r in low.itertuples())
     agree = sum(v in ("reproduced", "same trend") for v in verdicts.values())
     unresolved = sum(v == "not meaningful here" for v in verdicts.values())
     lines = [
         f"- **Table 2, CIFAR-10** ({profile} profile, {n} test images, targeted {steps}-step "
-        f"L-inf PGD, eps {eps * 255:.0f}/255): {rows}.",
+        f"L-inf PGD, eps {eps * 255:.0f}/255, 95% Wilson intervals): {rows}.",
         f"- {agree} of {len(verdicts)} rates follow the paper (rule: the 95% Wilson interval "
         f"contains the paper's rate, or reaches within {RATE_FACTOR:g} times the paper's "
         f"failure or recovery rate)"
