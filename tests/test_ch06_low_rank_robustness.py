@@ -263,6 +263,8 @@ def test_autoattack_table_wilson_and_paired_difference():
     (7.0, ch06.AA_GAP + 0.01, 9.0, 40.0, "differs"),          # wholly beyond: masking
     (-1.0, -3.0, 1.0, 40.0, "reproduced"),                    # AutoAttack no stronger here
     (7.0, 6.0, 9.0, ch06.AA_MIN_ROBUST - 0.01, "not meaningful here"),
+    (4.0, -1.0, -1.0 + 2 * ch06.AA_GAP, 40.0, "same trend"),  # 10 points wide: still placed
+    (4.0, -1.0, -0.99 + 2 * ch06.AA_GAP, 40.0, "not meaningful here"),  # 16 images' width
 ])
 def test_autoattack_verdict_boundaries(gap, lo, hi, pgd_hi, verdict):
     assert ch06.autoattack_verdict(gap, lo, hi, pgd_hi) == verdict

@@ -208,8 +208,10 @@ def autoattack_table(pgd_ok, aa_ok, steps: int = 20,
     "reproduced": [dict(gap=2.0, gap_lo=0.8, gap_hi=3.6, pgd_hi=45.0)],
     "same trend": [dict(gap=3.8, gap_lo=1.9, gap_hi=6.1, pgd_hi=45.0)],
     "differs": [dict(gap=12.0, gap_lo=9.1, gap_hi=15.3, pgd_hi=45.0)],
-    "not meaningful here": [dict(gap=0.0, gap_lo=0.0, gap_hi=0.8, pgd_hi=4.0)]},
-    needs=f"a model that PGD leaves some robustness (Wilson upper bound >= {AA_MIN_ROBUST:g}%)")
+    "not meaningful here": [dict(gap=0.0, gap_lo=0.0, gap_hi=0.8, pgd_hi=4.0),
+                            dict(gap=6.2, gap_lo=-10.4, gap_hi=22.5, pgd_hi=61.4)]},
+    needs=f"a model that PGD leaves some robustness (Wilson upper bound >= {AA_MIN_ROBUST:g}%) "
+          f"and images enough for a paired interval at most {2 * AA_GAP:g} points wide")
 def autoattack_verdict(gap: float, gap_lo: float, gap_hi: float, pgd_hi: float) -> str:
     """Does PGD's robust accuracy hold against AutoAttack? (percent points; ``gap`` = PGD
     minus AutoAttack accuracy on the same images with its paired interval, ``pgd_hi`` the
@@ -218,11 +220,15 @@ def autoattack_verdict(gap: float, gap_lo: float, gap_hi: float, pgd_hi: float) 
     "reproduced" (PGD's number stands) when the whole interval of the gap lies at or below
     :data:`AA_GAP`; "differs" (AutoAttack finds robustness that PGD only seemed to show)
     when it lies wholly above; "same trend" when it straddles :data:`AA_GAP`; "not
-    meaningful here" when PGD leaves less than :data:`AA_MIN_ROBUST` percent.
+    meaningful here" when PGD leaves less than :data:`AA_MIN_ROBUST` percent, or when the
+    interval is wider than twice :data:`AA_GAP` (too few images to place the gap).
     """
     if pgd_hi < AA_MIN_ROBUST:
         return not_meaningful(f"PGD leaves at most {pgd_hi:.1f}% correct: no robustness for "
                               "AutoAttack to test")
+    if gap_hi - gap_lo > 2 * AA_GAP:
+        return not_meaningful(f"the paired interval [{gap_lo:.1f}, {gap_hi:.1f}] is wider than "
+                              f"{2 * AA_GAP:g} points: too few images to resolve {AA_GAP:g}")
     if gap_lo > AA_GAP:
         return "differs"
     return "reproduced" if gap_hi <= AA_GAP else "same trend"
