@@ -1,6 +1,7 @@
 """Chapter 06's Table 2 rules at their boundaries; the attack table in percent; the summary."""
 import dataclasses
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -207,3 +208,105 @@ def test_extra_models_load_or_say_why(tmp_path):
                         "success 99.5%, recovery 0.2%, top-1 91.0%.")
     assert lines[1].startswith("- **ResNet-20 (file)**: skipped: ") and len(lines) == 3
     assert ch06.extra_markdown(None, {}) == []
+
+
+def _tiny_classifier():
+    """A small seeded CNN on 8 x 8 images (10 classes) whose predictions PGD can move."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(6 * 8 * 8, 10)).eval()
+
+
+def test_robust_per_image_matches_evaluate_across_batches():
+    from rankcore import attacks
+    model = _tiny_classifier()
+    x = torch.rand(40, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    y = model(x).argmax(1)
+    spec = {"pgd": {"attack": "pgd", "norm": "linf", "eps": 4 / 255, "steps": 5, "restarts": 2}}
+    ok = ch06.robust_per_image(model, x, y, spec, seed=3, batch_size=16)["pgd"]
+    ref = attacks.evaluate(model, x, y, eps=4 / 255, steps=5, targeted=False, restarts=2,
+                           seed=3, batch_size=16)
+    assert ok.shape == (40,) and ok.dtype == bool
+    assert ok.mean() == pytest.approx(ref["recovery"])       # same batches, same seeds
+    assert 0 < ok.sum() < 40                                  # the attack moved some, not all
+    with pytest.raises(ValueError, match="attack='fgsm'"):
+        ch06.robust_per_image(model, x, y, {"f": {"attack": "fgsm", "norm": "linf", "eps": 0.1}}, 0)
+
+
+def test_autoattack_table_wilson_and_paired_difference():
+    from scipy.stats import binomtest
+    from rankcore import stats
+    pgd_ok = np.array([True] * 40 + [False] * 60)
+    aa_ok = pgd_ok.copy()
+    aa_ok[:6] = False                                         # AutoAttack takes 6 more ...
+    aa_ok[50] = True                                          # ... and misses 1 PGD took
+    t = ch06.autoattack_table(pgd_ok, aa_ok, steps=20, version="fast").set_index("attack")
+    assert list(t.index) == ["PGD-20", "AutoAttack (fast)", "PGD-20 minus AutoAttack (paired)"]
+    ci = binomtest(35, 100).proportion_ci(method="wilson")
+    assert t.loc["AutoAttack (fast)", "accuracy"] == pytest.approx(35.0)
+    assert t.loc["AutoAttack (fast)", ["lo", "hi"]].tolist() == pytest.approx(
+        [100 * ci.low, 100 * ci.high])
+    d = t.loc["PGD-20 minus AutoAttack (paired)"]
+    assert d.accuracy == pytest.approx(5.0)                   # (6 - 1) / 100 images
+    # Newcombe's paired interval on the 2 x 2 table (a, b, c, d) = (34, 6, 1, 59)
+    assert [d.lo, d.hi] == pytest.approx([100 * v for v in stats.newcombe_paired(34, 6, 1, 59)[1:]])
+    _, ilo, ihi = stats.newcombe_independent(40, 100, 35, 100)
+    assert d.hi - d.lo < 100 * (ihi - ilo)                    # paired: narrower than unpaired
+    line = ch06.autoattack_markdown(t.reset_index(), 8 / 255, "same trend")
+    assert "the same 100 test images" in line and "PGD-20 leaves 40.0%" in line
+    assert "AutoAttack (fast) 35.0%" in line and "takes 5.0 points more" in line
+
+
+@pytest.mark.parametrize("gap, lo, hi, pgd_hi, verdict", [
+    (2.0, 0.5, ch06.AA_GAP, 40.0, "reproduced"),              # the interval ends at AA_GAP
+    (4.0, 2.0, ch06.AA_GAP + 0.01, 40.0, "same trend"),       # straddles it
+    (7.0, ch06.AA_GAP + 0.01, 9.0, 40.0, "differs"),          # wholly beyond: masking
+    (-1.0, -3.0, 1.0, 40.0, "reproduced"),                    # AutoAttack no stronger here
+    (7.0, 6.0, 9.0, ch06.AA_MIN_ROBUST - 0.01, "not meaningful here"),
+    (4.0, -1.0, -1.0 + 2 * ch06.AA_GAP, 40.0, "same trend"),  # 10 points wide: still placed
+    (4.0, -1.0, -0.99 + 2 * ch06.AA_GAP, 40.0, "not meaningful here"),  # 16 images' width
+])
+def test_autoattack_verdict_boundaries(gap, lo, hi, pgd_hi, verdict):
+    assert ch06.autoattack_verdict(gap, lo, hi, pgd_hi) == verdict
+
+
+def test_autoattack_rule_is_beyond_the_paper_and_can_differ():
+    from rankcore.book import verdicts
+    r = ch06.autoattack_verdict.rule
+    assert r.kind == "beyond the paper" and r.refs == ("autoattack",)
+    assert {o: r.outcome(**r.examples()[o][0]) for o in verdicts.OUTCOMES} == {
+        o: o for o in verdicts.OUTCOMES}
+
+
+def test_pgd_vs_autoattack_on_a_model_nothing_can_move():
+    pytest.importorskip("torchattacks")
+    x = torch.rand(8, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.zeros(8, dtype=torch.long)
+    ok = ch06.pgd_vs_autoattack(_Const(0), x, y, eps=8 / 255, steps=3, restarts=1, seed=0,
+                                version="fast")
+    assert ok["pgd"].all() and ok["autoattack"].all()         # a constant model keeps every image
+    ok1 = ch06.pgd_vs_autoattack(_Const(1), x, y, eps=8 / 255, steps=3, restarts=1, seed=0,
+                                 version="fast")
+    assert not ok1["pgd"].any() and not ok1["autoattack"].any()
+
+
+def test_table2_carries_the_wilson_intervals_the_rule_judges():
+    from rankcore import stats
+    ours = pd.DataFrame({"run": ["natural", "low_rank:5"], "success": [96.0, 50.0],
+                         "recovery": [1.0, 30.0], "top1": [80.0, 78.0], "n": 200})
+    t2 = ch06.table2(ours).set_index("run")
+    lo, hi = stats.wilson(192, 200)                           # 96% of 200 images
+    assert t2.loc["natural", ["ours_success_lo", "ours_success_hi"]].tolist() == pytest.approx(
+        [100 * lo, 100 * hi])
+    lo, hi = stats.wilson(60, 200)
+    assert t2.loc["low_rank:5", ["ours_recovery_lo", "ours_recovery_hi"]].tolist() == pytest.approx(
+        [100 * lo, 100 * hi])
+    # the rule's "differs" is the interval lying outside the band: here for rank 5's
+    # success (its upper bound 56.9% is far below the band) on the same 200 images
+    band = ch06.rate_band("success", t2.loc["low_rank:5", "paper_success"])
+    assert t2.loc["low_rank:5", "ours_success_hi"] < band[0]
+    assert ch06.table2_verdicts(t2.reset_index())[("low_rank:5", "success")] == "differs"
+    trained = _Trained({"natural": _Config(), "low_rank:5": _Config()}, "airbench")
+    md = ch06.summary_markdown(t2.reset_index(), {}, {"top1": 0.8, "recovery": 0.0}, None, 200,
+                               4 / 255, 20, trained, "smoke")
+    assert "success 96.0% [92.3, 98.0]" in md and "95% Wilson intervals" in md

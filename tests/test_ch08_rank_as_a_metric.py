@@ -11,21 +11,24 @@ from rankcore.book import ch08_rank_as_a_metric as ch08
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_spearman_and_kendall_match_scipy(seed):
+def test_correlations_match_scipy(seed):
     rng = np.random.default_rng(seed)
     a = rng.normal(size=12)
     b = a + rng.normal(size=12)
     b[:3] = b[3]                                 # ties, which tau-b and average ranks handle
     a[5] = a[6]
-    assert ch08.spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic, abs=1e-12)
-    assert ch08.kendall(a, b) == pytest.approx(stats.kendalltau(a, b).statistic, abs=1e-12)
+    assert ch08.correlation(a, b) == pytest.approx(stats.spearmanr(a, b).statistic, abs=1e-12)
+    assert ch08.correlation(a, b, "kendall") == pytest.approx(stats.kendalltau(a, b).statistic,
+                                                              abs=1e-12)
 
 
 def test_constant_or_nan_gives_nan_and_bad_lengths_raise():
-    assert np.isnan(ch08.spearman([1, 1, 1], [1, 2, 3]))
-    assert np.isnan(ch08.kendall([1, 2, np.nan], [1, 2, 3]))
+    assert np.isnan(ch08.correlation([1, 1, 1], [1, 2, 3]))
+    assert np.isnan(ch08.correlation([1, 2, np.nan], [1, 2, 3], "kendall"))
     with pytest.raises(ValueError, match="same length"):
-        ch08.spearman([1, 2], [1, 2, 3])
+        ch08.correlation([1, 2], [1, 2, 3])
+    with pytest.raises(ValueError, match="method='pearson'"):
+        ch08.correlation([1, 2, 3], [1, 2, 4], "pearson")
 
 
 def test_blocks_resample_each_nested_block_within_itself():
@@ -104,8 +107,40 @@ def test_best_score_sentence_and_verdict():
          "kendall_hi": -0.4}])
     s = ch08.best_markdown(corr, "t", "robust accuracy")
     assert "clean top-1" in s and "not a rank score" in s and "agreement AUC" in s
-    assert ch08.metric_verdict(0.3, -0.2, 0.7) == "differs"
-    assert ch08.metric_verdict(-0.8, -0.9, -0.6) == "same trend"
+
+
+def test_min_models_is_the_fewest_where_a_perfect_order_beats_chance():
+    import math
+    alpha = 0.05 / len(ch08.RANK_SCORES + ch08.PROXIES)       # Bonferroni over the scores
+    fewest = next(n for n in range(2, 20) if 2 / math.factorial(n) < alpha)
+    assert ch08.MIN_MODELS == fewest == 6
+    # the exact permutation p-value of rho = 1 is 2/n!: scipy's exact test agrees at n = 6
+    r = stats.permutation_test((np.arange(6.0),), lambda x: stats.spearmanr(x, np.arange(6)).statistic,
+                               permutation_type="pairings", n_resamples=np.inf)
+    assert r.pvalue == pytest.approx(2 / math.factorial(6))
+
+
+@pytest.mark.parametrize("rho, lo, hi, models, best_other, verdict", [
+    (0.3, -0.2, 0.7, 11, None, "differs"),          # the interval reaches 0
+    (0.3, 0.0, 0.7, 11, None, "differs"),           # ... touching it is reaching it
+    (-0.8, -0.9, -0.6, 11, None, "reproduced"),     # a negative order is an order
+    (0.6, 0.3, 0.8, 11, 0.61, "same trend"),        # a proxy predicts better
+    (0.6, 0.3, 0.8, 11, -0.6, "reproduced"),        # a tie is not better
+    (0.95, 0.9, 1.0, 5, None, "not meaningful here"),
+    (0.1, -0.5, 0.6, 5, None, "not meaningful here"),  # too few models: not "differs"
+    (0.95, 0.9, 1.0, 6, None, "reproduced"),
+])
+def test_metric_verdict_boundaries(rho, lo, hi, models, best_other, verdict):
+    assert ch08.metric_verdict(rho, lo, hi, models, best_other) == verdict
+
+
+def test_metric_rule_is_registered_beyond_the_paper():
+    from rankcore.book import verdicts
+    r = verdicts.all_rules()[f"{ch08.__name__}.metric_verdict"]
+    assert r.kind == "beyond the paper"
+    assert set(verdicts.OUTCOMES) <= set(r.examples())
+    v = ch08.metric_verdict(0.9, 0.8, 1.0, 3)
+    assert verdicts.reason(v) == "3 models; the rule needs 6 (MIN_MODELS)"
 
 
 def test_missing_runs_are_skipped_not_trained(tmp_path, monkeypatch):

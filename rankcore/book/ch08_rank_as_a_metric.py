@@ -10,8 +10,8 @@ bootstrap interval that resamples the test images (the same draw for every model
 recomputes every score and every robust accuracy per resample. The verdict rules are fixed
 below and tested in ``tests/test_ch08_rank_as_a_metric.py``.
 
-The correlation code (:func:`spearman`, :func:`kendall`, :func:`bootstrap_correlations`)
-is self-contained here; it can later point at ``rankcore.stats`` once that exists.
+The correlations are :func:`rankcore.stats.rank_correlation`'s (scipy's); with fewer than
+:data:`MIN_MODELS` models the chapter reports them but its verdict is "not meaningful here".
 """
 from __future__ import annotations
 
@@ -23,15 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import attacks, spectrum
+from .. import spectrum, stats
 from ..rank import rank_sweep
 from ..torch_utils import predict
 from . import fourier, runs
+from .ch06_low_rank_robustness import robust_per_image
+from .verdicts import not_meaningful, rule
 
 __all__ = ["CHAPTER", "RANK_SCORES", "PROXIES", "SCORE_LABELS", "MIN_MODELS", "run_names",
            "load_models", "matched_window", "gaussian_blur", "gaussian_noise",
-           "per_image_scores", "robust_per_image", "score_row", "score_table", "spearman",
-           "kendall", "blocks", "bootstrap_correlations", "best_score", "best_markdown",
+           "per_image_scores", "robust_per_image", "score_row", "score_table", "correlation",
+           "blocks", "bootstrap_correlations", "best_score", "best_markdown",
            "metric_verdict", "scatter_figure", "summary_markdown"]
 
 CHAPTER = "08_rank_as_a_metric"
@@ -46,8 +48,11 @@ SCORE_LABELS = {"agreement_auc": "agreement AUC over ranks", "top1_rank1_5": "to
                 "lowpass_top1": "Fourier low-pass top-1 (matched energy)",
                 "noise_top1": "Gaussian-noise top-1", "blur_top1": "blur top-1",
                 "clean_top1": "clean top-1"}
-#: Fewer models than this and no correlation is reported.
-MIN_MODELS = 4
+#: Fewer models than this and the verdict is "not meaningful here". Across n models a
+#: perfect ordering has an exact two-sided Spearman p-value of 2/n!; six is the fewest
+#: models for which even rho = 1 is told from chance after a Bonferroni correction for the
+#: seven scores compared (2/5! = 0.017 and 2/6! = 0.0028 against 0.05/7 = 0.0071).
+MIN_MODELS = 6
 
 
 # ------------------------------------------------------------------------- models
@@ -143,25 +148,6 @@ def per_image_scores(model: nn.Module, x: Tensor, y: Tensor, ranks: Sequence[int
             "blur": _labels(model, gaussian_blur(x, blur_sigma), batch_size) == yn}
 
 
-def robust_per_image(model: nn.Module, x: Tensor, y: Tensor, attack_specs: dict,
-                     seed: int, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """``{attack name: (n,) bool still correct}`` for each attack of ``attack_specs``
-    (name -> dict with ``attack`` ("pgd" or "autoattack"), ``norm``, ``eps``, optional
-    ``steps``, ``version``, ``n`` (the first n images; default all)), untargeted."""
-    out = {}
-    for name, spec in attack_specs.items():
-        n = spec.get("n") or len(x)
-        xs, ys = x[:n], y[:n]
-        if spec["attack"] == "autoattack":
-            xa = attacks.autoattack(model, xs, ys, spec["eps"], norm=spec["norm"],
-                                    version=spec.get("version", "standard"), seed=seed)
-        else:
-            xa = attacks.pgd(model, xs, ys, spec["eps"], steps=spec.get("steps", 20),
-                             norm=spec["norm"], seed=seed)
-        out[name] = _labels(model, xa, batch_size) == ys.cpu().numpy()
-    return out
-
-
 # ------------------------------------------------------------------------- scores
 
 def _curve(ranks: Sequence[int], v: np.ndarray):
@@ -197,43 +183,17 @@ def score_table(per_model: dict, ranks: Sequence[int], idx: np.ndarray | None = 
 
 # ------------------------------------------------------------------------- correlation
 
-def _average_ranks(a: np.ndarray) -> np.ndarray:
-    """Ranks 1..n, ties given their average rank."""
-    order = np.argsort(a, kind="mergesort")
-    r = np.empty(len(a))
-    r[order] = np.arange(1, len(a) + 1)
-    for v in np.unique(a):
-        tie = a == v
-        r[tie] = r[tie].mean()
-    return r
-
-
-def spearman(a, b) -> float:
-    """Spearman's rho of two ``(n,)`` sequences: Pearson's r of their average ranks
-    (NaN when either is constant or has a NaN)."""
+def correlation(a, b, method: str = "spearman") -> float:
+    """Spearman's rho or Kendall's tau-b of two ``(n,)`` sequences across models
+    (:func:`rankcore.stats.rank_correlation`, scipy's), NaN when either is constant or has
+    a NaN (a bootstrap resample can make a score constant: it then counts as no evidence)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) != len(b) or len(a) < 2:
-        raise ValueError(f"a and b must have the same length >= 2; got {len(a)} and {len(b)}")
-    if np.isnan(a).any() or np.isnan(b).any():
+    if np.isnan(a).any() or np.isnan(b).any() or len(set(a)) < 2 or len(set(b)) < 2:
+        if a.shape != b.shape or a.ndim != 1 or a.size < 2:
+            raise ValueError(f"a and b must be 1-D of the same length >= 2; got shapes "
+                             f"{a.shape} and {b.shape}")
         return float("nan")
-    ra, rb = _average_ranks(a) - (len(a) + 1) / 2, _average_ranks(b) - (len(b) + 1) / 2
-    den = math.sqrt((ra ** 2).sum() * (rb ** 2).sum())
-    return float((ra * rb).sum() / den) if den > 0 else float("nan")
-
-
-def kendall(a, b) -> float:
-    """Kendall's tau-b of two ``(n,)`` sequences (ties in either counted as in scipy's
-    default; NaN when either is constant or has a NaN)."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) != len(b) or len(a) < 2:
-        raise ValueError(f"a and b must have the same length >= 2; got {len(a)} and {len(b)}")
-    if np.isnan(a).any() or np.isnan(b).any():
-        return float("nan")
-    da, db = np.sign(a[:, None] - a[None, :]), np.sign(b[:, None] - b[None, :])
-    upper = np.triu_indices(len(a), 1)
-    da, db = da[upper], db[upper]
-    den = math.sqrt(float((da != 0).sum()) * float((db != 0).sum()))
-    return float((da * db).sum() / den) if den > 0 else float("nan")
+    return stats.rank_correlation(a, b, method)[0]
 
 
 def blocks(sizes: Sequence[int], n_boot: int, seed: int) -> list[np.ndarray]:
@@ -285,10 +245,10 @@ def bootstrap_correlations(per_model: dict, ranks: Sequence[int], scores: Sequen
     for t in targets:
         for s in scores:
             row = {"score": s, "target": t, "models": len(point)}
-            for name, fn in (("spearman", spearman), ("kendall", kendall)):
-                vals = np.array([fn(b[s], b[t]) for b in boot])
+            for name in ("spearman", "kendall"):
+                vals = np.array([correlation(b[s], b[t], name) for b in boot])
                 vals = vals[~np.isnan(vals)]
-                row[name] = fn(point[s], point[t])
+                row[name] = correlation(point[s], point[t], name)
                 row[f"{name}_lo"], row[f"{name}_hi"] = (
                     (float(np.quantile(vals, q[0])), float(np.quantile(vals, q[1])))
                     if len(vals) else (float("nan"), float("nan")))
@@ -305,10 +265,33 @@ def best_score(corr, target: str) -> "pandas.Series":  # noqa: F821
     return sub.loc[sub.spearman.abs().idxmax()]
 
 
-def metric_verdict(rho: float, lo: float, hi: float) -> str:
-    """"same trend" (the paper's suggestion holds) when the best rank score's Spearman
-    interval excludes 0; else "differs"."""
-    return "same trend" if (lo > 0 or hi < 0) and rho == rho else "differs"
+@rule("beyond", kind="beyond the paper", examples={
+    "reproduced": [dict(rho=0.8, lo=0.6, hi=0.9, models=11, best_other=0.7),
+                   dict(rho=-0.7, lo=-0.85, hi=-0.5, models=6)],
+    "same trend": [dict(rho=0.6, lo=0.3, hi=0.8, models=11, best_other=-0.9)],
+    "differs": [dict(rho=0.3, lo=-0.2, hi=0.7, models=11, best_other=0.9),
+                dict(rho=float("nan"), lo=float("nan"), hi=float("nan"), models=11)],
+    "not meaningful here": [dict(rho=0.95, lo=0.9, hi=1.0, models=MIN_MODELS - 1)]},
+    needs=f"at least {MIN_MODELS} models (MIN_MODELS)")
+def metric_verdict(rho: float, lo: float, hi: float, models: int,
+                   best_other: float | None = None) -> str:
+    """Is input rank a robustness metric here? ``rho`` [``lo``, ``hi``]: the best rank
+    score's Spearman with robust accuracy across ``models`` models and its image-bootstrap
+    interval; ``best_other``: the best proxy's Spearman (None: no proxy measured).
+
+    "not meaningful here" below :data:`MIN_MODELS` models; "differs" when the interval
+    reaches 0 (or is undefined); "same trend" when it excludes 0 but a proxy predicts
+    better (larger |Spearman|); "reproduced" when no proxy does.
+    """
+    if isinstance(models, bool) or not isinstance(models, (int, np.integer)) or models < 0:
+        raise ValueError(f"models must be an int >= 0, got {models!r}")
+    if models < MIN_MODELS:
+        return not_meaningful(f"{models} models; the rule needs {MIN_MODELS} (MIN_MODELS)")
+    if not (rho == rho and lo == lo and hi == hi) or lo <= 0 <= hi:
+        return "differs"
+    if best_other is not None and best_other == best_other and abs(best_other) > abs(rho):
+        return "same trend"
+    return "reproduced"
 
 
 def best_markdown(corr, target: str, label: str) -> str:

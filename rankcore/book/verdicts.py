@@ -125,7 +125,7 @@ REGISTRY: dict[str, Rule] = {}
 #: The chapter modules that hold verdict rules.
 CHAPTER_MODULES = ("ch00_setup", "ch01_rank_images", "ch02_rank_spectrum", "ch03_rig",
                    "ch04_high_rank_training", "ch05_low_rank_training",
-                   "ch06_low_rank_robustness", "ch07_appendix")
+                   "ch06_low_rank_robustness", "ch07_appendix", "ch08_rank_as_a_metric")
 
 
 def rule(*refs: str, kind: str = COUNTED, needs: str = "",
