@@ -83,6 +83,13 @@ def saturation_rank(df, column: str = "top1", fraction: float = 0.95) -> float:
     return float(d["rank"].to_numpy()[hit[0]]) if len(hit) else float("nan")
 
 
+def _check_rates(p: np.ndarray, n: np.ndarray) -> None:
+    if np.any(np.asarray(n) < 1):
+        raise ValueError(f"n must be >= 1, got {np.min(n):g}")
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError("p must lie in [0, 1]")
+
+
 def wilson_interval(p, n, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Wilson score interval of a proportion ``p`` observed on ``n`` trials
     (:func:`rankcore.stats.wilson`, scipy's, at ``round(p * n)`` successes).
@@ -98,10 +105,7 @@ def wilson_interval(p, n, confidence: float = 0.95) -> tuple[np.ndarray, np.ndar
     from .stats import wilson
 
     p, n = np.broadcast_arrays(np.asarray(p, dtype=float), np.asarray(n, dtype=float))
-    if np.any(n < 1):
-        raise ValueError(f"n must be >= 1, got {n.min():g}")
-    if np.any((p < 0) | (p > 1)):
-        raise ValueError("p must lie in [0, 1]")
+    _check_rates(p, n)
     lo, hi = np.empty(p.shape), np.empty(p.shape)
     for i in np.ndindex(p.shape):
         lo[i], hi[i] = wilson(int(round(p[i] * n[i])), int(n[i]), confidence)
@@ -150,7 +154,8 @@ def gap(robust, natural, column: str = "top1", confidence: float = 0.95,
     Both models see the same images, so the right interval is the paired one: with
     ``correct`` (each model's per-image outcomes), Newcombe's paired interval
     (:func:`rankcore.stats.newcombe_paired`), which uses the images on which exactly one
-    model is right. Without it, Newcombe's independent-samples interval, wider where the
+    model is right. Without it, Newcombe's independent-samples interval
+    (:func:`rankcore.stats.newcombe_independent`), wider where the
     models' errors are correlated (conservative). Both are returned when ``correct`` is given.
 
     Args:
@@ -167,7 +172,7 @@ def gap(robust, natural, column: str = "top1", confidence: float = 0.95,
         ``correct`` is given), ``gap_lo_unpaired``, ``gap_hi_unpaired`` and ``paired``
         (bool), in the column's unit.
     """
-    from .stats import newcombe_paired, paired_counts
+    from .stats import newcombe_independent, newcombe_paired, paired_counts
 
     if column not in robust.columns or column not in natural.columns:
         raise ValueError(f"column={column!r} is not in both tables")
@@ -178,10 +183,13 @@ def gap(robust, natural, column: str = "top1", confidence: float = 0.95,
     p1, p2 = m[f"{column}_robust"].to_numpy(float), m[f"{column}_natural"].to_numpy(float)
     d = p1 - p2
     if column in RATES:
-        l1, u1 = wilson_interval(p1, m["n_robust"], confidence)
-        l2, u2 = wilson_interval(p2, m["n_natural"], confidence)
-        lo_u = d - np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
-        hi_u = d + np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+        n1, n2 = m["n_robust"].to_numpy(), m["n_natural"].to_numpy()
+        _check_rates(p1, n1)
+        _check_rates(p2, n2)
+        # the rates' success counts, as wilson_interval reads a table's fractions
+        lo_u, hi_u = np.array([newcombe_independent(int(round(a * i)), int(i), int(round(b * j)),
+                                                    int(j), confidence=confidence)[1:]
+                               for a, i, b, j in zip(p1, n1, p2, n2)]).reshape(-1, 2).T
     else:
         lo_u = hi_u = np.full(len(d), np.nan)
     lo, hi = lo_u.copy(), hi_u.copy()

@@ -14,7 +14,7 @@ import torch
 
 from rankcore import train as T
 from rankcore.book.cli import register_train
-from rankcore.training import checkpoint
+from rankcore.training import checkpoint, run as training_run
 from rankcore.book import runs
 
 
@@ -26,14 +26,15 @@ def tmp_cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def synthetic_data(monkeypatch):
-    """runs.load_data -> 160 random 32x32 uint8 images; records the splits asked for."""
+    """The runs' data (rankcore.training.load_data) -> 160 random 32x32 uint8 images; records
+    the splits asked for."""
     calls = []
     g = torch.Generator().manual_seed(0)
     data = {"train": ((torch.rand(160, 3, 32, 32, generator=g) * 255).to(torch.uint8),
                       torch.randint(0, 10, (160,), generator=g)),
             "test": ((torch.rand(64, 3, 32, 32, generator=g) * 255).to(torch.uint8),
                      torch.randint(0, 10, (64,), generator=g))}
-    monkeypatch.setattr(runs, "load_data",
+    monkeypatch.setattr(training_run, "load_data",
                         lambda cfg, split, progress=False: (calls.append(split), data[split])[1])
     return calls
 

@@ -35,12 +35,12 @@ from torch import nn
 
 from rankcore import train as T
 from rankcore.models import WeightsError
-from rankcore.training import KINDS, Run, Transform, load_data as training_data, run_folder
+from rankcore.training import KINDS, Run, Transform, run_folder
 from rankcore.torch_utils import distributed, resolve_device
 
 from . import profiles
 
-__all__ = ["NAMES", "preset", "names", "families", "table2_family", "run_dir", "load_data",
+__all__ = ["NAMES", "preset", "names", "families", "table2_family", "run_dir",
            "cached", "train_spec", "load_model", "LOAD_ERRORS", "skip_reason", "load_models",
            "curves", "summary", "history", "estimate", "passes_per_image", "train_all",
            "train_command"]
@@ -121,13 +121,6 @@ def run_dir(config: T.TrainConfig) -> Path:
     return run_folder(config)
 
 
-def load_data(config: T.TrainConfig, split: str,
-              progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (untransformed) train or test images a configuration uses, as uint8 (with a
-    progress bar while they are decoded the first time, if ``progress``)."""
-    return training_data(config, split, progress)
-
-
 def cached(config: T.TrainConfig, progress: bool = True, device: str | torch.device | None = None,
            train_if_missing: bool = True) -> nn.Module:
     """The model trained with ``config``: :meth:`rankcore.training.Run.get_or_train` (loaded
@@ -146,7 +139,7 @@ def cached(config: T.TrainConfig, progress: bool = True, device: str | torch.dev
         metrics, rates as fractions) and ``from_cache`` off it (:func:`summary`,
         :func:`curves`), so the result's two values are set on the model here.
     """
-    result = Run(config, data=lambda split: load_data(config, split, progress)).get_or_train(
+    result = Run(config).get_or_train(
         device, progress=progress, train_if_missing=train_if_missing)
     result.model.train_history, result.model.from_cache = result.history, result.from_cache
     return result.model
