@@ -423,6 +423,7 @@ def test_run_owns_its_folder_and_returns_a_result(tmp_cache):
     assert not run.finished()
     first = run.get_or_train(device="cpu", progress=False)
     assert isinstance(first, RunResult) and first.from_cache is False and asked == ["train", "test"]
+    assert "train_history" not in vars(first.model)   # the history is in the result only
     assert sorted(p.name for p in run.folder.iterdir()) == [".lock", "checkpoint.pt", "config.json",
                                                            "log.jsonl"]
     assert json.loads((run.folder / "config.json").read_text())["config"]["epochs"] == 2

@@ -162,7 +162,10 @@ class Run:
                           checkpoint=self.checkpoint, resume=True, log=self.folder / "log.jsonl",
                           progress=progress,
                           tag=f"{c.dataset}-train-{c.n_train or 'all'}-{c.data_seed}")
-            return RunResult(model, list(model.train_history), False)
+            # the history travels in the result; the model comes back as a loaded one does,
+            # with no attributes stamped on it
+            history = list(vars(model).pop("train_history"))
+            return RunResult(model, history, False)
 
 
 class _Lock:
