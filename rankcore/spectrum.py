@@ -211,14 +211,13 @@ def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
         "batch_size": batch_size, "amp": str(amp), "channels_last": channels_last,
         "dtype": str(forward.dtype), "labels": source.has_labels,
         "model": eng.model_digest(model)}
-    done = {} if path is None else eng.load_checkpoints(path, fingerprint)
+    resume = _Resume(path, fingerprint, rank, world)
     which = list(range(rank, n_blocks, world))
     mine: dict[int, dict[str, Any]] = {}
 
     from tqdm.auto import tqdm
 
     total = sum(min(block, source.n - b * block) for b in which) * len(ks)
-    saved, dirty, changed, on_disk = time.monotonic(), False, 0, set(done)
     computed = 0
     with tqdm(total=total, unit="img", desc="rank spectrum",
               disable=not progress or rank != 0) as bar, \
@@ -228,35 +227,72 @@ def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
             blocks = eng.prefetched(blocks, device, forward.dtype, ks)
         for item in blocks:
             b, x, y = item[:3]
-            digest = None if path is None else eng.digest(x, y)  # keys the resume file only
-            if b in done and done[b].get("digest") == digest:
-                mine[b] = done[b]  # finished on the same images and labels
+            digest = resume.digest(x, y)
+            found = resume.reuse(b, digest)
+            if found is not None:
+                mine[b] = found
                 bar.update(x.shape[0] * len(ks))
                 continue
-            changed += b in done
             mine[b] = {**eng.run_block(forward, x, y, ks, bar.update, *item[3:]), "digest": digest}
-            dirty = True
             computed += 1
             if device.type == "cpu" and computed % _TRIM_BLOCKS == 0:
                 trim_memory()
-            if path is not None and time.monotonic() - saved >= _SAVE_SECONDS:
-                eng.save_checkpoint(eng.part_path(path, rank, world), fingerprint, mine)
-                saved, dirty, on_disk = time.monotonic(), False, set(mine)
-    if changed:
-        import warnings
-        warnings.warn(f"checkpoint {str(path)!r}: the images or labels of {changed} finished "
-                      "block(s) changed since it was written; those blocks were recomputed",
-                      RuntimeWarning, stacklevel=2)
-    if path is not None and (dirty or set(mine) - on_disk or world > 1):
-        eng.save_checkpoint(eng.part_path(path, rank, world), fingerprint, mine)
-    blocks_all = eng.gather(mine, world)
-    if path is not None and world > 1 and rank == 0:
-        eng.save_checkpoint(path, fingerprint, blocks_all)
+            resume.computed(mine)
+    blocks_all = resume.finish(mine)
     has_labels = all("y" in v for v in blocks_all.values())
     if has_labels != source.has_labels:
         raise ValueError("images: some items have labels and others not (label -1 or None)")
     df = eng.table(blocks_all, ks, source.has_labels)
     return (df, per_image_outcomes(blocks_all)) if per_image else df
+
+
+class _Resume:
+    """The checkpoint bookkeeping of one :func:`rank_spectrum` call (``path`` None: none):
+    the finished blocks the file holds, when this process's part is written again, and how
+    many finished blocks were recomputed because their images or labels changed."""
+
+    def __init__(self, path: Path | None, fingerprint: dict | None, rank: int, world: int):
+        self.path, self.fingerprint, self.rank, self.world = path, fingerprint, rank, world
+        self.done = {} if path is None else eng.load_checkpoints(path, fingerprint)
+        self.saved, self.dirty, self.changed = time.monotonic(), False, 0
+        self.on_disk = set(self.done)
+
+    def digest(self, x: torch.Tensor, y: torch.Tensor | None) -> str | None:
+        """The block's images and labels, hashed (keys the resume file only)."""
+        return None if self.path is None else eng.digest(x, y)
+
+    def reuse(self, b: int, digest: str | None) -> dict | None:
+        """Block ``b`` as the file holds it, if finished on the same images and labels."""
+        if b in self.done and self.done[b].get("digest") == digest:
+            return self.done[b]
+        self.changed += b in self.done
+        return None
+
+    def computed(self, mine: dict[int, dict]) -> None:
+        """A block was computed: write this process's part when the last write is old."""
+        self.dirty = True
+        if self.path is not None and time.monotonic() - self.saved >= _SAVE_SECONDS:
+            self._write(mine)
+
+    def _write(self, mine: dict[int, dict]) -> None:
+        eng.save_checkpoint(eng.part_path(self.path, self.rank, self.world), self.fingerprint,
+                            mine)
+        self.saved, self.dirty, self.on_disk = time.monotonic(), False, set(mine)
+
+    def finish(self, mine: dict[int, dict]) -> dict[int, dict]:
+        """Warn of recomputed blocks, write what is not on disk yet, and return every
+        process's blocks (under ``torchrun`` process 0 writes the complete file)."""
+        if self.changed:
+            import warnings
+            warnings.warn(f"checkpoint {str(self.path)!r}: the images or labels of "
+                          f"{self.changed} finished block(s) changed since it was written; "
+                          "those blocks were recomputed", RuntimeWarning, stacklevel=3)
+        if self.path is not None and (self.dirty or set(mine) - self.on_disk or self.world > 1):
+            self._write(mine)
+        blocks_all = eng.gather(mine, self.world)
+        if self.path is not None and self.world > 1 and self.rank == 0:
+            eng.save_checkpoint(self.path, self.fingerprint, blocks_all)
+        return blocks_all
 
 
 def throughput(model: nn.Module, images: Any, ranks: Any = None, batch_size: int | None = None,
