@@ -81,9 +81,10 @@ def measure(profile: str, run_names: list[str], seeds: list[int], spectrum_n: in
         for name in run_names:
             cfg = runs.preset(name, profile, seed=seed)
             t0, c0 = time.perf_counter(), _cpu_seconds()
-            model = runs.cached(cfg, progress=False)
-            top1 = 100.0 * float(model.train_history[-1]["test_top1"])
-            row = {"seed": seed, "test_top1": top1, "from_cache": bool(model.from_cache),
+            result = runs.get_or_train(cfg, progress=False)
+            model = result.model
+            top1 = 100.0 * float(result.history[-1]["test_top1"])
+            row = {"seed": seed, "test_top1": top1, "from_cache": result.from_cache,
                    "wall_s": round(time.perf_counter() - t0, 1),
                    "cpu_s": round(_cpu_seconds() - c0, 1)}
             if name == "natural" and spectrum_n:

@@ -36,11 +36,16 @@ extra = {"batch_size": int(batch)} if int(batch) else {}
 for name in sys.argv[6:]:
     t0 = time.perf_counter()
     cfg = runs.preset(name, profile, n_train=int(n_train), n_test=int(n_test), **extra)
-    model = runs.cached(cfg, progress=False, device="cpu")
+    if hasattr(runs, "get_or_train"):   # a result value since issue 23; before, attributes
+        result = runs.get_or_train(cfg, progress=False, device="cpu")
+        model, history = result.model, result.history
+    else:
+        model = runs.cached(cfg, progress=False, device="cpu")
+        history = model.train_history
     stem = out + "-" + name.replace(":", "")
     torch.save(model.state_dict(), stem + ".pt")
     with open(stem + ".json", "w") as f:
-        json.dump({"history": model.train_history, "dir": str(runs.run_dir(cfg)),
+        json.dump({"history": history, "dir": str(runs.run_dir(cfg)),
                    "seconds": time.perf_counter() - t0}, f)
 """
 

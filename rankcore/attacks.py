@@ -9,22 +9,23 @@ radius 4/255 (Section 5.3, Table 2) and reports, per model:
 - top-1 accuracy on the clean, full-rank test images.
 
 :func:`pgd` makes the adversarial images; :func:`evaluate` computes those rates, as
-fractions in [0, 1] (the book shows them in percent). :func:`perturb` is the bare loop
+fractions in [0, 1] (the book shows them in percent); :func:`autoattack` (its own module,
+``rankcore._autoattack``) is the stronger check. :func:`perturb` is the bare loop
 for callers that have checked their inputs; :func:`adversarial`, the training-time attack,
 takes the same projected step (:func:`_step`).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# NORMS, KEEP and AUTOATTACK_VERSIONS are re-exported: rankcore.attacks is where users find them
+from ._checks import (KEEP, NORMS, cast_inside, check_inputs, check_labels, model_dtype,
+                             num_classes)
+from ._autoattack import AUTOATTACK_VERSIONS, autoattack
 from .torch_utils import evaluating, model_device, predict
 
-NORMS = ("linf", "l2")
-KEEP = ("best", "last")
 HALF = (torch.float16, torch.bfloat16)  # attacked in float64, then rounded towards x
 
 
@@ -87,7 +88,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
         >>> bool(((x_adv - x).abs().max() <= 4 / 255 + 1e-6) and x_adv.min() >= 0)
         True
     """
-    _check_inputs(x, y, eps, steps, norm, restarts, keep)
+    check_inputs(x, y, eps, steps, norm, restarts, keep)
     _check_target_mode(target, targeted)
     step_size = 2.5 * eps / max(1, steps) if step_size is None else step_size
     if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or not step_size >= 0:
@@ -96,8 +97,8 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
     device = model_device(model)
     x, y = x.detach().to(device), y.to(device)
     with evaluating(model):
-        classes = _classes(model, x)
-        _check_labels("y", y, classes)
+        classes = num_classes(model, x)
+        check_labels("y", y, classes)
         if targeted:
             target = _targets(model, x, y, target, seed, classes)
         gen = torch.Generator(device=device).manual_seed(seed)
@@ -106,7 +107,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
                       step_size=float(step_size), norm=norm, targeted=targeted,
                       target=target if targeted else None, random_start=random_start,
                       restarts=restarts, keep=keep, generator=gen)
-    return _cast_inside(adv, x).to(home)
+    return cast_inside(adv, x).to(home)
 
 
 def _check_target_mode(target, targeted: bool) -> None:
@@ -132,23 +133,6 @@ def random_targets(y: Tensor, classes: int, seed: int = 0) -> Tensor:
     return (y + shift) % classes
 
 
-def _classes(model: nn.Module, x: Tensor) -> int:
-    """The model's number of classes, from one forward pass on one image."""
-    with torch.no_grad():
-        logits = model(x[:1].to(_model_dtype(model, x.dtype)))
-    if logits.dim() != 2:
-        raise ValueError(f"model must return logits (N, classes); got shape {tuple(logits.shape)}")
-    return logits.shape[1]
-
-
-def _check_labels(name: str, labels: Tensor, classes: int) -> None:
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer class indices; got dtype {labels.dtype}")
-    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= classes):
-        raise ValueError(f"{name} must lie in [0, {classes - 1}] (the model has {classes} "
-                         f"classes); got values in [{int(labels.min())}, {int(labels.max())}]")
-
-
 def _targets(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, seed: int,
              classes: int) -> Tensor:
     """``target`` checked, or seeded random wrong classes when it is None."""
@@ -157,67 +141,8 @@ def _targets(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, seed
     if not torch.is_tensor(target) or target.shape != y.shape:
         raise ValueError(f"target must be a tensor of shape {tuple(y.shape)}; got "
                          f"{getattr(target, 'shape', type(target).__name__)}")
-    _check_labels("target", target, classes)
+    check_labels("target", target, classes)
     return target.to(y.device)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _check_inputs(x, y, eps, steps, norm, restarts, keep) -> None:
-    if not (torch.is_tensor(x) and x.ndim >= 2 and x.is_floating_point()):
-        raise TypeError(f"x must be a float tensor (N, C, H, W); got "
-                        f"{getattr(x, 'dtype', type(x).__name__)} of shape "
-                        f"{tuple(getattr(x, 'shape', ()))}")
-    if x.numel() == 0:
-        raise ValueError(f"x is empty: shape {tuple(x.shape)}")
-    lo, hi = float(x.detach().min()), float(x.detach().max())
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError(f"x must be finite; got values in [{lo:.4g}, {hi:.4g}]")
-    if lo < 0.0 or hi > 1.0:
-        raise ValueError(f"x must hold images in [0, 1]; got values in [{lo:.4g}, {hi:.4g}] "
-                         "(divide 0-255 images by 255)")
-    if not (torch.is_tensor(y) and y.shape == x.shape[:1]):
-        raise ValueError(f"y must be a tensor of shape ({x.shape[0]},); got "
-                         f"{getattr(y, 'shape', type(y).__name__)}")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < math.inf:
-        raise ValueError(f"eps={eps!r}; expected a finite number >= 0")
-    if not _is_int(steps):
-        raise TypeError(f"steps must be an int; got {type(steps).__name__} {steps!r}")
-    if steps < 0:
-        raise ValueError(f"steps={steps!r}; expected an integer >= 0")
-    if norm not in NORMS:
-        raise ValueError(f"norm={norm!r}; expected one of {NORMS}")
-    if not _is_int(restarts):
-        raise TypeError(f"restarts must be an int; got {type(restarts).__name__} {restarts!r}")
-    if restarts < 1:
-        raise ValueError(f"restarts={restarts!r}; expected an integer >= 1")
-    if keep not in KEEP:
-        raise ValueError(f"keep={keep!r}; expected one of {KEEP}")
-
-
-def _model_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
-    """The dtype the model's weights expect (float16 models get float16 inputs)."""
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return default
-
-
-def _cast_inside(adv: Tensor, x: Tensor) -> Tensor:
-    """``adv`` (float64) in ``x``'s dtype, still within eps of ``x`` after the rounding.
-
-    Rounding to float16 could carry a pixel past the ball (0.01587 for eps 0.01569). A pixel
-    that rounded away from ``x`` moves one representable value back towards it, so every
-    pixel's change is at most its unrounded change: the L-inf and L2 sizes (and the box)
-    hold in the rounded image too.
-    """
-    if adv.dtype == x.dtype:
-        return adv
-    out = adv.to(x.dtype)
-    away = (out.double() - x.double()).abs() > (adv.double() - x.double()).abs()
-    return torch.where(away, torch.nextafter(out, x), out)
 
 
 def _per_image_norm(v: Tensor) -> Tensor:
@@ -290,13 +215,13 @@ def perturb(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int,
     if x.dtype in HALF:
         # The ball projected in half precision can round past eps (0.01587 > 4/255 in
         # float16): the loop runs in float64, then each pixel is rounded towards x.
-        return _cast_inside(perturb(model, x.detach().double(), y, eps=eps, steps=steps,
+        return cast_inside(perturb(model, x.detach().double(), y, eps=eps, steps=steps,
                                     step_size=step_size, norm=norm, targeted=targeted,
                                     target=target, random_start=random_start,
                                     restarts=restarts, keep=keep, generator=generator), x)
     label = target if targeted else y
     x = x.detach()
-    feed = _model_dtype(model, x.dtype)        # float16 weights get float16 inputs
+    feed = model_dtype(model, x.dtype)        # float16 weights get float16 inputs
     best = x.clone()
     # float64 whatever the logits' dtype (float64 and parameter-free models give float64)
     best_loss = torch.full((len(x),), -float("inf"), dtype=torch.float64, device=x.device)
@@ -357,7 +282,7 @@ def adversarial(model: nn.Module, x: Tensor, y: Tensor, *, method: str, norm: st
             delta.requires_grad_(True)
             grad, = torch.autograd.grad(F.cross_entropy(model((x + delta).to(feed)), y), delta)
         delta = _step(delta, grad, x, eps, alpha, norm)
-    return _cast_inside((x + delta).detach(), given)
+    return cast_inside((x + delta).detach(), given)
 
 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, eps: float = 4 / 255, steps: int = 20,
@@ -394,15 +319,15 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, eps: float = 4 / 255, steps
         attack (``success_on_correct``, ``recovery_on_correct``), and the counts ``n``,
         ``n_correct``.
     """
-    _check_inputs(x, y, eps, steps, norm, pgd_kwargs.get("restarts", 1),
+    check_inputs(x, y, eps, steps, norm, pgd_kwargs.get("restarts", 1),
                   pgd_kwargs.get("keep", "best"))
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
     device = model_device(model)
     x, y = x.detach().to(device), y.to(device)
     with evaluating(model):
-        classes = _classes(model, x)
-        _check_labels("y", y, classes)
+        classes = num_classes(model, x)
+        check_labels("y", y, classes)
         if targeted:
             target = _targets(model, x, y, target, seed, classes)
         adv = []
@@ -470,98 +395,3 @@ def evaluate_models(models: dict, x: Tensor, y: Tensor, progress: bool = True,
         r = evaluate(model, x, y, **kwargs)         # inputs follow each model's device
         rows.append({"run": name, **r, "seconds": round(time.perf_counter() - t0, 1)})
     return pd.DataFrame(rows)
-
-
-# ------------------------------------------------------------------------- AutoAttack
-
-#: :func:`autoattack` versions: ``"standard"`` is RobustBench's protocol (APGD-CE, APGD-T,
-#: FAB-T and Square with the reference budgets); ``"fast"`` is its first two attacks with a
-#: smaller budget, for CPU books.
-AUTOATTACK_VERSIONS = ("standard", "fast")
-
-
-def _torchattacks():
-    try:
-        import torchattacks
-    except ImportError as e:
-        raise ImportError("AutoAttack needs torchattacks, which rankcore installs as the "
-                          "optional extra 'attacks': pip install 'rankcore[attacks]'") from e
-    return torchattacks
-
-
-def _ensemble(ta, model: nn.Module, *, eps: float, norm: str, version: str, steps: int | None,
-              targets: int | None, classes: int, seed: int):
-    """torchattacks' attacks of one AutoAttack version, run in turn by ``MultiAttack``.
-
-    Built here rather than with ``torchattacks.AutoAttack``, whose APGD and FAB take 10
-    steps: the reference implementation (Croce & Hein 2020) gives them 100.
-    """
-    n = {"linf": "Linf", "l2": "L2"}[norm]
-    steps = (100 if version == "standard" else 20) if steps is None else steps
-    targets = min(classes - 1, 9 if version == "standard" else 3 if targets is None else targets)
-    apgd = ta.APGD(model, norm=n, eps=eps, steps=steps, n_restarts=1, seed=seed, loss="ce")
-    apgdt = ta.APGDT(model, norm=n, eps=eps, steps=steps, n_restarts=1, seed=seed,
-                     n_classes=classes)
-    apgdt.n_target_classes = targets             # torchattacks fixes it at classes - 1
-    chain = [apgd, apgdt]
-    if version == "standard":
-        fab = ta.FAB(model, norm=n, eps=eps, steps=steps, n_restarts=1, seed=seed,
-                     multi_targeted=True, n_classes=classes)
-        fab.n_target_classes = targets
-        chain += [fab, ta.Square(model, norm=n, eps=eps, n_queries=5000, n_restarts=1,
-                                 seed=seed)]
-    return ta.MultiAttack(chain)
-
-
-def autoattack(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, norm: str = "linf",
-               version: str = "standard", steps: int | None = None,
-               targets: int | None = None, seed: int = 0) -> Tensor:
-    """AutoAttack (Croce & Hein 2020, the RobustBench protocol), untargeted, through
-    torchattacks (the optional extra ``attacks``).
-
-    The attacks run in turn; each attacks only the images every earlier one left correct,
-    so the result is at least as strong as its strongest member. APGD chooses its own step
-    sizes, which is why it exposes gradient masking that a fixed-step PGD can hide.
-
-    Args:
-        model (nn.Module): classifier on [0, 1] images returning logits ``(N, classes)``;
-            in eval mode for the attack, the caller's modes restored (as :func:`pgd`).
-        x (Tensor): clean images ``(N, C, H, W)`` in [0, 1], finite.
-        y (Tensor): true labels ``(N,)``, integers in ``[0, classes)``.
-        eps (float): radius of the ball (8/255 L-inf, 0.5 L2 on CIFAR-10), ``>= 0``.
-        norm (str, optional): ``"linf"`` or ``"l2"``. Default: ``"linf"``.
-        version (str, optional): one of :data:`AUTOATTACK_VERSIONS`. ``"standard"``:
-            APGD-CE, APGD-T (9 targets), FAB-T (9 targets), 100 steps each, and Square
-            with 5,000 queries; ``"fast"``: APGD-CE and APGD-T only. Default: ``"standard"``.
-        steps (int, optional): APGD/FAB iterations. Default: 100 (standard), 20 (fast).
-        targets (int, optional): target classes of APGD-T in the fast version (the top
-            wrong classes by logit). Default: 3; the standard version always uses 9.
-        seed (int, optional): seed of the random starts; the global RNG is left as it was.
-            Default: 0.
-
-    Returns:
-        Tensor: adversarial images, shape, dtype and device of ``x``, within ``eps``.
-
-    Raises:
-        ImportError: torchattacks is not installed (names the extra).
-        TypeError, ValueError: as :func:`pgd` for the images, labels, ``eps`` and ``norm``;
-            ValueError for an unknown ``version``.
-    """
-    _check_inputs(x, y, eps, 0 if steps is None else steps, norm, 1, "best")
-    if version not in AUTOATTACK_VERSIONS:
-        raise ValueError(f"version={version!r}; expected one of {AUTOATTACK_VERSIONS}")
-    if targets is not None and (not _is_int(targets) or targets < 1):
-        raise ValueError(f"targets={targets!r}; expected an integer >= 1")
-    ta = _torchattacks()
-    home, device = x.device, model_device(model)
-    x, y = x.detach().to(device), y.to(device)
-    rng_devices = [device] if device.type == "cuda" else []
-    with evaluating(model), torch.random.fork_rng(devices=rng_devices):
-        classes = _classes(model, x)
-        _check_labels("y", y, classes)
-        if classes < 4:      # APGD-T's targeted DLR loss reads the 3rd and 4th largest logits
-            raise ValueError(f"AutoAttack needs a model with >= 4 classes; this one has {classes}")
-        attack = _ensemble(ta, model, eps=float(eps), norm=norm, version=version, steps=steps,
-                           targets=targets, classes=classes, seed=seed)
-        adv = attack(x.float(), y).detach().to(torch.float64)
-    return _cast_inside(adv, x).to(home)

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import time
@@ -36,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _io, data, torch_utils
+from . import data, torch_utils
 from .data_files import IMAGENET_CLASSES, find_imagenet, find_imagenet_train, to_uint8_chw
 from .paths import data_root
 from .training import checkpoint as checkpoints
@@ -110,9 +108,7 @@ class ImageNetTrainConfig:
 
     def key(self) -> str:
         """A hex digest of the configuration and the code version."""
-        blob = json.dumps({"config": dataclasses.asdict(self), "code": CODE_VERSION},
-                          sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return checkpoints.config_key(self, CODE_VERSION)
 
 
 def rank_transform(x: torch.Tensor, spec: str | None, clamp_high: bool = False) -> torch.Tensor:
@@ -189,14 +185,6 @@ def load_checkpoint(path: str | os.PathLike,
             ``config``) was written by another configuration; the message names the file.
     """
     return checkpoints.load(path, config, map_location)
-
-
-def _save(out: Path, model, opt, config, epoch: int, history: list) -> None:
-    state = checkpoints.state(model, opt, config, epoch, history, code_version=CODE_VERSION)
-    # The checkpoint first, then the log rewritten from the same history: a kill in
-    # between leaves a log one epoch behind, never a duplicate line.
-    _io.torch_save(state, out / "checkpoint.pt")
-    _io.write_text(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history))
 
 
 # ---------------------------------------------------------------------------- training
@@ -321,7 +309,8 @@ def train(model: nn.Module, config: ImageNetTrainConfig, train_set, val_set=None
         if bar is not None:
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row.get('val_top1', 0):.3f}")
         if rank == 0 and out is not None:
-            _save(out, model, opt, config, epoch + 1, history)
+            checkpoints.save(model, opt, config, epoch + 1, history, code_version=CODE_VERSION,
+                             checkpoint=out / "checkpoint.pt", log=out / "log.jsonl")
         if world > 1:
             torch.distributed.barrier()
     if bar is not None:

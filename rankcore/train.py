@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -30,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import _io
 from ._recipe import adversarial, augment
 from .training import checkpoint as checkpoints
 from .training.transform import Transform, to_float, transformed
@@ -117,9 +113,7 @@ class TrainConfig:
 
     def key(self) -> str:
         """A hex digest of the configuration and the training code's version."""
-        blob = json.dumps({"config": dataclasses.asdict(self), "code": TRAIN_CODE_VERSION},
-                          sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return checkpoints.config_key(self, TRAIN_CODE_VERSION)
 
     def replace(self, **changes) -> "TrainConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -258,13 +252,8 @@ def train(model: nn.Module, train_data: tuple[Tensor, Tensor],
     for epoch in range(start, end):
         history.append(_epoch_row(loop, epoch, history))
         if loop.rank == 0:
-            # The log first, then the checkpoint: a kill in between leaves a log one epoch
-            # ahead, which the resumed run rewrites from the checkpoint's history.
-            if log is not None:
-                _io.write_text(log, "".join(json.dumps(r) + "\n" for r in history))
-            if checkpoint is not None:
-                _io.torch_save(checkpoints.state(model, loop.opt, config, epoch + 1, history),
-                               checkpoint)
+            checkpoints.save(model, loop.opt, config, epoch + 1, history,
+                             checkpoint=checkpoint, log=log)
         if loop.world > 1:
             torch.distributed.barrier()
     if loop.bar is not None:

@@ -1,5 +1,6 @@
 """Chapter 04's training block, Table 3 and Figure 14: rules at their boundaries, figure data."""
 import dataclasses
+import types
 
 import matplotlib
 
@@ -77,9 +78,10 @@ def test_train_runs_uses_the_profile_presets_and_reports_percent(monkeypatch):
     calls = []
     monkeypatch.setattr(ch04.runs, "preset", lambda name, profile, family: calls.append(
         (name, profile, family)) or _Config())
-    monkeypatch.setattr(ch04.runs, "cached", lambda cfg, progress=False: object())
-    monkeypatch.setattr(ch04.runs, "summary", lambda models: pd.DataFrame(
-        {"run": list(models), "test_top1": [0.5, 0.25], "train_minutes": [1.0, 2.0],
+    monkeypatch.setattr(ch04.runs, "get_or_train",
+                        lambda cfg, progress=False: types.SimpleNamespace(model=object()))
+    monkeypatch.setattr(ch04.runs, "summary", lambda results: pd.DataFrame(
+        {"run": list(results), "test_top1": [0.5, 0.25], "train_minutes": [1.0, 2.0],
          "from_cache": [True, False]}))
     t = ch04.train_runs(["high_rank:3", "natural"], "smoke", family="resnet")
     assert calls == [("high_rank:3", "smoke", "resnet"), ("natural", "smoke", "resnet")]

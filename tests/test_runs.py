@@ -14,7 +14,7 @@ import torch
 
 from rankcore import train as T
 from rankcore.book.cli import register_train
-from rankcore.training import checkpoint
+from rankcore.training import checkpoint, run as training_run
 from rankcore.book import runs
 
 
@@ -26,14 +26,15 @@ def tmp_cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def synthetic_data(monkeypatch):
-    """runs.load_data -> 160 random 32x32 uint8 images; records the splits asked for."""
+    """The runs' data (rankcore.training.load_data) -> 160 random 32x32 uint8 images; records
+    the splits asked for."""
     calls = []
     g = torch.Generator().manual_seed(0)
     data = {"train": ((torch.rand(160, 3, 32, 32, generator=g) * 255).to(torch.uint8),
                       torch.randint(0, 10, (160,), generator=g)),
             "test": ((torch.rand(64, 3, 32, 32, generator=g) * 255).to(torch.uint8),
                      torch.randint(0, 10, (64,), generator=g))}
-    monkeypatch.setattr(runs, "load_data",
+    monkeypatch.setattr(training_run, "load_data",
                         lambda cfg, split, progress=False: (calls.append(split), data[split])[1])
     return calls
 
@@ -85,20 +86,29 @@ def test_profile_without_runs_block(tmp_path, monkeypatch):
 
 
 def test_cached_trains_once_then_loads(tmp_cache, synthetic_data):
+    """get_or_train returns a result value (issue 23): the model, its history and whether
+    it came from the cache, with nothing stamped on the model."""
     cfg = _tiny(epochs=2)
-    first = runs.cached(cfg, progress=False, device="cpu")
+    first = runs.get_or_train(cfg, progress=False, device="cpu")
     assert synthetic_data == ["train", "test"] and first.from_cache is False
-    second = runs.cached(cfg, progress=False, device="cpu")
+    second = runs.get_or_train(cfg, progress=False, device="cpu")
     assert synthetic_data == ["train", "test"] and second.from_cache  # no second training
-    for k, v in first.state_dict().items():
-        assert torch.equal(v, second.state_dict()[k])
+    for k, v in first.model.state_dict().items():
+        assert torch.equal(v, second.model.state_dict()[k])
+    assert second.history == first.history and [r["epoch"] for r in first.history] == [1, 2]
+    for r in (first, second):
+        assert not {"train_history", "from_cache"} & set(vars(r.model))
+    again = runs.cached(cfg, progress=False, device="cpu")
+    for k, v in first.model.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k])
     assert [r["epoch"] for r in runs.history(cfg)] == [1, 2]
     assert (runs.run_dir(cfg) / "log.jsonl").read_text().count("\n") == 2
     with pytest.raises(FileNotFoundError):
         runs.cached(cfg.replace(seed=5), train_if_missing=False, device="cpu")
-    table = runs.summary({"natural": second})
+    table = runs.summary({"natural": second, "first": first})
     assert list(table.columns[:3]) == ["run", "epochs", "test_top1"]
-    assert 0 <= table.test_top1[0] <= 1 and table.from_cache[0]
+    assert 0 <= table.test_top1[0] <= 1 and list(table.from_cache) == [True, False]
+    assert table.test_top1[0] == first.history[-1]["test_top1"]
     assert set(runs.curves({"natural": second}).run) == {"natural"}
 
 
@@ -135,16 +145,17 @@ def test_payload_in_cache_never_runs_and_is_retrained(tmp_cache, synthetic_data,
     path = _plant_payload(cfg, marker)
     with pytest.warns(RuntimeWarning, match=f"cached run {path}"):
         if route == "cached":
-            model = runs.cached(cfg, progress=False, device="cpu")
+            from_cache = runs.get_or_train(cfg, progress=False, device="cpu").from_cache
         elif route == "load_model":
             model = runs.load_model("train:natural", "smoke", device="cpu", progress=False)
+            from_cache = not isinstance(model, torch.nn.Module)   # trained: the data says so
         else:
             assert _cli(["train", "natural", "--profile", "smoke", "--no-progress",
                          "--device", "cpu"]) == 0
-            model = runs.cached(cfg, device="cpu")
+            from_cache = runs.get_or_train(cfg, device="cpu").from_cache
     assert not marker.exists()
     assert synthetic_data == ["train", "test"]  # retrained
-    assert model.from_cache is (route == "cli") and T.load_checkpoint(path, cfg)["finished"]
+    assert from_cache is (route == "cli") and T.load_checkpoint(path, cfg)["finished"]
 
 
 def test_corrupt_cached_run_is_named_and_retrained(tmp_cache, synthetic_data):
@@ -153,8 +164,8 @@ def test_corrupt_cached_run_is_named_and_retrained(tmp_cache, synthetic_data):
     path = runs.run_dir(cfg) / "checkpoint.pt"
     path.write_bytes(path.read_bytes()[:500])
     with pytest.warns(RuntimeWarning, match=str(path)):
-        model = runs.cached(cfg, progress=False, device="cpu")
-    assert synthetic_data == ["train", "test", "train", "test"] and not model.from_cache
+        result = runs.get_or_train(cfg, progress=False, device="cpu")
+    assert synthetic_data == ["train", "test", "train", "test"] and not result.from_cache
 
 
 def test_load_model_specs(tmp_cache, synthetic_data):

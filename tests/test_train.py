@@ -110,21 +110,21 @@ def test_resume_after_interruption_gives_same_weights(tmp_cache, extra):
 _KILLS = {
     # right after epoch 2's checkpoint was written
     "after_checkpoint": """
-        real = T._io.torch_save
+        real = _io.torch_save
         def hook(obj, path):
             real(obj, path)
             if obj["epoch"] == 2:
                 os.kill(os.getpid(), signal.SIGKILL)
-        T._io.torch_save = hook
+        _io.torch_save = hook
     """,
     # between the log write of epoch 2 and its checkpoint save
     "between_log_and_checkpoint": """
-        real = T._io.write_text
+        real = _io.write_text
         def hook(path, text):
             real(path, text)
             if text.count("\\n") == 2:
                 os.kill(os.getpid(), signal.SIGKILL)
-        T._io.write_text = hook
+        _io.write_text = hook
     """,
     # in the middle of epoch 3, between two optimiser steps
     "mid_epoch": """
@@ -149,7 +149,7 @@ def test_resume_after_kill_in_subprocess(tmp_cache, point):
         import os, signal, sys, torch
         sys.path.insert(0, {here!r})
         from test_train import _net, _synthetic, _cfg
-        from rankcore import train as T
+        from rankcore import _io, train as T
     """).format(here=os.path.dirname(__file__)) + textwrap.dedent(_KILLS[point]) + \
         textwrap.dedent(f"""
         T.train(_net(), _synthetic(256), None, _cfg(epochs=4), checkpoint={str(ckpt)!r},
@@ -423,6 +423,7 @@ def test_run_owns_its_folder_and_returns_a_result(tmp_cache):
     assert not run.finished()
     first = run.get_or_train(device="cpu", progress=False)
     assert isinstance(first, RunResult) and first.from_cache is False and asked == ["train", "test"]
+    assert "train_history" not in vars(first.model)   # the history is in the result only
     assert sorted(p.name for p in run.folder.iterdir()) == [".lock", "checkpoint.pt", "config.json",
                                                            "log.jsonl"]
     assert json.loads((run.folder / "config.json").read_text())["config"]["epochs"] == 2

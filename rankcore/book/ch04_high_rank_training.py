@@ -63,12 +63,14 @@ def run_names(removed: Sequence[int], include_natural: bool = True) -> list[str]
 
 @dataclasses.dataclass
 class TrainedRuns:
-    """What :func:`train_runs` returns: the configurations, the models and their summary."""
+    """What :func:`train_runs` returns: the configurations, the models, their summary and the
+    runs' results (:class:`rankcore.training.RunResult`: history, whether from the cache)."""
     configs: dict
     models: dict
     table: "pandas.DataFrame"  # noqa: F821  (rankcore.book.runs.summary, top-1 as fractions)
     wall_minutes: float
     family: str = "airbench"
+    results: dict = dataclasses.field(default_factory=dict)
 
     def top1(self) -> dict[str, float]:
         """Final full-rank test top-1 of every run, percent."""
@@ -89,9 +91,9 @@ def train_runs(names: Sequence[str], profile: str, family: str = "airbench",
     """
     configs = {name: runs.preset(name, profile, family=family) for name in names}
     t0 = time.perf_counter()
-    models = {name: runs.cached(cfg, progress=progress) for name, cfg in configs.items()}
-    return TrainedRuns(configs, models, runs.summary(models), (time.perf_counter() - t0) / 60,
-                       family)
+    results = {name: runs.get_or_train(cfg, progress=progress) for name, cfg in configs.items()}
+    return TrainedRuns(configs, {name: r.model for name, r in results.items()},
+                       runs.summary(results), (time.perf_counter() - t0) / 60, family, results)
 
 
 def epochs_text(configs: dict) -> str:

@@ -12,8 +12,8 @@ ResNet-50 schedule). Names:
 
 Each name exists per *family* of networks: ``airbench`` (the fast airbench-style net) and
 ``resnet`` (a residual net of the paper's family, for Table 2's targeted steering), where
-the profile trains it (:func:`families`). :func:`cached` trains a configuration once and
-keeps it under ``cache_dir("models")``, keyed by the configuration and the training code's
+the profile trains it (:func:`families`). :func:`get_or_train` trains a configuration once
+(its result: the model, its history, whether it came from the cache) and keeps it under ``cache_dir("models")``, keyed by the configuration and the training code's
 version; every chapter asking for the same run gets the same model. Checkpoints are read
 without running code; a corrupt one is retrained with a warning naming it.
 
@@ -35,12 +35,12 @@ from torch import nn
 
 from rankcore import train as T
 from rankcore.models import WeightsError
-from rankcore.training import KINDS, Run, Transform, load_data as training_data, run_folder
+from rankcore.training import KINDS, Run, RunResult, Transform, run_folder
 from rankcore.torch_utils import distributed, resolve_device
 
 from . import profiles
 
-__all__ = ["NAMES", "preset", "names", "families", "table2_family", "run_dir", "load_data",
+__all__ = ["NAMES", "preset", "names", "families", "table2_family", "run_dir", "get_or_train",
            "cached", "train_spec", "load_model", "LOAD_ERRORS", "skip_reason", "load_models",
            "curves", "summary", "history", "estimate", "passes_per_image", "train_all",
            "train_command"]
@@ -121,18 +121,12 @@ def run_dir(config: T.TrainConfig) -> Path:
     return run_folder(config)
 
 
-def load_data(config: T.TrainConfig, split: str,
-              progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (untransformed) train or test images a configuration uses, as uint8 (with a
-    progress bar while they are decoded the first time, if ``progress``)."""
-    return training_data(config, split, progress)
-
-
-def cached(config: T.TrainConfig, progress: bool = True, device: str | torch.device | None = None,
-           train_if_missing: bool = True) -> nn.Module:
-    """The model trained with ``config``: :meth:`rankcore.training.Run.get_or_train` (loaded
-    from the cache, else trained and cached; an interrupted run resumes, a corrupt or
-    code-bearing checkpoint is reported with a RuntimeWarning naming it and retrained).
+def get_or_train(config: T.TrainConfig, progress: bool = True,
+                 device: str | torch.device | None = None,
+                 train_if_missing: bool = True) -> RunResult:
+    """The run of ``config``: :meth:`rankcore.training.Run.get_or_train` (loaded from the
+    cache, else trained and cached; an interrupted run resumes, a corrupt or code-bearing
+    checkpoint is reported with a RuntimeWarning naming it and retrained).
 
     Args:
         config (TrainConfig): e.g. ``preset("low_rank:5", "quick")``.
@@ -142,14 +136,17 @@ def cached(config: T.TrainConfig, progress: bool = True, device: str | torch.dev
             training. Default: True.
 
     Returns:
-        nn.Module in eval mode. The chapters read the run's ``train_history`` (per-epoch
-        metrics, rates as fractions) and ``from_cache`` off it (:func:`summary`,
-        :func:`curves`), so the result's two values are set on the model here.
+        RunResult: ``model`` (eval mode), ``history`` (per-epoch metrics, rates as
+        fractions; what :func:`summary` and :func:`curves` read) and ``from_cache``.
     """
-    result = Run(config, data=lambda split: load_data(config, split, progress)).get_or_train(
-        device, progress=progress, train_if_missing=train_if_missing)
-    result.model.train_history, result.model.from_cache = result.history, result.from_cache
-    return result.model
+    return Run(config).get_or_train(device, progress=progress,
+                                    train_if_missing=train_if_missing)
+
+
+def cached(config: T.TrainConfig, progress: bool = True, device: str | torch.device | None = None,
+           train_if_missing: bool = True) -> nn.Module:
+    """The model of :func:`get_or_train` (in eval mode), for callers that need no history."""
+    return get_or_train(config, progress, device, train_if_missing).model
 
 
 # ------------------------------------------------------------------------- models
@@ -223,40 +220,41 @@ def load_models(specs: dict[str, str], profile: str, device: Any = None,
     return loaded, skipped
 
 
-def curves(models: dict) -> "pd.DataFrame":
-    """Per-epoch metrics of trained models, long format.
+def curves(results: dict[str, RunResult]) -> "pd.DataFrame":
+    """Per-epoch metrics of trained runs, long format.
 
     Args:
-        models (dict): ``{run name: model}`` from :func:`cached`.
+        results (dict): ``{run name: RunResult}`` from :func:`get_or_train`.
 
     Returns:
         DataFrame with columns ``run, epoch, test_top1, train_loss, train_acc, lr, seconds``
         (rates as fractions) and, for adversarial runs, ``adv_method, guard_pgd_acc``.
     """
     import pandas as pd
-    return pd.DataFrame([{"run": name, **row} for name, m in models.items()
-                         for row in m.train_history])
+    return pd.DataFrame([{"run": name, **row} for name, r in results.items()
+                         for row in r.history])
 
 
-def summary(models: dict) -> "pd.DataFrame":
-    """One row per model: final and best full-rank test top-1 (fractions), epochs, minutes."""
+def summary(results: dict[str, RunResult]) -> "pd.DataFrame":
+    """One row per run (``{run name: RunResult}`` of :func:`get_or_train`): final and best
+    full-rank test top-1 (fractions), epochs, minutes, whether it came from the cache."""
     import pandas as pd
     rows = []
-    for name, m in models.items():
-        h = m.train_history
-        tops = [r["test_top1"] for r in h if r.get("test_top1") is not None]
+    for name, r in results.items():
+        h = r.history
+        tops = [row["test_top1"] for row in h if row.get("test_top1") is not None]
         rows.append({"run": name, "epochs": len(h), "test_top1": tops[-1] if tops else None,
                      "best_test_top1": max(tops) if tops else None,
                      "train_loss": h[-1]["train_loss"] if h else None,
-                     "train_minutes": round(sum(r["seconds"] for r in h) / 60, 2),
-                     "cpu_minutes": round(sum(r.get("cpu_seconds", math.nan) for r in h) / 60, 2),
-                     "from_cache": getattr(m, "from_cache", False)})
+                     "train_minutes": round(sum(row["seconds"] for row in h) / 60, 2),
+                     "cpu_minutes": round(sum(row.get("cpu_seconds", math.nan) for row in h) / 60, 2),
+                     "from_cache": r.from_cache})
     return pd.DataFrame(rows)
 
 
 def history(config: T.TrainConfig) -> list[dict]:
     """Per-epoch metrics of a cached, finished run (raises FileNotFoundError if none)."""
-    return cached(config, progress=False, train_if_missing=False, device="cpu").train_history
+    return get_or_train(config, progress=False, train_if_missing=False, device="cpu").history
 
 
 def _finished(config: T.TrainConfig) -> bool:
@@ -316,8 +314,7 @@ def train_all(names_: list[str], profile: str, family: str | None = None,
     if len(devices) < 2 or len(names_) < 2:
         out = []
         for n, c in zip(names_, configs):
-            m = cached(c, progress=progress, device=devices[0])
-            out.append(_report(n, c, m))
+            out.append(_report(n, c, get_or_train(c, progress=progress, device=devices[0])))
         return out
     import subprocess
     import sys
@@ -340,10 +337,10 @@ def train_all(names_: list[str], profile: str, family: str | None = None,
         return [r for part in pool.map(worker, range(len(devices))) for r in part]
 
 
-def _report(name: str, config: T.TrainConfig, model: nn.Module) -> dict:
-    last = model.train_history[-1] if model.train_history else {}
+def _report(name: str, config: T.TrainConfig, result: RunResult) -> dict:
+    last = result.history[-1] if result.history else {}
     return {"run": name, "dir": str(run_dir(config)), "epochs": last.get("epoch"),
-            "test_top1": last.get("test_top1"), "from_cache": getattr(model, "from_cache", False)}
+            "test_top1": last.get("test_top1"), "from_cache": result.from_cache}
 
 
 def _parse_sets(items: list[str]) -> dict:
@@ -386,7 +383,7 @@ def train_command(names_: list[str], profile: str = "quick", family: str | None 
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         init_distributed(dev)
-        out = [_report(n, c, cached(c, progress=progress, device=dev))
+        out = [_report(n, c, get_or_train(c, progress=progress, device=dev))
                for n, c in zip(names_, configs)]
     else:
         devices = None if device is None else [str(resolve_device(device))]

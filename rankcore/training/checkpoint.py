@@ -8,6 +8,8 @@ with ``weights_only=True``, so a file holding pickled code is refused, never run
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import warnings
 from pathlib import Path
@@ -16,7 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["CODE_VERSION", "FORMAT", "OLD_FORMATS", "state", "load"]
+from .. import _io
+
+__all__ = ["CODE_VERSION", "FORMAT", "OLD_FORMATS", "config_key", "state", "save", "load"]
 
 #: Bumped whenever a change alters the weights a CIFAR-10 configuration produces (it is
 #: hashed into the cache keys of :class:`rankcore.train.TrainConfig`).
@@ -29,6 +33,13 @@ FORMAT = "rankcore.train/3"
 OLD_FORMATS = ("rankcore.train/2", "rankcore.imagenet_training/1")
 
 
+def config_key(config: Any, code_version: int = CODE_VERSION) -> str:
+    """The cache key of a configuration (a dataclass) and the code version that trains it:
+    16 hex digits of the SHA-256 of both, as JSON with sorted keys."""
+    blob = json.dumps({"config": dataclasses.asdict(config), "code": code_version}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def state(model: nn.Module, opt: torch.optim.Optimizer, config: Any, epoch: int,
           history: list[dict], code_version: int = CODE_VERSION) -> dict:
     """The checkpoint of ``model`` after ``epoch`` epochs of ``config`` (a frozen dataclass
@@ -36,6 +47,23 @@ def state(model: nn.Module, opt: torch.optim.Optimizer, config: Any, epoch: int,
     return {"format": FORMAT, "key": config.key(), "config": dataclasses.asdict(config),
             "code_version": code_version, "epoch": epoch, "finished": epoch == config.epochs,
             "model": model.state_dict(), "optimizer": opt.state_dict(), "history": history}
+
+
+def save(model: nn.Module, opt: torch.optim.Optimizer, config: Any, epoch: int,
+         history: list[dict], *, checkpoint: str | os.PathLike | None = None,
+         log: str | os.PathLike | None = None, code_version: int = CODE_VERSION) -> None:
+    """Write the run's log (``log.jsonl``, one JSON line per epoch of ``history``) and then
+    its checkpoint (:func:`state`), each atomically; either may be None (not written).
+
+    The log first: a kill in between leaves the log one epoch ahead of the checkpoint, and
+    the resumed run trains that epoch again and rewrites the log from the checkpoint's
+    history. The other order could leave a finished checkpoint (loaded, never resumed)
+    beside a log missing its last line.
+    """
+    if log is not None:
+        _io.write_text(log, "".join(json.dumps(r) + "\n" for r in history))
+    if checkpoint is not None:
+        _io.torch_save(state(model, opt, config, epoch, history, code_version), checkpoint)
 
 
 def load(path: str | os.PathLike, config: Any = None, map_location="cpu") -> dict:

@@ -76,7 +76,8 @@ class Run:
         config (TrainConfig): the run (:class:`rankcore.train.TrainConfig`).
         folder (path, optional): Default: :func:`run_folder` of ``config``.
         data (callable, optional): ``split -> (x, y)`` for ``"train"`` and ``"test"``.
-            Default: :func:`load_data` of ``config``.
+            Default: :func:`load_data` of ``config`` (with its decoding bar when
+            :meth:`get_or_train` shows progress).
 
     Examples::
 
@@ -92,7 +93,7 @@ class Run:
             raise TypeError(f"config must be a TrainConfig; got {type(config).__name__}")
         self.config = config
         self.folder = Path(folder) if folder is not None else run_folder(config)
-        self.data = data if data is not None else (lambda split: load_data(config, split))
+        self.data = data
 
     @property
     def checkpoint(self) -> Path:
@@ -156,11 +157,15 @@ class Run:
             _io.write_json(self.folder / "config.json", {
                 "config": dataclasses.asdict(self.config), "code_version": checkpoints.CODE_VERSION})
             c = self.config
-            model = train(build_model(c).to(device), self.data("train"), self.data("test"), c,
+            data = self.data or (lambda split: load_data(c, split, progress))
+            model = train(build_model(c).to(device), data("train"), data("test"), c,
                           checkpoint=self.checkpoint, resume=True, log=self.folder / "log.jsonl",
                           progress=progress,
                           tag=f"{c.dataset}-train-{c.n_train or 'all'}-{c.data_seed}")
-            return RunResult(model, list(model.train_history), False)
+            # the history travels in the result; the model comes back as a loaded one does,
+            # with no attributes stamped on it
+            history = list(vars(model).pop("train_history"))
+            return RunResult(model, history, False)
 
 
 class _Lock:
