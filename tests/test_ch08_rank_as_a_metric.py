@@ -149,3 +149,19 @@ def test_missing_runs_are_skipped_not_trained(tmp_path, monkeypatch):
     assert models == {} and set(skipped) == {"natural", "low_rank:5"}
     assert all("not trained yet" in v for v in skipped.values())
     assert not any(tmp_path.rglob("checkpoint.pt"))
+
+
+def test_models_at_chance_are_left_out_of_the_correlations_with_their_reason():
+    """A model answering one class "agrees" with itself at every rank (agreement AUC ~1):
+    it must not enter the correlations. 10 classes, floor 2x chance = 20% clean top-1."""
+    rng = np.random.default_rng(0)
+    per_model = {"learned": {"clean": rng.random(500) < 0.60},
+                 "at_floor": {"clean": np.arange(500) < 100},          # exactly 20%: kept
+                 "at_chance": {"clean": rng.random(500) < 0.11}}
+    kept, dropped = ch08.learned(per_model)
+    assert list(kept) == ["learned", "at_floor"] and list(dropped) == ["at_chance"]
+    assert "below 2x chance (20%)" in dropped["at_chance"]
+    kept, dropped = ch08.learned(per_model, over_chance=6.5)            # 65%: all three out
+    assert not kept and len(dropped) == 3
+    with pytest.raises(ValueError, match="classes=1"):
+        ch08.learned(per_model, classes=1)

@@ -37,7 +37,7 @@ __all__ = ["CHAPTER", "RATE_CLOSE", "RATE_FACTOR", "ADV_MARGIN", "rate_band",
            "RATES", "PAPER_FAMILY", "run_names", "run_label", "attack", "table2", "rate_verdict",
            "table2_verdicts", "adv_verdict", "robust_accuracy", "robust_markdown",
            "extra_markdown", "AA_GAP", "AA_MIN_ROBUST", "robust_per_image", "pgd_vs_autoattack",
-           "autoattack_table", "autoattack_verdict", "autoattack_markdown",
+           "autoattack_table", "autoattack_verdict", "autoattack_markdown", "table2_figure",
            "IMAGENET_DROP", "imagenet_verdicts",
            "architecture_markdown", "other_family_markdown", "summary_markdown"]
 
@@ -274,6 +274,31 @@ def table2(ours, dataset: str = "cifar10") -> "pandas.DataFrame":  # noqa: F821
             row[f"ours_{what}_lo"], row[f"ours_{what}_hi"] = 100 * float(lo), 100 * float(hi)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def table2_figure(t2, title: str = "Table 2: targeted PGD against low-rank-trained models"):
+    """Table 2 as a figure for the book's column: per attacked run, our success and recovery
+    rates (percent) with their 95% Wilson intervals, and the paper's values as crosses."""
+    import matplotlib.pyplot as plt
+
+    from .figures import figsize
+    fig, axes = plt.subplots(1, 2, figsize=figsize(2, 1, aspect=1.0, extra=0.3))
+    pos = np.arange(len(t2))
+    for ax, what in zip(axes, ("success", "recovery")):
+        ours = t2[f"ours_{what}"].to_numpy(float)
+        err = np.vstack([ours - t2[f"ours_{what}_lo"].to_numpy(float),
+                         t2[f"ours_{what}_hi"].to_numpy(float) - ours])
+        ax.errorbar(ours, pos, xerr=err, fmt="o", capsize=3, label="this run (95% Wilson)")
+        paper_v = t2[f"paper_{what}"].to_numpy(dtype=float, na_value=np.nan)
+        ax.plot(paper_v, pos, "x", color="C3", markersize=8, label="the paper")
+        ax.set(xlabel=f"{what} rate (%)", xlim=(-3, 103), yticks=pos,
+               yticklabels=list(t2["trained_on"]) if what == "success" else [])
+        ax.invert_yaxis()
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def _with_interval(r, what: str) -> str:

@@ -126,8 +126,8 @@ def recorded(res, ref: str, match: str = "") -> list[dict]:
 
 
 def _value(value: Any, unit: str) -> str:
-    from .scorecard import _fmt  # one formatter for a value and its unit: the scorecard's
-    text = _fmt(value, unit) if value not in (None, "") else "none"
+    from .scorecard import format_value  # one formatter for a value and its unit: the scorecard's
+    text = format_value(value, unit) if value not in (None, "") else "none"
     return text.replace("*", "\\*").replace("<", "&lt;")
 
 

@@ -228,7 +228,8 @@ COLOURS = {"reproduced": "#c7e9c0", "same trend": "#deebf7", "differs": "#fdd0a2
            "not meaningful here": "#fff2ae", "needs GPU or data": "#e0e0e0", MISSING: "#f0f0f0"}
 
 
-def _fmt(value: Any, unit: str) -> str:
+def format_value(value: Any, unit: str) -> str:
+    """A scorecard value as shown: floats to 4 significant digits, then its unit."""
     if value is None or value == "":
         return ""
     if isinstance(value, float):
@@ -242,7 +243,7 @@ def styled(df):
     shown = df.copy()
     if "unit" in shown:
         for col in ("paper", "ours"):
-            shown[col] = [_fmt(v, u) for v, u in zip(df[col], df["unit"])]
+            shown[col] = [format_value(v, u) for v, u in zip(df[col], df["unit"])]
         shown = shown.drop(columns="unit")
     return (shown.style.hide(axis="index")
             .map(lambda v: f"background-color: {COLOURS.get(v, 'white')}", subset=["verdict"]))
