@@ -66,18 +66,21 @@ def check_inputs(x, y, eps, steps, norm, restarts, keep) -> None:
                          f"{getattr(y, 'shape', type(y).__name__)}")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < math.inf:
         raise ValueError(f"eps={eps!r}; expected a finite number >= 0")
-    if not is_int(steps):
-        raise TypeError(f"steps must be an int; got {type(steps).__name__} {steps!r}")
-    if steps < 0:
-        raise ValueError(f"steps={steps!r}; expected an integer >= 0")
+    check_count("steps", steps, 0)
     if norm not in NORMS:
         raise ValueError(f"norm={norm!r}; expected one of {NORMS}")
-    if not is_int(restarts):
-        raise TypeError(f"restarts must be an int; got {type(restarts).__name__} {restarts!r}")
-    if restarts < 1:
-        raise ValueError(f"restarts={restarts!r}; expected an integer >= 1")
+    check_count("restarts", restarts, 1)
     if keep not in KEEP:
         raise ValueError(f"keep={keep!r}; expected one of {KEEP}")
+
+
+def check_count(name: str, value, minimum: int) -> None:
+    """``value`` must be an int (not a bool) of at least ``minimum``: TypeError, else
+    ValueError, each naming ``name``."""
+    if not is_int(value):
+        raise TypeError(f"{name} must be an int; got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}={value!r}; expected an integer >= {minimum}")
 
 
 def model_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
