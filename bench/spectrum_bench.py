@@ -27,6 +27,7 @@ peak memory of a streamed data set independent of its length (--memory).
     python bench/spectrum_bench.py --size imagenet --batch-sizes 4,8,16,32,64  # the floor per batch
     python bench/spectrum_bench.py --size imagenet --memory 100,1000 --ranks 5,max
     python bench/spectrum_bench.py --size imagenet --methods bare --malloc glibc   # the default allocator
+    python bench/spectrum_bench.py --size cifar --n 1000 --layouts    # channels-last vs contiguous
     python bench/spectrum_bench.py --model resnet50 --random-init --data random --n 1000 \\
         --ranks all --device cuda --amp bf16                             # the paper's GPU workload
 
@@ -149,7 +150,7 @@ def worker(args) -> dict:
     shape = tuple(model.input_size)
     ks = parse_ranks(args.ranks, min(shape[-2:]))
     bs = args.batch_size or default_batch_size(shape, device)
-    amp, cl = args.amp == "bf16", device.type == "cuda"
+    amp, cl = args.amp == "bf16", args.channels_last == "on"
     if isinstance(x, torch.Tensor) and args.method in ("bare", "naive"):
         # the floor's inputs wait on the device; rank_spectrum gets them as a loader would
         x = x.to(device)
@@ -203,7 +204,7 @@ def worker(args) -> dict:
 def run(args, method: str, n: int | None = None) -> dict:
     """One method in a fresh process."""
     cmd = [sys.executable, __file__, "--worker", method, "--n", str(n or args.n)]
-    for name in ("model", "data", "ranks", "device", "amp", "seed", "malloc"):
+    for name in ("model", "data", "ranks", "device", "amp", "seed", "malloc", "channels_last"):
         cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     cmd += ["--batch-size", str(args.batch_size or 0)]
     if args.random_init:
@@ -254,6 +255,11 @@ def main(argv=None) -> None:
     p.add_argument("--memory", default=None,
                    help="instead: peak memory of rank_spectrum on a streamed data set of "
                         "each of these lengths, e.g. 100,1000")
+    p.add_argument("--channels-last", choices=["on", "off"], default="on",
+                   help="feed channels-last inputs, rank_spectrum's default (default: on)")
+    p.add_argument("--layouts", action="store_true",
+                   help="instead: rank_spectrum with contiguous and channels-last inputs, "
+                        "--repeat back-to-back pairs, and their ratio")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     model, data, ranks = SIZES[args.size]
@@ -272,6 +278,17 @@ def main(argv=None) -> None:
             args.batch_size = bs
             print(f"batch {bs:4d}: " + _row(run(args, "bare")), flush=True)
         args.batch_size = base
+    elif args.layouts:
+        pairs = []
+        for _ in range(args.repeat):
+            row = {}
+            for layout in ("off", "on"):
+                args.channels_last = layout
+                row[layout] = run(args, "spectrum")
+                print(f"channels-last {layout:3s}: " + _row(row[layout]), flush=True)
+            pairs.append(row["off"]["wall"] / row["on"]["wall"])
+        print(f"contiguous / channels-last = {statistics.median(pairs):.3f}: median of "
+              f"{len(pairs)} back-to-back pairs ({', '.join(f'{q:.3f}' for q in sorted(pairs))})")
     elif args.memory:
         rows = []
         for n in args.memory.split(","):

@@ -57,6 +57,18 @@ def test_the_rule_finds_a_shown_code_cell_and_a_shown_parameters_cell():
                                                       ["remove-input"], ["remove-input"]]
 
 
+def test_the_rule_finds_a_code_line_wider_than_the_column_but_not_prose_or_directives():
+    wide = "python -m rankcore.book run " + "-p x=1 " * 12
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("```{glue:figure} headline-figure\n\n" + "long caption " * 20
+                                      + "\n```\n\n" + "prose " * 40 + "\n\n```\n" + wide + "\n```"),
+        nbformat.v4.new_markdown_cell("```\nshort\n```")])
+    problems = pages.page_rule_problems(nb)
+    assert len(problems) == 1 and "cell 0" in problems[0] and "sideways" in problems[0]
+    assert all(len(line) <= pages.CODE_COLUMNS
+               for line in pages._fenced_lines("```\n" + "\n".join(["short"] * 3) + "\n```"))
+
+
 def _meta(**injected):
     return {"chapter": "02_rank_spectrum", "profile": "smoke",
             "injected": {"profile": "smoke", "download": False, **injected},

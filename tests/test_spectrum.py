@@ -529,6 +529,24 @@ def test_bf16_channels_last_and_overlap_path_runs_on_cpu():
     np.testing.assert_allclose(fast["mean_true_prob"], plain["mean_true_prob"], atol=0.02)
 
 
+def test_channels_last_is_a_layout_not_a_setting(tmp_path):
+    """Channels-last inputs (the default) give the float32 table of contiguous ones, and a
+    checkpoint written in one layout resumes in the other: the layout does not key it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+                          nn.Flatten(), nn.Linear(32, CLASSES)).eval()
+    x, y = toy_data()
+    x = x.float()
+    ckpt = tmp_path / "spectrum.pt"
+    plain = rank_spectrum(model, x, y, ranks="0:12:3", channels_last=False, progress=False,
+                          checkpoint=ckpt)
+    default = rank_spectrum(model, x, y, ranks="0:12:3", progress=False)
+    pd.testing.assert_frame_equal(default, plain, check_exact=False, rtol=1e-5)
+    resumed = rank_spectrum(model, x, y, ranks="0:12:3", channels_last=True, progress=False,
+                            checkpoint=ckpt)
+    pd.testing.assert_frame_equal(resumed, plain)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_defaults_match_cpu():
     model, (x, y) = toy_model().float(), toy_data()

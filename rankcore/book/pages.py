@@ -24,6 +24,10 @@ def page_rule_problems(nb: Any, name: str = "notebook") -> list[str]:
     """What in notebook ``nb`` (an ``nbformat`` node or its JSON) breaks the hiding rule ([] when none)."""
     out = []
     for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "markdown":
+            out += [f"{name} cell {i}: a code line of {len(line)} characters scrolls sideways "
+                    f"(at most {CODE_COLUMNS}): {line[:40]!r}..."
+                    for line in _fenced_lines("".join(cell["source"])) if len(line) > CODE_COLUMNS]
         if cell["cell_type"] != "code":
             continue
         tags = list(cell["metadata"].get("tags", []))
@@ -38,6 +42,25 @@ def page_rule_problems(nb: Any, name: str = "notebook") -> list[str]:
         if bad:
             out.append(f"{where}: tags {bad}; the rule is {HIDE_CODE!r} for every code cell")
     return out
+
+
+#: The widest line of a fenced code block in a Markdown cell that the 700 px column shows
+#: whole (the theme's code font at 1280 px; the re-run block wraps to 72).
+CODE_COLUMNS = 76
+
+
+def _fenced_lines(markdown: str) -> list[str]:
+    """The lines inside the ``` (or ~~~) code fences of ``markdown``; MyST directives
+    (```{name}) are markup, not code."""
+    lines, block = [], None  # None, "code" or "directive": the fence we are inside
+    for line in markdown.splitlines():
+        fence = line.lstrip()
+        if fence.startswith(("```", "~~~")):
+            block = None if block else ("directive" if fence[3:].startswith("{") else "code")
+            continue
+        if block == "code":
+            lines.append(line)
+    return lines
 
 
 def apply_page_rule(nb: Any) -> Any:
