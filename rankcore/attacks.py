@@ -288,7 +288,7 @@ def adversarial(model: nn.Module, x: Tensor, y: Tensor, *, method: str, norm: st
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, eps: float = 4 / 255, steps: int = 20,
              norm: str = "linf", targeted: bool = True, target: Tensor | None = None,
              batch_size: int = 256, seed: int = 0, progress: bool = False,
-             attack: str = "pgd", **pgd_kwargs) -> dict:
+             attack: str = "pgd", *, per_image: bool = False, **pgd_kwargs) -> dict:
     """Table 2's robustness numbers for one model (paper Section 5.3).
 
     It takes 11 positional parameters because it is :func:`pgd`'s settings plus the
@@ -308,6 +308,8 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, eps: float = 4 / 255, steps
         attack (str, optional): ``"pgd"`` or ``"autoattack"`` (:func:`autoattack`,
             untargeted only; ``steps`` is then its version's, and ``pgd_kwargs`` may hold
             only ``version`` and ``targets``). Default: ``"pgd"``.
+        per_image (bool, optional): also return each image's outcomes, for paired intervals
+            between attacks or models on the same images. Default: False.
         **pgd_kwargs: passed to :func:`pgd` (``step_size``, ``restarts``, ``keep``, ...).
 
     Returns:
@@ -317,7 +319,8 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, eps: float = 4 / 255, steps
         i.e. the accuracy under attack), ``other`` (1 - success - recovery, targeted only),
         the two rates restricted to the images the model classified correctly before the
         attack (``success_on_correct``, ``recovery_on_correct``), and the counts ``n``,
-        ``n_correct``.
+        ``n_correct``. With ``per_image=True`` also ``per_image``: ``{"correct", "success",
+        "recovery"}``, each an ``(N,)`` bool NumPy array whose mean is that rate.
     """
     check_inputs(x, y, eps, steps, norm, pgd_kwargs.get("restarts", 1),
                   pgd_kwargs.get("keep", "best"))
@@ -362,6 +365,9 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, eps: float = 4 / 255, steps
            "success_on_correct": rate(ok, correct), "recovery_on_correct": rate(rec, correct)}
     if targeted:
         out["other"] = rate(~ok & ~rec)
+    if per_image:
+        out["per_image"] = {"correct": correct.cpu().numpy(), "success": ok.cpu().numpy(),
+                            "recovery": rec.cpu().numpy()}
     return out
 
 

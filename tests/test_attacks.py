@@ -2,6 +2,7 @@
 the training-time attack (FGSM-RS, PGD) against the same independent loop."""
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -268,6 +269,26 @@ def test_evaluate_rates(trained):
     assert all(0.0 <= v <= 1.0 for k, v in r.items() if not k.startswith("n"))
     untargeted = attacks.evaluate(model, x, y, eps=16 / 255, steps=5, targeted=False)
     assert "other" not in untargeted and untargeted["success"] == 1 - untargeted["recovery"]
+
+
+def test_evaluate_per_image_is_each_batch_attacked_with_its_own_seed(trained):
+    """The per-image outcomes are pgd's on each batch (seed + batch index), classified
+    image by image; their means are the rates."""
+    model, x, y = trained
+    r = attacks.evaluate(model, x, y, eps=8 / 255, steps=4, targeted=False, batch_size=40,
+                         seed=5, per_image=True)
+    with torch.no_grad():
+        adv = torch.cat([model(rankcore.pgd(model, x[i:i + 40], y[i:i + 40], 8 / 255, steps=4,
+                                            seed=5 + b)).argmax(1)
+                         for b, i in enumerate(range(0, len(x), 40))])
+        clean = model(x).argmax(1)
+    each = r["per_image"]
+    np.testing.assert_array_equal(each["recovery"], (adv == y).numpy())
+    np.testing.assert_array_equal(each["success"], (adv != y).numpy())
+    np.testing.assert_array_equal(each["correct"], (clean == y).numpy())
+    assert 0 < each["recovery"].sum() < len(y)
+    assert each["recovery"].mean() == pytest.approx(r["recovery"])
+    assert "per_image" not in attacks.evaluate(model, x, y, eps=8 / 255, steps=1, targeted=False)
 
 
 def test_errors_name_the_argument(trained):

@@ -125,13 +125,26 @@ class Browser:
         return out["result"].get("value")
 
     def screenshot(self, path: Path, max_height: int = 6000, scale: float = 0.75) -> None:
-        """The whole page (up to ``max_height`` CSS pixels) as a PNG, scaled down."""
+        """The whole page (up to ``max_height`` CSS pixels) as a PNG, scaled down.
+
+        The window grows to the page's height for the capture and shrinks back after:
+        Chromium's ``captureBeyondViewport`` lays the page out again for a tall viewport,
+        and the theme's sticky sidebar then squeezed the text column off the left edge.
+        """
         import base64
-        width = self.js("document.documentElement.scrollWidth")
+        width = self.js("window.innerWidth")
+        view = self.js("window.innerHeight")
         height = min(max_height, self.js("document.documentElement.scrollHeight"))
-        data = self.call("Page.captureScreenshot", session=True, format="png",
-                         captureBeyondViewport=True,
-                         clip=dict(x=0, y=0, width=width, height=height, scale=scale))["data"]
+        metrics = dict(width=width, deviceScaleFactor=1, mobile=False)
+        self.call("Emulation.setDeviceMetricsOverride", session=True, height=height, **metrics)
+        try:
+            self.js("window.scrollTo(0, 0)")
+            time.sleep(0.3)  # one layout and paint at the new height
+            data = self.call("Page.captureScreenshot", session=True, format="png",
+                             captureBeyondViewport=False,
+                             clip=dict(x=0, y=0, width=width, height=height, scale=scale))["data"]
+        finally:
+            self.call("Emulation.setDeviceMetricsOverride", session=True, height=view, **metrics)
         path.write_bytes(base64.b64decode(data))
 
     def close(self) -> None:
@@ -260,9 +273,15 @@ READER = """(() => {
     .filter(visible).map(e => e.innerText.slice(0, 80));
   const cut = Array.from(main.querySelectorAll('td, th')).map(e => e.innerText.trim())
     .filter(t => t.endsWith('...') || t.endsWith('\u2026')).map(t => t.slice(-80));
+  const art = main.querySelector('article') || main;
+  const edge = art.getBoundingClientRect().right + 2;
+  const wide = Array.from(art.querySelectorAll('table, img, canvas')).filter(visible)
+    .filter(e => e.getBoundingClientRect().right > edge)
+    .map(e => `${e.tagName} ${Math.round(e.getBoundingClientRect().width)} px: ` +
+              (e.innerText || e.src || '').slice(0, 60));
   return {width: window.innerWidth, scroll: document.documentElement.scrollWidth,
           first_image: img ? img.getBoundingClientRect().top + window.scrollY : null,
-          code: code, cut: cut};
+          code: code, cut: cut, wide: wide};
 })()"""
 
 
@@ -271,7 +290,7 @@ def chapter_pages(root: Path) -> list[Path]:
     return sorted(p for p in pages(root) if p.parent.name == "book")
 
 
-def test_reader_sees_results_first_no_code_and_no_cut_table_cells(html_root, browser, server):
+def test_reader_sees_results_first_no_code_no_cut_cells_nothing_wider_than_the_column(html_root, browser, server):
     browser.call("Emulation.setDeviceMetricsOverride", session=True, width=1280, height=1000,
                  deviceScaleFactor=1, mobile=False)
     found = chapter_pages(html_root)
@@ -287,6 +306,8 @@ def test_reader_sees_results_first_no_code_and_no_cut_table_cells(html_root, bro
             problems.append(f"{rel}: code cells visible: {got['code'][:3]}")
         if got["cut"]:
             problems.append(f"{rel}: table cells cut with '...': {got['cut'][:3]}")
+        if got["wide"]:
+            problems.append(f"{rel}: wider than the text column: {got['wide'][:3]}")
         if page.stem not in HEADLINE_PENDING:
             top = got["first_image"]
             if top is None or top > FIRST_FIGURE_PX:

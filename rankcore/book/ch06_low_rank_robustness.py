@@ -27,7 +27,6 @@ import numpy as np
 
 from .. import attacks, stats
 from ..spectrum import wilson_interval
-from ..torch_utils import predict
 from ..training import transform_rank
 from . import paper
 from .ch04_high_rank_training import training_evidence
@@ -140,29 +139,22 @@ def robust_per_image(model, x, y, attack_specs: dict, seed: int,
     ``norm``, ``eps``, optional ``steps``, ``restarts`` (PGD), ``version`` (AutoAttack) and
     ``n`` (attack only the first n images; default all).
 
-    The batches and their seeds (``seed + b`` for batch ``b``) are those of
-    :func:`rankcore.attacks.evaluate`, so the mean of each array is evaluate's ``recovery``
-    on the same images; the per-image outcomes are what paired intervals need.
+    Each is :func:`rankcore.attacks.evaluate`'s per-image ``recovery`` (its batches and
+    seeds), so the mean of each array is evaluate's rate on the same images; the per-image
+    outcomes are what paired intervals need.
     """
     out = {}
     for name, spec in attack_specs.items():
+        if spec["attack"] not in ("pgd", "autoattack"):
+            raise ValueError(f"attack={spec['attack']!r} in attack_specs[{name!r}]; "
+                             "expected 'pgd' or 'autoattack'")
         n = spec.get("n") or len(x)
-        xs, ys = x[:n], y[:n]
-        adv = []
-        for b, i in enumerate(range(0, n, batch_size)):
-            sl = slice(i, i + batch_size)
-            if spec["attack"] == "autoattack":
-                xa = attacks.autoattack(model, xs[sl], ys[sl], spec["eps"], norm=spec["norm"],
-                                        version=spec.get("version", "standard"), seed=seed + b)
-            elif spec["attack"] == "pgd":
-                xa = attacks.pgd(model, xs[sl], ys[sl], spec["eps"], steps=spec.get("steps", 20),
-                                 norm=spec["norm"], restarts=spec.get("restarts", 1),
-                                 seed=seed + b)
-            else:
-                raise ValueError(f"attack={spec['attack']!r} in attack_specs[{name!r}]; "
-                                 "expected 'pgd' or 'autoattack'")
-            adv.append(predict(model, xa, batch_size, amp=False).argmax(1).cpu().numpy())
-        out[name] = (np.concatenate(adv) if adv else np.zeros(0, int)) == ys.cpu().numpy()
+        kwargs = ({"version": spec.get("version", "standard")} if spec["attack"] == "autoattack"
+                  else {"steps": spec.get("steps", 20), "restarts": spec.get("restarts", 1)})
+        r = attacks.evaluate(model, x[:n], y[:n], spec["eps"], norm=spec["norm"], targeted=False,
+                             batch_size=batch_size, seed=seed, attack=spec["attack"],
+                             per_image=True, **kwargs)
+        out[name] = r["per_image"]["recovery"]
     return out
 
 

@@ -428,9 +428,13 @@ def build(profile: str = "quick", out: Path | None = None, html_root: Path | Non
     if missing:
         raise BookError(f"not executed yet for profile {profile!r}: {missing}; "
                         f"run `python -m rankcore.book run --profile {profile}` first")
-    # Pictures a Markdown page refers to (the intro's figure) travel with it.
+    # Pictures a Markdown page refers to (the intro's figure) travel with it, and the
+    # book's style sheet goes where Jupyter Book looks for one (<source>/_static/*.css).
     for asset in (ROOT / "book").glob("*.png"):
         shutil.copy2(asset, folder / "book" / asset.name)
+    (folder / "_static").mkdir(parents=True, exist_ok=True)
+    for asset in (ROOT / "book" / "_static").glob("*.css"):
+        shutil.copy2(asset, folder / "_static" / asset.name)
     copy_landing(profile, folder / "book")
     html_root = Path(html_root) if html_root else ROOT
     exe = Path(sys.executable).parent / "jupyter-book"
