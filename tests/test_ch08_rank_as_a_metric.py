@@ -165,3 +165,28 @@ def test_models_at_chance_are_left_out_of_the_correlations_with_their_reason():
     assert not kept and len(dropped) == 3
     with pytest.raises(ValueError, match="classes=1"):
         ch08.learned(per_model, classes=1)
+
+
+def test_every_model_table_sets_the_learned_correlation_beside_all_models():
+    per_model, ranks = _made_up(200)
+    kept = {k: v for k, v in per_model.items() if k != "m0"}
+    corr = ch08.bootstrap_correlations(kept, ranks, ["top1_rank1_5"], ["pgd"], n_boot=50)
+    corr_all = ch08.bootstrap_correlations(per_model, ranks, ["top1_rank1_5"], ["pgd"], n_boot=50)
+    t = ch08.with_every_model(corr, corr_all, "pgd")
+    assert list(t.columns) == ["score", "learned", "every model"] and len(t) == 1
+    every = ch08.score_table(per_model, ranks)
+    rho = stats.spearmanr(every.top1_rank1_5, every.pgd).statistic
+    assert t["every model"].iloc[0].startswith(f"{rho:+.2f} [") and "8 models" in t["every model"].iloc[0]
+    assert "7 models" in t["learned"].iloc[0]
+
+
+def test_scatter_shows_left_out_models_as_a_second_series():
+    import matplotlib
+    matplotlib.use("Agg")
+    per_model, ranks = _made_up(50, models=4)
+    table = ch08.score_table(per_model, ranks)
+    fig = ch08.scatter_figure(table, ["top1_rank1_5"], "pgd", "PGD", left_out=["m0"])
+    ax = fig.axes[0]
+    sizes = [len(c.get_offsets()) for c in ax.collections]
+    assert sizes == [3, 1]                         # correlated models, then the one left out
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["correlated", "left out (at chance)"]

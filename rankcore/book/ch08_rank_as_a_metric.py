@@ -34,7 +34,8 @@ __all__ = ["CHAPTER", "RANK_SCORES", "PROXIES", "SCORE_LABELS", "MIN_MODELS", "r
            "load_models", "matched_window", "gaussian_blur", "gaussian_noise",
            "per_image_scores", "robust_per_image", "score_row", "score_table", "correlation",
            "blocks", "bootstrap_correlations", "best_score", "best_markdown",
-           "metric_verdict", "learned", "LEARNED_OVER_CHANCE", "MIN_CORRELATED", "scatter_figure", "summary_markdown"]
+           "metric_verdict", "learned", "LEARNED_OVER_CHANCE", "MIN_CORRELATED", "scatter_figure",
+           "with_every_model", "summary_markdown"]
 
 CHAPTER = "08_rank_as_a_metric"
 #: Scores from the rank spectrum (agreement AUC over ranks, top-1 averaged over ranks 1-5,
@@ -341,23 +342,50 @@ def learned(per_model: dict, classes: int = 10,
     return kept, dropped
 
 
-def scatter_figure(table, scores: Sequence[str], target: str, label: str):
+def scatter_figure(table, scores: Sequence[str], target: str, label: str,
+                   left_out: Sequence[str] = ()):
     """One scatter plot per score against ``target`` (fractions shown as percent), two to
-    a row so that each panel is readable in the book's column."""
+    a row so that each panel is readable in the book's column. Models in ``left_out`` (not
+    correlated: at chance) are grey crosses, so a reader sees every model of the table."""
     import matplotlib.pyplot as plt
 
     from .figures import figsize, grid_shape
     rows, cols = grid_shape(len(scores), max_cols=2)
     fig, axes = plt.subplots(rows, cols, figsize=figsize(cols, rows, aspect=0.8), squeeze=False)
+    out = table["model"].isin(list(left_out))
     for ax, s in zip(axes.flat, scores):
-        ax.scatter(table[s], 100 * table[target], s=18)
+        for part, style in ((table[~out], dict(s=18, label="correlated")),
+                            (table[out], dict(s=22, marker="x", color="0.55",
+                                              label="left out (at chance)"))):
+            if len(part):
+                ax.scatter(part[s], 100 * part[target], **style)
         for m, a, b in zip(table["model"], table[s], table[target]):
             ax.annotate(str(m), (a, 100 * b), fontsize=6, alpha=0.7)
         ax.set(xlabel=SCORE_LABELS.get(s, s), ylabel=f"{label} (%)")
+    if out.any():
+        axes.flat[0].legend(fontsize=6, loc="best")
     for ax in list(axes.flat)[len(scores):]:
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def with_every_model(corr, corr_all, target: str):
+    """Spearman of each score with ``target`` on the learned models (``corr``) beside the
+    same on every model (``corr_all``, those at chance included): how much the choice to
+    leave models out moves each correlation. Columns ``score``, ``learned``,
+    ``every model`` (text: rho [lo, hi] and the number of models)."""
+    import pandas as pd
+
+    def text(df, score):
+        r = df[(df.target == target) & (df.score == score)]
+        if r.empty or not np.isfinite(r.spearman.iloc[0]):
+            return "not finite"
+        r = r.iloc[0]
+        return f"{r.spearman:+.2f} [{r.spearman_lo:+.2f}, {r.spearman_hi:+.2f}], {r.models} models"
+    return pd.DataFrame([{"score": SCORE_LABELS.get(s, s), "learned": text(corr, s),
+                          "every model": text(corr_all, s)}
+                         for s in corr[corr.target == target].score])
 
 
 def summary_markdown(corr, target: str, label: str, n: dict, skipped: dict,
