@@ -89,7 +89,7 @@ class ImageDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, source: str, keep: np.ndarray, labels: np.ndarray | None,
-                 size: int, resize: int | None, interpolation: str = "bilinear",
+                 size: int, resize: int | None, interpolation: str = "bilinear", *,
                  files: np.ndarray | None = None, array: torch.Tensor | None = None,
                  names: list[str] | None = None, classes: list[str] | None = None,
                  transform: Callable | None = None):
@@ -186,7 +186,7 @@ def _check_common(split: str, size, n, seed) -> str:
 
 
 def dataset(name: str, split: str = "test", n: int | None = None, seed: int = 0,
-            root: str | os.PathLike | None = None, size: int | None = None,
+            root: str | os.PathLike | None = None, *, size: int | None = None,
             resize: int | None = None, interpolation: str = "bilinear",
             download: bool = True, progress: bool = True,
             transform: Callable | None = None) -> ImageDataset:
@@ -302,7 +302,7 @@ def default_workers(n_items: int) -> int:
 
 
 def loader(data: torch.utils.data.Dataset, batch_size: int = 64, workers: int | None = None,
-           device: str | torch.device | None = None, shuffle: bool = False, seed: int = 0,
+           device: str | torch.device | None = None, *, shuffle: bool = False, seed: int = 0,
            distributed: bool = False, drop_last: bool = False,
            persistent: bool = False) -> torch.utils.data.DataLoader:
     """Batches of a data set, decoded in worker processes.
@@ -420,7 +420,7 @@ def resolve(name: str, root: str | os.PathLike | None = None) -> str:
 
 
 def load(name: str, split: str = "test", n: int | None = None, seed: int = 0,
-         root: str | os.PathLike | None = None, size: int | None = None,
+         root: str | os.PathLike | None = None, *, size: int | None = None,
          resize: int | None = None, interpolation: str = "bilinear",
          download: bool = True, progress: bool = True, workers: int | None = None) -> Loaded:
     """Load a data set as tensors (for sets that fit in memory; else :func:`dataset`).
@@ -460,7 +460,8 @@ def load(name: str, split: str = "test", n: int | None = None, seed: int = 0,
         >>> tuple(x.shape), y
         ((2, 3, 64, 64), None)
     """
-    ds = dataset(name, split, n, seed, root, size, resize, interpolation, download, progress)
+    ds = dataset(name, split, n, seed, root, size=size, resize=resize,
+                 interpolation=interpolation, download=download, progress=progress)
     if ds.array is not None and ds.array.shape[-1] == ds.size:
         images = ds.array[torch.from_numpy(ds.keep)].float() / 255  # (N, 3, 32, 32)
     else:
