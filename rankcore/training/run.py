@@ -21,7 +21,6 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
-import torch
 from torch import Tensor, nn
 
 from .. import _io
@@ -70,9 +69,11 @@ def load_data(config, split: str, progress: bool = False):
         return (imagenet_training.train_data(config) if split == "train"
                 else imagenet_training.val_data(config))
     n = config.n_train if split == "train" else config.n_test
+    # the decoded bytes themselves: a float copy turned back into bytes would hold the
+    # whole set twice on the way
     x, y = data.load(config.dataset, split=split, n=n, seed=config.data_seed,
-                     progress=progress)[:2]
-    return (x * 255).round().to(torch.uint8), y
+                     progress=progress, uint8=True)[:2]
+    return x, y
 
 
 class Run:
