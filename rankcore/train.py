@@ -16,7 +16,8 @@ returns its result: :class:`rankcore.training.Run`. Example::
 
     config = TrainConfig(arch="airbench_cpu", epochs=2, schedule="onecycle", lr=0.4)
     model = train(build_model(config), (x, y), (x_test, y_test), config)
-    # ImageNet: two Datasets instead of two pairs (rankcore.imagenet_training)
+    # ImageNet: two Datasets instead of two pairs (from rankcore.imagenet_training)
+    inet = imagenet_config(transform="low_rank:50")
     model = train(build_model(inet), train_data(inet), val_data(inet), inet, workers=8)
 """
 from __future__ import annotations
