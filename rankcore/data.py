@@ -89,7 +89,7 @@ class ImageDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, source: str, keep: np.ndarray, labels: np.ndarray | None,
-                 size: int, resize: int | None, interpolation: str = "bilinear",
+                 size: int, resize: int | None, interpolation: str = "bilinear", *,
                  files: np.ndarray | None = None, array: torch.Tensor | None = None,
                  names: list[str] | None = None, classes: list[str] | None = None,
                  transform: Callable | None = None):
@@ -106,9 +106,8 @@ class ImageDataset(torch.utils.data.Dataset):
 
     @property
     def labels(self) -> torch.Tensor | None:
-        if self._labels is None:
-            return None
-        return torch.from_numpy(np.asarray(self._labels)[self.keep].astype(np.int64))
+        return None if self._labels is None else \
+            torch.from_numpy(np.asarray(self._labels)[self.keep].astype(np.int64))
 
     @property
     def names(self) -> list[str]:
@@ -143,22 +142,20 @@ class ImageDataset(torch.utils.data.Dataset):
             raise IndexError(f"index {i} out of range for {len(self)} items")
         j = int(self.keep[i])
         im = self.image(j)
-        if self.transform is not None:
-            if isinstance(im, torch.Tensor):
-                im = Image.fromarray(im.permute(1, 2, 0).numpy())
-            if self.item_seed is None:
+        native = isinstance(im, torch.Tensor)  # CIFAR-10's uint8 rows
+        if native and self.transform is None and tuple(im.shape[-2:]) == (self.size, self.size):
+            x = im.clone()
+        else:
+            im = Image.fromarray(im.permute(1, 2, 0).numpy()) if native else im
+            if self.transform is None:
+                x = resize_crop(im, self.size, self.resize, self.interpolation)
+            elif self.item_seed is None:
                 x = self.transform(im)
             else:
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed((self.item_seed * 1_000_003 + j) % 2**63)
                     x = self.transform(im)
             x = to_uint8_chw(x) if isinstance(x, Image.Image) else x
-        elif isinstance(im, torch.Tensor) and tuple(im.shape[-2:]) == (self.size, self.size):
-            x = im.clone()
-        else:
-            if isinstance(im, torch.Tensor):
-                im = Image.fromarray(im.permute(1, 2, 0).numpy())
-            x = resize_crop(im, self.size, self.resize, self.interpolation)
         label = -1 if self._labels is None else int(self._labels[j])
         return x, label
 
@@ -186,7 +183,7 @@ def _check_common(split: str, size, n, seed) -> str:
 
 
 def dataset(name: str, split: str = "test", n: int | None = None, seed: int = 0,
-            root: str | os.PathLike | None = None, size: int | None = None,
+            root: str | os.PathLike | None = None, *, size: int | None = None,
             resize: int | None = None, interpolation: str = "bilinear",
             download: bool = True, progress: bool = True,
             transform: Callable | None = None) -> ImageDataset:
@@ -302,7 +299,7 @@ def default_workers(n_items: int) -> int:
 
 
 def loader(data: torch.utils.data.Dataset, batch_size: int = 64, workers: int | None = None,
-           device: str | torch.device | None = None, shuffle: bool = False, seed: int = 0,
+           device: str | torch.device | None = None, *, shuffle: bool = False, seed: int = 0,
            distributed: bool = False, drop_last: bool = False,
            persistent: bool = False) -> torch.utils.data.DataLoader:
     """Batches of a data set, decoded in worker processes.
@@ -420,9 +417,10 @@ def resolve(name: str, root: str | os.PathLike | None = None) -> str:
 
 
 def load(name: str, split: str = "test", n: int | None = None, seed: int = 0,
-         root: str | os.PathLike | None = None, size: int | None = None,
+         root: str | os.PathLike | None = None, *, size: int | None = None,
          resize: int | None = None, interpolation: str = "bilinear",
-         download: bool = True, progress: bool = True, workers: int | None = None) -> Loaded:
+         download: bool = True, progress: bool = True, workers: int | None = None,
+         uint8: bool = False) -> Loaded:
     """Load a data set as tensors (for sets that fit in memory; else :func:`dataset`).
 
     Args:
@@ -443,9 +441,11 @@ def load(name: str, split: str = "test", n: int | None = None, seed: int = 0,
             the network is up. Default: ``True``.
         progress (bool, optional): show tqdm bars while decoding. Default: ``True``.
         workers (int, optional): decoding processes (:func:`loader`). Default: automatic.
+        uint8 (bool, optional): the decoded bytes, not floats (the trainer's). Default: False.
 
     Returns:
-        Loaded: ``(images, labels)``; images float32 ``(N, 3, size, size)`` in [0, 1],
+        Loaded: ``(images, labels)``; images float32 ``(N, 3, size, size)`` in [0, 1] (or
+        uint8),
         labels int64 ``(N,)`` or ``None`` (samples). ``.source`` names the set loaded.
 
     Examples::
@@ -460,17 +460,19 @@ def load(name: str, split: str = "test", n: int | None = None, seed: int = 0,
         >>> tuple(x.shape), y
         ((2, 3, 64, 64), None)
     """
-    ds = dataset(name, split, n, seed, root, size, resize, interpolation, download, progress)
+    ds = dataset(name, split, n, seed, root, size=size, resize=resize,
+                 interpolation=interpolation, download=download, progress=progress)
     if ds.array is not None and ds.array.shape[-1] == ds.size:
-        images = ds.array[torch.from_numpy(ds.keep)].float() / 255  # (N, 3, 32, 32)
+        images = ds.array[torch.from_numpy(ds.keep)]  # (N, 3, 32, 32) uint8
     else:
         from tqdm.auto import tqdm
-        images = torch.empty(len(ds), 3, ds.size, ds.size)  # (N, 3, size, size)
+        images = torch.empty(len(ds), 3, ds.size, ds.size, dtype=torch.uint8)
         i = 0
         for x, _ in tqdm(loader(ds, 64, workers), desc=f"decoding {ds.source}",
                          disable=not progress or len(ds) < 64, leave=False):
-            images[i:i + len(x)] = x.float() / 255
+            images[i:i + len(x)] = x
             i += len(x)
+    images = images if uint8 else images.float() / 255
     return Loaded(images, ds.labels, ds.source, ds.names, ds.classes)
 
 

@@ -201,8 +201,8 @@ def test_any_preprocessing_works_or_names_the_argument(imagenet, size, resize, i
 # ---------------------------------------------------------------------------- ImageNet training
 
 def _config(**kw):
-    from rankcore.imagenet_training import ImageNetTrainConfig
-    return ImageNetTrainConfig(**kw)
+    from rankcore.imagenet_training import imagenet_config
+    return imagenet_config(**kw)
 
 
 CONFIG_ROWS = [
@@ -218,7 +218,9 @@ CONFIG_ROWS = [
     (dict(batch_size=0), "batch_size=0"),
     (dict(crop=0), "crop=0"),
     (dict(n_train=0), "n_train=0"),
-    (dict(n_val=2.0), "n_val=2.0"),
+    (dict(n_test=2.0), "n_test=2.0"),
+    (dict(step_epochs=0), "step_epochs=0"),
+    (dict(warmup_epochs=-1), "warmup_epochs=-1"),
     (dict(lr=0), "lr=0"),
     (dict(lr=-0.1), "lr=-0.1"),
     (dict(lr=float("nan")), "lr=nan"),
@@ -231,22 +233,29 @@ CONFIG_ROWS = [
 
 @pytest.mark.parametrize("fields, text", CONFIG_ROWS, ids=[r[1] for r in CONFIG_ROWS])
 def test_bad_training_config(fields, text):
-    with pytest.raises(ValueError) as e:
+    # a value of the wrong type is a TypeError (TrainConfig's rule), a bad value a ValueError
+    wrong_type = text in ("epochs=1.5", "epochs=True", "n_test=2.0", "lr=True")
+    with pytest.raises(TypeError if wrong_type else ValueError) as e:
         _config(**fields)
     assert text in str(e.value)
 
 
 def test_bad_training_arguments(tmp_path):
     from rankcore import imagenet_training as it
+    from rankcore import train as T
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 1000))
-    items = [(torch.zeros(3, 8, 8, dtype=torch.uint8), 0)] * 4
+    items = torch.utils.data.TensorDataset(torch.zeros(4, 3, 8, 8, dtype=torch.uint8),
+                                           torch.zeros(4, dtype=torch.long))
     rows = [
-        (lambda: it.train(model, "config", items), TypeError, "config must be"),
-        (lambda: it.train("model", _config(), items), TypeError, "model must be"),
-        (lambda: it.train(model, _config(batch_size=2), items, stop_after=0), ValueError,
+        (lambda: T.train(model, items, None, "config"), TypeError, "config must be"),
+        (lambda: T.train("model", items, None, _config()), TypeError, "model must be"),
+        (lambda: T.train(model, items, None, _config(batch_size=2), stop_after=0), ValueError,
          "stop_after=0"),
-        (lambda: it.train(model, _config(batch_size=8), items), ValueError, "batch_size=8"),
-        (lambda: it.load_checkpoint(tmp_path / "absent.pt"), ValueError, "absent.pt"),
+        (lambda: T.train(model, items, None, _config(batch_size=8)), ValueError, "batch_size=8"),
+        (lambda: T.train(model, items, None, _config(batch_size=2, adv="fgsm-rs")), ValueError,
+         "needs a labelled test_data"),
+        (lambda: T.load_checkpoint(tmp_path / "absent.pt"), ValueError, "absent.pt"),
+        (lambda: T.TrainConfig(crop=32), ValueError, "dataset='imagenet'"),
     ]
     for call, error, text in rows:
         with pytest.raises(error) as e:

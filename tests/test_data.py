@@ -328,6 +328,24 @@ def test_dataset_items_equal_load_and_loader_batches(tmp_path):
     assert torch.equal(data.to_float(batches[0][0], "cpu"), x[:16])
 
 
+def test_training_data_are_the_decoded_bytes(tmp_path, monkeypatch):
+    """What a run trains on (``training.load_data``) is the images as decoded, uint8, with
+    no float copy on the way: item for item the data set's own bytes, and ``data.load``'s
+    floats are those bytes / 255."""
+    from rankcore.train import TrainConfig
+    from rankcore.training import load_data
+    _fake_imagenet(tmp_path, 30, distinct=3, side=(90, 70))
+    monkeypatch.setenv("RANKCORE_DATA", str(tmp_path))
+    ds = data.dataset("imagenet-val", n=12, seed=1)
+    items = torch.stack([ds[i][0] for i in range(len(ds))])
+    images = data.load("imagenet-val", n=12, seed=1, workers=0, progress=False, uint8=True).images
+    assert images.dtype == torch.uint8 and torch.equal(images, items)
+    x, y = load_data(TrainConfig(dataset="imagenet-val", n_test=12, data_seed=1), "test")
+    assert x.dtype == torch.uint8 and torch.equal(x, items) and torch.equal(y, ds.labels)
+    loaded = data.load("imagenet-val", n=12, seed=1, workers=0, progress=False)
+    assert torch.equal(loaded.images, items.float() / 255)
+
+
 def test_loader_settings(monkeypatch):
     ds = data.dataset("samples", size=16)
     assert data.loader(ds, workers=2).num_workers == 2

@@ -1,4 +1,5 @@
-"""rankcore.imagenet_training: ImageNet-folder training with the rank-k transform on the device.
+"""rankcore.imagenet_training: ImageNet-folder training with the rank-k transform on the
+device, as the streamed batch source of the one trainer (rankcore.train.train).
 
 The smoke run stands the ImageNet validation images in for a training set (an ImageFolder
 ``train/<wnid>/`` of links made in the test); without ``$RANKCORE_DATA`` it uses generated
@@ -18,6 +19,9 @@ from PIL import Image
 
 from rankcore import data, data_files
 from rankcore import imagenet_training as it
+from rankcore import train as T
+from rankcore.training import checkpoint as checkpoints
+from rankcore.training import sources
 
 REAL = Path(os.environ["RANKCORE_DATA"]) if os.environ.get("RANKCORE_DATA") else None
 
@@ -59,14 +63,19 @@ def root(tmp_path_factory) -> Path:
     return tmp
 
 
-CONFIG = it.ImageNetTrainConfig(arch="torchvision:resnet18", transform="low_rank:8", epochs=2,
-                                batch_size=8, crop=48, val_size=48, val_resize=56, n_train=32,
-                                n_val=16, lr=0.05)
+CONFIG = it.imagenet_config(arch="torchvision:resnet18", transform="low_rank:8", epochs=2,
+                            batch_size=8, crop=48, val_size=48, val_resize=56, n_train=32,
+                            n_test=16, lr=0.05)
 
 
 def _model(config=CONFIG):
-    torch.manual_seed(0)
-    return it.build_model(config)
+    return T.build_model(config)
+
+
+def _train(config, train, val, out, **kw):
+    """rankcore.train.train with the ImageNet command's folder layout."""
+    return T.train(_model(config), train, val, config, checkpoint=out / "checkpoint.pt",
+                   log=out / "log.jsonl", resume=True, progress=False, **kw)
 
 
 # ---------------------------------------------------------------------------- data
@@ -96,29 +105,60 @@ def test_train_augment_is_random_resized_crop_and_flip():
     assert slopes == {-1, 1}
 
 
-def test_rank_transform_is_rank_k_on_the_batch_device():
-    x = torch.rand(2, 3, 20, 24)
-    y = it.rank_transform(x, "low_rank:3")
-    s = np.linalg.svd(y.double().numpy(), compute_uv=False)  # (2, 3, 20)
-    assert y.device == x.device and float(y.min()) >= 0 and float(y.max()) <= 1
-    # clamping to [0, 1] adds little energy beyond rank 3
-    assert (s[..., 3:].sum(-1) < 0.02 * s.sum(-1)).all()
-    ref = x.double().numpy()
-    u, sv, vh = np.linalg.svd(ref, full_matrices=False)
-    high = ref - (u[..., :3] * sv[..., None, :3]) @ vh[..., :3, :]
-    np.testing.assert_allclose(it.rank_transform(x, "high_rank:3").double().numpy(), high, atol=1e-5)
-    assert it.rank_transform(x, None) is x
+class _Tensors(torch.utils.data.Dataset):
+    """uint8 images (N, 3, H, W) and labels as a Dataset: the streamed source's input."""
+
+    def __init__(self, x, y):
+        self.x, self.y, self.labels = x, y, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i])
 
 
-def test_lr_schedules():
-    c = it.ImageNetTrainConfig(batch_size=512)
-    assert c.peak_lr == pytest.approx(0.2)
-    assert [it.lr_at(c, e) for e in (0, 29.99, 30, 60, 89.9)] == pytest.approx(
+def test_streamed_batches_are_rank_k_on_the_batch_device():
+    """Every batch of the streamed source is the rank-k image of the loader's uint8 crop,
+    per channel (float64 NumPy SVD as the reference); each image once per epoch."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (12, 3, 20, 24), dtype=torch.uint8, generator=g)
+    ds = _Tensors(x, torch.arange(12))            # the label names the image
+    for spec in ("high_rank:3", "low_rank:3"):
+        config = it.imagenet_config(transform=spec, batch_size=4, crop=20, val_size=20,
+                                    val_resize=24, epochs=1)
+        source = sources.Streamed(ds, None, config, torch.device("cpu"), 0)
+        assert source.steps == 3 and source.guard is None
+        seen = []
+        for xb, yb in source.batches(0, torch.Generator()):
+            assert xb.dtype == torch.float32 and xb.shape == (4, 3, 20, 24)
+            full = x[yb].double().numpy() / 255
+            u, sv, vh = np.linalg.svd(full, full_matrices=False)
+            top = (u[..., :3] * sv[..., None, :3]) @ vh[..., :3, :]
+            ref = full - top if spec.startswith("high") else np.clip(top, 0, 1)
+            np.testing.assert_allclose(xb.double().numpy(), ref, atol=1e-4)
+            seen += yb.tolist()
+        assert sorted(seen) == list(range(12))
+
+
+def test_imagenet_recipe_and_its_schedules():
+    c = it.imagenet_config(batch_size=512)
+    assert isinstance(c, T.TrainConfig) and c.dataset == "imagenet"
+    assert c.lr == pytest.approx(0.2) and c.milestones == (30, 60) and c.weight_decay == 1e-4
+    assert (c.crop, c.val_size, c.val_resize) == (224, 224, 256)
+    spe = 100
+    assert [T.lr_at(c, round(e * spe), spe) for e in (0, 29.99, 30, 60, 89.9)] == pytest.approx(
         [0.2, 0.2, 0.02, 0.002, 0.002])
-    cos = it.ImageNetTrainConfig(schedule="cosine", warmup_epochs=5)
-    assert it.lr_at(cos, 2.5) == pytest.approx(0.05)
-    assert it.lr_at(cos, 5) == pytest.approx(0.1) and it.lr_at(cos, 90) == pytest.approx(0, abs=1e-9)
-    assert it.lr_at(cos, 47.5) == pytest.approx(0.05)
+    cos = it.imagenet_config(schedule="cosine", warmup_epochs=5)
+    lr = lambda e: T.lr_at(cos, round(e * spe), spe)
+    assert lr(2.5) == pytest.approx(0.05)          # half-way up the linear warm-up
+    assert lr(5) == pytest.approx(0.1) and lr(90) == pytest.approx(0, abs=1e-9)
+    assert lr(47.5) == pytest.approx(0.05)         # half-way down the cosine: 0.1 (1 + 0) / 2
+    assert it.imagenet_config(step_epochs=20).milestones == (20, 40, 60, 80)
+    # the same configuration however it is spelled, hence the same key
+    assert it.imagenet_config().key() == T.TrainConfig(**{
+        **it.IMAGENET_RECIPE, "lr": 0.1, "milestones": (30, 60)}).key()
+    assert it.imagenet_config().key() != it.imagenet_config(crop=192).key()
 
 
 # ---------------------------------------------------------------------------- training
@@ -126,39 +166,37 @@ def test_lr_schedules():
 @pytest.mark.slow
 def test_smoke_training_resumes_bit_identically(root, tmp_path, monkeypatch):
     seen = []
-    original = it.rank_transform
+    original = T.Transform.__call__
 
-    def spy(x, spec, clamp_high=False):
-        seen.append((tuple(x.shape), x.dtype, str(x.device), spec))
-        return original(x, spec, clamp_high)
-    monkeypatch.setattr(it, "rank_transform", spy)
+    def spy(self, x, clamp_high=False):
+        seen.append((tuple(x.shape), x.dtype, str(x.device), str(self)))
+        return original(self, x, clamp_high)
+    monkeypatch.setattr(T.Transform, "__call__", spy)
     train, val = it.train_data(CONFIG, root), it.val_data(CONFIG, root)
-    full = it.train(_model(), CONFIG, train, val, out_dir=tmp_path / "a", workers=1,
-                    progress=False)
+    full = _train(CONFIG, train, val, tmp_path / "a", workers=1)
     assert seen[0] == ((8, 3, 48, 48), torch.float32, "cpu", "low_rank:8")
     assert len(seen) == 2 * 32 // 8                      # every training batch, no val batch
     hist = full.train_history
-    assert [r["epoch"] for r in hist] == [1, 2] and all(r["val_images"] == 16 for r in hist)
-    assert all(0 <= r["val_top1"] <= r["val_top5"] <= 1 for r in hist)
+    assert [r["epoch"] for r in hist] == [1, 2] and all(r["test_images"] == 16 for r in hist)
+    assert all(r["train_images"] == 32 for r in hist)
+    assert all(0 <= r["test_top1"] <= r["test_top5"] <= 1 for r in hist)
     assert all(np.isfinite(r["train_loss"]) for r in hist)
     # interrupted after one epoch, then resumed in a new model: the same weights
-    it.train(_model(), CONFIG, train, val, out_dir=tmp_path / "b", workers=1, progress=False,
-             stop_after=1)
+    _train(CONFIG, train, val, tmp_path / "b", workers=1, stop_after=1)
     log = (tmp_path / "b" / "log.jsonl").read_text().splitlines()
     assert [json.loads(l)["epoch"] for l in log] == [1]
-    resumed = it.train(_model(), CONFIG, train, val, out_dir=tmp_path / "b", workers=0,
-                       progress=False)
+    resumed = _train(CONFIG, train, val, tmp_path / "b", workers=0)
     a, b = full.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    strip = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")}
+    strip = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "cpu_seconds")}
                        for r in h]
     assert strip(resumed.train_history) == strip(hist)
     log = (tmp_path / "b" / "log.jsonl").read_text().splitlines()
     assert [json.loads(l)["epoch"] for l in log] == [1, 2]
-    ckpt = it.load_checkpoint(tmp_path / "b" / "checkpoint.pt", CONFIG)
-    assert ckpt["finished"] and ckpt["epoch"] == 2
+    ckpt = T.load_checkpoint(tmp_path / "b" / "checkpoint.pt", CONFIG)
+    assert ckpt["finished"] and ckpt["epoch"] == 2 and ckpt["format"] == checkpoints.FORMAT
     # a finished run trains nothing more
-    again = it.train(_model(), CONFIG, train, out_dir=tmp_path / "b", progress=False)
+    again = _train(CONFIG, train, None, tmp_path / "b")
     assert all(torch.equal(a[k], again.state_dict()[k]) for k in a)
 
 
@@ -170,29 +208,53 @@ class _Payload:
         return (open, (str(self.path), "w"))
 
 
+_ZEROS = _Tensors(torch.zeros(8, 3, 48, 48, dtype=torch.uint8), torch.zeros(8, dtype=torch.long))
+
+
 def test_checkpoint_with_code_or_another_config_is_refused(tmp_path):
     marker = tmp_path / "payload-ran"
     path = tmp_path / "checkpoint.pt"
-    torch.save({"format": it.CHECKPOINT_FORMAT, "key": CONFIG.key(), "x": _Payload(marker)}, path)
+    torch.save({"format": checkpoints.FORMAT, "key": CONFIG.key(), "x": _Payload(marker)}, path)
     with pytest.raises(ValueError, match=f"checkpoint {path} is corrupt, unreadable or holds code: it cannot be read safely"):
-        it.train(_model(), CONFIG, [(torch.zeros(3, 48, 48, dtype=torch.uint8), 0)] * 8,
-                 out_dir=tmp_path, progress=False)
+        _train(CONFIG, _ZEROS, None, tmp_path)
     assert not marker.exists()
-    torch.save({"format": it.CHECKPOINT_FORMAT, "key": "0" * 16}, path)
+    torch.save({"format": checkpoints.FORMAT, "key": "0" * 16}, path)
     with pytest.raises(ValueError, match="another configuration"):
-        it.load_checkpoint(path, CONFIG)
+        T.load_checkpoint(path, CONFIG)
     path.write_text("<html>not a checkpoint</html>")
     with pytest.raises(ValueError, match=str(path)):
-        it.load_checkpoint(path)
+        T.load_checkpoint(path)
+
+
+def test_a_checkpoint_of_the_former_imagenet_trainer_is_refused_saying_why(tmp_path):
+    """``rankcore.imagenet_training/1`` (a6b537f's own format: ImageNetTrainConfig, one
+    optimiser group, CODE_VERSION 1) is neither resumed nor matched to a TrainConfig."""
+    path = tmp_path / "checkpoint.pt"
+    model = _model()
+    torch.save({"format": "rankcore.imagenet_training/1", "key": CONFIG.key(),
+                "config": {"arch": "torchvision:resnet18", "transform": "low_rank:8"},
+                "code_version": 1, "epoch": 2, "finished": True, "model": model.state_dict(),
+                "optimizer": {}, "history": []}, path)
+    for call in (lambda: T.load_checkpoint(path), lambda: T.load_checkpoint(path, CONFIG),
+                 lambda: _train(CONFIG, _ZEROS,
+                                None, tmp_path)):
+        with pytest.raises(ValueError) as e:
+            call()
+        assert str(path) in str(e.value) and "'rankcore.imagenet_training/1'" in str(e.value)
+        assert "former ImageNet trainer" in str(e.value) and "weights_only=True)['model']" in str(e.value)
+    # what the message promises: the weights are there
+    saved = torch.load(path, weights_only=True)["model"]
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
 
 
 def test_resources_for_the_preflight(root, tmp_path):
-    r = it.resources(it.ImageNetTrainConfig(), root)
+    r = it.resources(it.imagenet_config(), root)
     train, val = r["data"]
     assert train["present"] and train["path"] == str(root / "imagenet" / "train")
     assert val["present"] and train["images"] == 1_281_167 and train["gb"] == 147.0
     assert r["gpu_hours"] == pytest.approx(90 * 1_281_167 / it.IMAGES_PER_GPU_S / 3600, abs=0.1)
-    missing = it.resources(it.ImageNetTrainConfig(epochs=9), tmp_path)
+    assert it.resources(None, root) == r
+    missing = it.resources(it.imagenet_config(epochs=9), tmp_path)
     assert not any(d["present"] for d in missing["data"])
     assert all("image-net.org" in d["how"] for d in missing["data"])
 
@@ -204,7 +266,9 @@ def test_command_line_runs_one_epoch(root, tmp_path):
                      "--crop", "32", "--val-size", "32", "--val-resize", "36", "--n-train", "8",
                      "--n-val", "8", "--transform", "high_rank:4", "--workers", "0"])
     assert len(model.train_history) == 1
-    assert it.load_checkpoint(tmp_path / "cli" / "checkpoint.pt")["config"]["transform"] == "high_rank:4"
+    ckpt = T.load_checkpoint(tmp_path / "cli" / "checkpoint.pt")
+    assert ckpt["config"]["transform"] == "high_rank:4" and ckpt["config"]["dataset"] == "imagenet"
+    assert ckpt["config"]["n_test"] == 8 and ckpt["config"]["crop"] == 32
 
 
 @pytest.mark.slow
@@ -223,7 +287,24 @@ def test_two_process_ddp_on_cpu(root, tmp_path):
            "--workers", "0"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
-    ckpt = it.load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")
+    ckpt = T.load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")
     (row,) = ckpt["history"]
-    assert row["val_images"] == 10 and row["train_images"] == 16
+    assert row["test_images"] == 10 and row["train_images"] == 16
     assert not any(k.startswith("module.") for k in ckpt["model"])
+
+
+@pytest.mark.slow
+def test_a_run_streams_imagenet_and_a_second_call_loads(root, tmp_path, monkeypatch):
+    """The library's run object takes an ImageNet config like a CIFAR-10 one: its default
+    data are the folders under the data root, streamed; the second call loads."""
+    from rankcore.training import Run
+    monkeypatch.setenv("RANKCORE_DATA", str(root))
+    config = CONFIG.replace(epochs=1, n_train=16, n_test=8)
+    run = Run(config, folder=tmp_path / "run")
+    first = run.get_or_train(device="cpu", progress=False)
+    (row,) = first.history
+    assert not first.from_cache and row["train_images"] == 16 and row["test_images"] == 8
+    second = run.get_or_train(device="cpu", progress=False)
+    assert second.from_cache and second.history == first.history
+    a, b = first.model.state_dict(), second.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

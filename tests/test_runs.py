@@ -246,3 +246,23 @@ PINNED_A6B537F = [("natural", "quick", "cifar10-airbench_cpu-natural-f6d0190e6c7
 @pytest.mark.parametrize("name,profile,folder", PINNED_A6B537F)
 def test_cache_keys_of_the_trained_runs_are_pinned(name, profile, folder):
     assert runs.run_dir(runs.preset(name, profile)).name == folder
+
+
+#: The cache keys of the quick profile's eleven runs at a6b537f (before the trainer moved
+#: into rankcore/training/ and ImageNet became its second batch source), printed there by
+#: ``runs.preset(name, "quick").key()``. Their cached weights stay valid only while these hold.
+QUICK_KEYS_A6B537F = {
+    "natural": "f6d0190e6c7b1a1c", "adv": "e4092eae784bdbf9", "adv_l2": "5c62c91bc9b551c9",
+    "low_rank:3": "26b5b319a068744b", "low_rank:5": "e1a3ad7e4be215aa",
+    "low_rank:10": "7fcbb8706c32d578", "low_rank:20": "750aa8ceedc918c1",
+    "high_rank:2": "d59ff1792410d0bb", "high_rank:3": "c55a7e597a67d07d",
+    "high_rank:5": "6a41722976b638fc", "high_rank:10": "5721460e25c020a5"}
+
+
+def test_the_quick_runs_keep_their_cache_keys():
+    """Fields added to TrainConfig since (ImageNet's sides, warm-up epochs) are left out of
+    the key at their defaults; setting one gives another key."""
+    keys = {name: runs.preset(name, "quick").key() for name in runs.names("quick")}
+    assert keys == QUICK_KEYS_A6B537F
+    natural = runs.preset("natural", "quick")
+    assert natural.replace(warmup_epochs=1).key() != QUICK_KEYS_A6B537F["natural"]

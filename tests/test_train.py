@@ -358,7 +358,7 @@ def test_guard_watches_a_seeded_class_balanced_held_out_batch(monkeypatch, with_
     monkeypatch.setattr(T, "_guard_accuracy", lambda m, xg, yg, *a: (seen.append((xg, yg)), 0.5)[1])
     real = T._train_epoch
     monkeypatch.setattr(T, "_train_epoch",
-                        lambda *a: (trained_on.append(a[0].xs.clone()), real(*a))[1])
+                        lambda *a: (trained_on.append(a[0].source.xs.clone()), real(*a))[1])
     x, _ = _synthetic(320)
     y = torch.arange(10).repeat_interleave(32)  # sorted by class
     test = (x[:200], torch.arange(10).repeat_interleave(20)) if with_test else None

@@ -359,20 +359,94 @@ TRAINER_MODULES = [PKG / "train.py", PKG / "imagenet_training.py", PKG / "attack
                    PKG / "_recipe.py", *sorted((PKG / "training").glob("*.py"))]
 
 
-def test_trainer_functions_are_short_or_say_why():
-    """Issue 23: ``train.train`` ran 111 lines, ``_train_epoch`` took 12 positional
-    arguments. A function of the trainer over 80 lines or 8 positional parameters says why
-    in its docstring ("... lines because ..." / "... positional parameters because ...")."""
+#: Library functions over the limits that are not the trainer's (issue 23 names
+#: ``rank_spectrum``; the attribution methods take their paths' parameters one by one).
+#: Tolerated, not endorsed: the list may only shrink.
+KNOWN_LONG = {"attribution/baselines.py integrated_gradients", "attribution/baselines.py smoothgrad",
+              "attribution/baselines.py blur_ig", "attribution/common.py run_path",
+              "attribution/evaluation.py _curves", "attribution/evaluation.py deletion_insertion",
+              "attribution/evaluation.py compare_methods", "attribution/rig.py _rig_blocks",
+              "attribution/rig.py _rig_sum", "attribution/rig.py rank_ig",
+              "attribution/rig.py _rank_ig_path", "attribution/rig.py attribute",
+              "spectrum.py rank_spectrum"}
+
+
+def _long_functions(paths, base: Path = PKG) -> list[str]:
+    """``"<module> <function>: why"`` of every function over 80 lines or 8 positional
+    parameters whose docstring does not say why ("... lines because ..." / "... positional
+    parameters because ...")."""
     bad = []
-    for p in TRAINER_MODULES:
+    for p in paths:
         for node in ast.walk(ast.parse(p.read_text())):
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
             doc = " ".join((ast.get_docstring(node) or "").split())
             lines = node.end_lineno - node.lineno + 1
             positional = len(node.args.posonlyargs) + len(node.args.args)
+            where = f"{p.relative_to(base)} {node.name}"
             if lines > 80 and "lines because" not in doc:
-                bad.append(f"{p.relative_to(REPO)}:{node.lineno} {node.name}: {lines} lines")
+                bad.append(f"{where}: {lines} lines")
             if positional > 8 and "positional parameters because" not in doc:
-                bad.append(f"{p.relative_to(REPO)}:{node.lineno} {node.name}: {positional} positional")
+                bad.append(f"{where}: {positional} positional")
+    return bad
+
+
+def test_trainer_functions_are_short_or_say_why():
+    """Issue 23: ``train.train`` ran 111 lines, ``_train_epoch`` took 12 positional
+    arguments, ``data.dataset`` 11. A function of the trainer (and its data modules) over 80
+    lines or 8 positional parameters says why in its docstring."""
+    bad = _long_functions(TRAINER_MODULES + [PKG / "data.py", PKG / "data_files.py"])
     assert not bad, "long trainer functions without a reason:\n" + "\n".join(bad)
+
+
+def test_library_functions_are_short_or_say_why(tmp_path):
+    """The same rule over the whole library, less :data:`KNOWN_LONG`."""
+    bad = [b for b in _long_functions(_library_modules()) if b.split(":")[0] not in KNOWN_LONG]
+    assert not bad, "long library functions without a reason:\n" + "\n".join(bad)
+    # the rule sees both kinds, and a reason in the docstring silences it
+    body = "\n".join(f"    x{i} = {i}" for i in range(81))
+    (tmp_path / "probe.py").write_text(
+        f"def long():\n{body}\n\n\ndef wide(a, b, c, d, e, f, g, h, i, *, j):\n    pass\n\n\n"
+        'def said(a, b, c, d, e, f, g, h, i):\n    """Nine positional parameters because."""\n')
+    assert _long_functions([tmp_path / "probe.py"], tmp_path) == [
+        "probe.py long: 82 lines", "probe.py wide: 9 positional"]
+
+
+# ---------------------------------------------------------------- one trainer
+
+def _defs(path: Path) -> list[tuple[str, str, int]]:
+    """(kind, name, line) of every class and function ``path`` defines, and of every
+    module-level ``CODE_VERSION``-like assignment."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ClassDef):
+            out.append(("class", node.name, node.lineno))
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            out.append(("def", node.name, node.lineno))
+        elif isinstance(node, ast.Assign):
+            out += [("assign", t.id, node.lineno) for t in node.targets if isinstance(t, ast.Name)]
+    return out
+
+
+def test_one_config_one_schedule_one_checkpoint_loader_one_code_version():
+    """Issue 23: ``train.py`` and ``imagenet_training.py`` each had a config class, an
+    ``lr_at``, a checkpoint loader and a code version. Across the library there is one of
+    each: ``TrainConfig`` and ``lr_at`` in ``train.py``, the reading of a checkpoint
+    (``torch.load``) and the code version in ``training/checkpoint.py`` (``train.py``'s
+    ``load_checkpoint`` calls it)."""
+    found: dict[str, list[str]] = {}
+    for p in _library_modules():
+        for kind, name, _ in _defs(p):
+            key = ("config class" if kind == "class" and name.endswith("Config") and "Train" in name
+                   else "schedule" if kind == "def" and name.startswith("lr_") else
+                   "code version" if kind == "assign" and name.endswith("CODE_VERSION") else None)
+            if key:
+                found.setdefault(key, []).append(f"{p.relative_to(PKG)} {name}")
+    assert found == {"config class": ["train.py TrainConfig"], "schedule": ["train.py lr_at"],
+                     "code version": ["training/checkpoint.py CODE_VERSION"]}, found
+    code = lambda p: "\n".join(l for l in p.read_text().splitlines()
+                               if not l.lstrip().startswith(("#", '"')))
+    loaders = [str(p.relative_to(PKG)) for p in TRAINER_MODULES if "torch.load(" in code(p)]
+    assert loaders == ["training/checkpoint.py"], loaders
+    # the ImageNet command builds the one config and calls the one trainer
+    assert "from .train import TrainConfig, build_model, train" in (PKG / "imagenet_training.py").read_text()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import imagenet_training as it
+from ..train import TrainConfig, build_model, load_checkpoint
 from ..paths import cache_dir
 from ..training import transform_rank
 from . import paper
@@ -166,10 +167,10 @@ def fig15_claim() -> str:
 
 # ------------------------------------------------- Figure 15: ImageNet (paper profile only)
 
-def imagenet_config(name: str) -> "it.ImageNetTrainConfig":
+def imagenet_config(name: str) -> TrainConfig:
     """The ImageNet run ``"natural"`` or ``"low_rank:K"``: ResNet-50 with the paper's recipe
     (He et al.: 90 epochs, lr 0.1 per 256 images, divided by 10 every 30 epochs)."""
-    return it.ImageNetTrainConfig(transform=None if name == "natural" else name)
+    return it.imagenet_config(transform=None if name == "natural" else name)
 
 
 def imagenet_dir(name: str, root: str | Path | None = None) -> Path:
@@ -185,7 +186,7 @@ def _finished(name: str, root) -> bool:
     path = imagenet_dir(name, root) / "checkpoint.pt"
     if not path.exists():
         return False
-    ckpt = it.load_checkpoint(path, imagenet_config(name))
+    ckpt = load_checkpoint(path, imagenet_config(name))
     return len(ckpt.get("history", [])) >= imagenet_config(name).epochs
 
 
@@ -220,8 +221,8 @@ def imagenet_curves(names: Sequence[str], root=None) -> "pandas.DataFrame":  # n
     import pandas as pd
     rows = []
     for n in names:
-        ckpt = it.load_checkpoint(imagenet_dir(n, root) / "checkpoint.pt", imagenet_config(n))
-        rows += [{"run": n, "epoch": h["epoch"], "test_top1": h["val_top1"]}
+        ckpt = load_checkpoint(imagenet_dir(n, root) / "checkpoint.pt", imagenet_config(n))
+        rows += [{"run": n, "epoch": h["epoch"], "test_top1": h["test_top1"]}
                  for h in ckpt["history"]]
     return pd.DataFrame(rows)
 
@@ -236,8 +237,8 @@ def imagenet_models(names: Sequence[str], root=None, device=None) -> dict:
     """The trained ImageNet ResNet-50s (``[0, 1]`` images, eval mode), for Table 2's attacks."""
     out = {}
     for n in names:
-        ckpt = it.load_checkpoint(imagenet_dir(n, root) / "checkpoint.pt", imagenet_config(n))
-        model = it.build_model(imagenet_config(n))
+        ckpt = load_checkpoint(imagenet_dir(n, root) / "checkpoint.pt", imagenet_config(n))
+        model = build_model(imagenet_config(n))
         model.load_state_dict(ckpt["model"])
         out[n] = model.to(device or "cpu").eval()
     return out

@@ -20,38 +20,53 @@ from torch import nn
 
 from .. import _io
 
-__all__ = ["CODE_VERSION", "FORMAT", "OLD_FORMATS", "config_key", "state", "save", "load"]
+__all__ = ["CODE_VERSION", "FORMAT", "OLD_FORMATS", "REFUSED_FORMATS", "config_key", "state", "save", "load"]
 
-#: Bumped whenever a change alters the weights a CIFAR-10 configuration produces (it is
-#: hashed into the cache keys of :class:`rankcore.train.TrainConfig`).
+#: Bumped whenever a change alters the weights a configuration produces (it is hashed into
+#: the cache keys of :class:`rankcore.train.TrainConfig`, CIFAR-10 and ImageNet alike).
 CODE_VERSION = 2
 FORMAT = "rankcore.train/3"
 #: Older formats that still load. /2 (a6b537f) differs only in the overfitting guard's
 #: batch (the first guard_n test images, one class in CIFAR-10's listing order): the same
 #: weights unless the old or the new guard fires, so such a checkpoint of a guarded run
-#: loads with a warning. ``rankcore.imagenet_training/1`` is the ImageNet trainer's own, same fields.
-OLD_FORMATS = ("rankcore.train/2", "rankcore.imagenet_training/1")
+#: loads with a warning.
+OLD_FORMATS = ("rankcore.train/2",)
+#: Formats refused with a message saying why: the ImageNet trainer's own (a6b537f and
+#: before), whose configuration class, schedule and optimiser groups are gone.
+REFUSED_FORMATS = {"rankcore.imagenet_training/1": (
+    "was written by the former ImageNet trainer (ImageNetTrainConfig, before ImageNet became "
+    "a batch source of rankcore.train); it cannot be resumed or matched to a TrainConfig "
+    "(another key, another optimiser layout). Its weights are torch.load(path, "
+    "weights_only=True)['model']; retrain with python -m rankcore.imagenet_training to "
+    "get a checkpoint of this trainer")}
 
 
-def config_key(config: Any, code_version: int = CODE_VERSION) -> str:
+def config_key(config: Any, code_version: int = CODE_VERSION, added: dict | None = None) -> str:
     """The cache key of a configuration (a dataclass) and the code version that trains it:
-    16 hex digits of the SHA-256 of both, as JSON with sorted keys."""
-    blob = json.dumps({"config": dataclasses.asdict(config), "code": code_version}, sort_keys=True)
+    16 hex digits of the SHA-256 of both, as JSON with sorted keys.
+
+    ``added``: field -> value of fields hashed only when they differ from that value (fields
+    added after keys were in use: a configuration that leaves them alone keeps its key, and
+    its cached weights stay valid).
+    """
+    fields = {k: v for k, v in dataclasses.asdict(config).items()
+              if not (added and k in added and v == added[k])}
+    blob = json.dumps({"config": fields, "code": code_version}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def state(model: nn.Module, opt: torch.optim.Optimizer, config: Any, epoch: int,
-          history: list[dict], code_version: int = CODE_VERSION) -> dict:
+          history: list[dict]) -> dict:
     """The checkpoint of ``model`` after ``epoch`` epochs of ``config`` (a frozen dataclass
     with ``key()`` and ``epochs``)."""
     return {"format": FORMAT, "key": config.key(), "config": dataclasses.asdict(config),
-            "code_version": code_version, "epoch": epoch, "finished": epoch == config.epochs,
+            "code_version": CODE_VERSION, "epoch": epoch, "finished": epoch == config.epochs,
             "model": model.state_dict(), "optimizer": opt.state_dict(), "history": history}
 
 
 def save(model: nn.Module, opt: torch.optim.Optimizer, config: Any, epoch: int,
          history: list[dict], *, checkpoint: str | os.PathLike | None = None,
-         log: str | os.PathLike | None = None, code_version: int = CODE_VERSION) -> None:
+         log: str | os.PathLike | None = None) -> None:
     """Write the run's log (``log.jsonl``, one JSON line per epoch of ``history``) and then
     its checkpoint (:func:`state`), each atomically; either may be None (not written).
 
@@ -63,7 +78,7 @@ def save(model: nn.Module, opt: torch.optim.Optimizer, config: Any, epoch: int,
     if log is not None:
         _io.write_text(log, "".join(json.dumps(r) + "\n" for r in history))
     if checkpoint is not None:
-        _io.torch_save(state(model, opt, config, epoch, history, code_version), checkpoint)
+        _io.torch_save(state(model, opt, config, epoch, history), checkpoint)
 
 
 def load(path: str | os.PathLike, config: Any = None, map_location="cpu") -> dict:
@@ -75,8 +90,9 @@ def load(path: str | os.PathLike, config: Any = None, map_location="cpu") -> dic
 
     Raises:
         ValueError: the file is unreadable, truncated, holds pickled code, is no rankcore
-            checkpoint, or (with ``config``) was written for another configuration; the
-            message names the file (and the differing fields).
+            checkpoint, is of a refused old format (:data:`REFUSED_FORMATS`), or (with
+            ``config``) was written for another configuration; the message names the file
+            (and the differing fields).
     """
     path = Path(path)
     try:
@@ -86,6 +102,8 @@ def load(path: str | os.PathLike, config: Any = None, map_location="cpu") -> dic
                          f"be read safely ({type(e).__name__}: {str(e)[:200]}); delete it to "
                          "train from scratch") from e
     found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+    if found in REFUSED_FORMATS:
+        raise ValueError(f"checkpoint {path} has format {found!r}: it {REFUSED_FORMATS[found]}")
     if found not in (FORMAT, *OLD_FORMATS):
         raise ValueError(f"checkpoint {path} has format {found!r}; expected {FORMAT!r}")
     if config is not None and ckpt.get("key") != config.key():

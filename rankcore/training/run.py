@@ -1,4 +1,4 @@
-"""A CIFAR-10 training run that owns its folder: :class:`Run` and its :class:`RunResult`.
+"""A training run that owns its folder: :class:`Run` and its :class:`RunResult`.
 
 One configuration, one folder (``cache_dir("models")/<data>-<arch>-<name>-<key>`` unless
 told otherwise) holding everything about it, written by the run alone::
@@ -21,7 +21,6 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
-import torch
 from torch import Tensor, nn
 
 from .. import _io
@@ -57,16 +56,24 @@ def run_folder(config) -> Path:
     return cache_dir("models") / f"{config.dataset}-{config.arch}-{name.replace(':', '')}-{config.key()}"
 
 
-def load_data(config, split: str, progress: bool = False) -> tuple[Tensor, Tensor]:
+def load_data(config, split: str, progress: bool = False):
     """The (untransformed) ``split`` images a configuration trains or tests on, as uint8
     ``(N, C, H, W)`` with labels ``(N,)``: ``n_train``/``n_test`` of them, seeded by
     ``data_seed``. ``progress``: a bar while a data set is decoded the first time (CIFAR-10's
-    50,000 JPEGs take about 100 s on 2 cores; later calls read the decoded cache)."""
+    50,000 JPEGs take about 100 s on 2 cores; later calls read the decoded cache).
+    ImageNet (``dataset="imagenet"``) streams: Datasets of its folders
+    (:func:`rankcore.imagenet_training.train_data` / ``val_data``), not tensors."""
     from .. import data
+    if config.dataset == "imagenet":
+        from .. import imagenet_training
+        return (imagenet_training.train_data(config) if split == "train"
+                else imagenet_training.val_data(config))
     n = config.n_train if split == "train" else config.n_test
+    # the decoded bytes themselves: a float copy turned back into bytes would hold the
+    # whole set twice on the way
     x, y = data.load(config.dataset, split=split, n=n, seed=config.data_seed,
-                     progress=progress)[:2]
-    return (x * 255).round().to(torch.uint8), y
+                     progress=progress, uint8=True)[:2]
+    return x, y
 
 
 class Run:
