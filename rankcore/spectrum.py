@@ -85,7 +85,7 @@ def default_batch_size(shape: Sequence[int], device: str | torch.device = "cpu")
 # ---------------------------------------------------------------------------- public API
 
 def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
-                  ranks: str | int | Sequence[int] | None = None, batch_size: int | None = None,
+                  ranks: str | int | Sequence[int] | None = None, *, batch_size: int | None = None,
                   device: str | torch.device | None = None, progress: bool = True,
                   checkpoint: str | os.PathLike | None = None, block: int | None = None,
                   amp: str | None = "auto", channels_last: bool | None = None,

@@ -66,7 +66,7 @@ def vanilla_gradient(model: nn.Module, x: Tensor, target: Any = None, output: st
 @register("ig", reduce="sum", cite="Sundararajan et al. 2017")
 def integrated_gradients(model: nn.Module, x: Tensor, target: Any = None,
                          baseline: float | Tensor = 0.0, steps: int = 50,
-                         output: str = "prob", internal_batch_size: int = 16,
+                         *, output: str = "prob", internal_batch_size: int = 16,
                          channel_reduce: str | None = None, return_gap: bool = False):
     """Integrated gradients from a black baseline (Sundararajan, Taly and Yan, 2017), via captum.
 
@@ -105,7 +105,7 @@ def integrated_gradients(model: nn.Module, x: Tensor, target: Any = None,
 
 @register("smoothgrad", reduce="abs_max", cite="Smilkov et al. 2017")
 def smoothgrad(model: nn.Module, x: Tensor, target: Any = None, samples: int = 25,
-               noise: float = 0.15, seed: int = 0, output: str = "prob",
+               noise: float = 0.15, *, seed: int = 0, output: str = "prob",
                internal_batch_size: int = 16,
                channel_reduce: str | None = "abs_max") -> Tensor:
     """SmoothGrad (Smilkov et al., 2017): the gradient averaged over noisy copies, via captum.
@@ -176,7 +176,7 @@ def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
 
 @register("blur_ig", reduce="sum", cite="Xu et al. 2020")
 def blur_ig(model: nn.Module, x: Tensor, target: Any = None, sigma_max: float | None = None,
-            steps: int = 100, output: str = "prob", internal_batch_size: int = 16,
+            steps: int = 100, *, output: str = "prob", internal_batch_size: int = 16,
             channel_reduce: str | None = None, return_gap: bool = False,
             progress: bool = False):
     r"""Blur integrated gradients (Xu, Venugopalan and Sundararajan, CVPR 2020).
@@ -216,5 +216,5 @@ def blur_ig(model: nn.Module, x: Tensor, target: Any = None, sigma_max: float | 
                 yield torch.stack([gaussian_blur(xg, s) for s in sigmas[i:i + per_pass]])
 
         attr, gap = run_path(model, x, target, output, internal_batch_size, len(sigmas), make,
-                             "blur IG", progress)
+                             desc="blur IG", progress=progress)
     return finish(attr, gap, channel_reduce, return_gap, home)

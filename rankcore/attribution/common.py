@@ -267,7 +267,7 @@ def integrate_path(model: Callable, blocks: Iterator[Tensor], target: Tensor, ou
 
 
 def run_path(model: Callable, x: Tensor, target: Tensor, output: str, internal_batch_size: int,
-             n_points: int, make_blocks: Callable, desc: str, progress: bool,
+             n_points: int, make_blocks: Callable, *, desc: str, progress: bool,
              forward_args: tuple = ()):
     """Integrate along a path per image group; ``make_blocks(xg, per_pass)`` yields the points.
 

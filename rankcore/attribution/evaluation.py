@@ -88,7 +88,7 @@ def _end_scores(model, x, start, target, output, batch_size) -> dict[str, Tensor
 
 
 def _curves(model, x, start, saliency, target, steps, output, batch_size,
-            ends) -> DeletionInsertion:
+            *, ends) -> DeletionInsertion:
     counts, fractions, rank = _order_masks(saliency.to(x.device), steps)
     inner = counts[1:-1]            # counts[0] = 0 and counts[-1] = H * W are the ends
     groups, per_pass = image_groups(len(x), batch_size)
@@ -120,7 +120,7 @@ def _check_saliency(saliency: Any, x: Tensor) -> None:
 
 
 def deletion_insertion(model: nn.Module, x: Tensor, saliency: Tensor, target: Any = None,
-                       steps: int = 32, output: str = "prob", insertion_start: str = "blur",
+                       steps: int = 32, output: str = "prob", *, insertion_start: str = "blur",
                        blur_sigma: float = 5.0,
                        internal_batch_size: int = 64) -> DeletionInsertion:
     """Deletion and insertion curves (Petsiuk, Das and Saenko, BMVC 2018).
@@ -151,7 +151,7 @@ def deletion_insertion(model: nn.Module, x: Tensor, saliency: Tensor, target: An
         start = gaussian_blur(x, blur_sigma) if insertion_start == "blur" else torch.zeros_like(x)
         ends = _end_scores(model, x, start, target, output, internal_batch_size)
         return _curves(model, x, start, saliency, target, steps, output, internal_batch_size,
-                       ends)
+                       ends=ends)
 
 
 # --------------------------------------------------------------------------- comparing methods
@@ -188,7 +188,7 @@ CACHE_TAG = "rankcore compare_methods cache"
 
 def compare_methods(model: nn.Module, x: Tensor, methods: dict[str, dict],
                     target: Any = None, steps: int = 32, batch: int = 8,
-                    cache: str | Path | None = None, cache_key: Any = None,
+                    *, cache: str | Path | None = None, cache_key: Any = None,
                     progress: bool = True) -> list[dict]:
     """Deletion and insertion areas of several methods on the same images.
 
@@ -243,7 +243,7 @@ def compare_methods(model: nn.Module, x: Tensor, methods: dict[str, dict],
                     t0 = time.perf_counter()
                     sal = saliency_map(name, model, xb, tb, **kwargs)
                     seconds = (time.perf_counter() - t0) / len(xb)
-                    di = _curves(model, xb, canvas, sal, tb, steps, "prob", batch, ends)
+                    di = _curves(model, xb, canvas, sal, tb, steps, "prob", batch, ends=ends)
                     done[tag] = [{"image": first + i, "method": name, "target": int(tb[i]),
                                   "deletion_auc": float(di.deletion_auc[i]),
                                   "insertion_auc": float(di.insertion_auc[i]),

@@ -62,7 +62,7 @@ def path_ranks(ranks: Any, w: int) -> list[int]:
 # --------------------------------------------------------------------------- RIG
 
 def _rig_blocks(model, x, target, ks, weights, output, internal_batch_size, channel_reduce,
-                progress, forward_args: tuple = ()
+                *, progress, forward_args: tuple = ()
                 ) -> Iterator[tuple[slice, list[int], Tensor, Tensor]]:
     """Yield ``(images, ranks, x_k (n, B, C, H, W), weighted reduced gradients (n, B, ...))``."""
     weight_of = dict(zip(ks, weights))
@@ -83,13 +83,13 @@ def _rig_blocks(model, x, target, ks, weights, output, internal_batch_size, chan
 
 
 def _rig_sum(model, x, target, ranks, output, internal_batch_size, channel_reduce,
-             progress, forward_args: tuple = ()) -> Tensor:
+             progress, *, forward_args: tuple = ()) -> Tensor:
     """Equation 3 on checked inputs: ``(N, H, W)`` (or ``(N, C, H, W)``) on ``x.device``."""
     ks, weights = rig_ranks(ranks, min(x.shape[-2:]))
     total = reduce_channels(torch.zeros_like(x), channel_reduce)
     for sl, _, _, terms in _rig_blocks(model, x, target, ks, weights, output,
-                                       internal_batch_size, channel_reduce, progress,
-                                       forward_args):
+                                       internal_batch_size, channel_reduce,
+                                       progress=progress, forward_args=forward_args):
         total[sl] += terms.sum(0)
     return total
 
@@ -172,7 +172,7 @@ def rig_terms(model: nn.Module, x: Tensor, ranks: Any, target: Any = None,
         terms = reduce_channels(torch.empty_like(images), channel_reduce)
         weights = [(w - k) / w for k in ks]
         for sl, kb, xs, t in _rig_blocks(model, x, target, ks, weights, output,
-                                         internal_batch_size, channel_reduce, False):
+                                         internal_batch_size, channel_reduce, progress=False):
             j = ks.index(kb[0])
             images[j:j + len(kb), sl], terms[j:j + len(kb), sl] = xs, t
     return ks, images.to(home), terms.to(home)
@@ -195,7 +195,7 @@ def _refine(blocks: Iterator[Tensor], substeps: int) -> Iterator[Tensor]:
 
 @register("rank_ig", reduce="sum", cite="rank-path IG (beyond the paper)")
 def rank_ig(model: nn.Module, x: Tensor, target: Any = None, ranks: Any = None,
-            output: str = "prob", internal_batch_size: int = 16, substeps: int = 1,
+            output: str = "prob", *, internal_batch_size: int = 16, substeps: int = 1,
             channel_reduce: str | None = None, return_gap: bool = False,
             progress: bool = False):
     r"""Integrated gradients along the rank path (beyond the paper).
@@ -232,7 +232,7 @@ def rank_ig(model: nn.Module, x: Tensor, target: Any = None, ranks: Any = None,
 
 
 def _rank_ig_path(model, x, target, ranks, output, internal_batch_size, substeps, progress,
-                  forward_args: tuple = ()) -> tuple[Tensor, Tensor]:
+                  *, forward_args: tuple = ()) -> tuple[Tensor, Tensor]:
     """Rank-path IG on checked inputs: ``(attributions (N, C, H, W), gap (N,))``."""
     ks = path_ranks(ranks, min(x.shape[-2:]))
 
@@ -242,7 +242,8 @@ def _rank_ig_path(model, x, target, ranks, output, internal_batch_size, substeps
                        substeps)
 
     return run_path(model, x, target, output, internal_batch_size,
-                    (len(ks) - 1) * substeps + 1, make, "rank IG", progress, forward_args)
+                    (len(ks) - 1) * substeps + 1, make, desc="rank IG", progress=progress,
+                    forward_args=forward_args)
 
 
 # --------------------------------------------------------------------------- captum
@@ -349,7 +350,7 @@ class RankIntegratedGradients(_RankAttribution):
             t = self._target(x, target, args, internal_batch_size)
             rig_ranks(ranks, min(x.shape[-2:]))
             total = _rig_sum(self.forward_func, x, t, ranks, output, internal_batch_size,
-                             channel_reduce, False, args)
+                             channel_reduce, False, forward_args=args)
         if channel_reduce is not None:
             total = total[:, None].expand_as(x).contiguous()             # (N, C, H, W)
         out = total.to(device=inputs.device, dtype=inputs.dtype)
@@ -375,7 +376,7 @@ class RankPathIntegratedGradients(_RankAttribution):
     @log_usage()
     def attribute(self, inputs: Tensor | tuple[Tensor], target: Any = None, ranks: Any = None,
                   additional_forward_args: Any = None, output: str = "logit",
-                  substeps: int = 1, internal_batch_size: int = 16,
+                  substeps: int = 1, *, internal_batch_size: int = 16,
                   return_convergence_delta: bool = False):
         check_positive_int("substeps", substeps)
         if not isinstance(return_convergence_delta, bool):
@@ -387,7 +388,7 @@ class RankPathIntegratedGradients(_RankAttribution):
             x = inputs.detach().to(device)
             t = self._target(x, target, args, internal_batch_size)
             attr, gap = _rank_ig_path(self.forward_func, x, t, ranks, output,
-                                      internal_batch_size, substeps, False, args)
+                                      internal_batch_size, substeps, False, forward_args=args)
         out = attr.to(device=inputs.device, dtype=inputs.dtype)
         out = (out,) if as_tuple else out
         return (out, gap.to(inputs.device)) if return_convergence_delta else out
