@@ -318,6 +318,10 @@ def part_path(path: Path, rank: int, world: int) -> Path:
     return path if world == 1 else path.with_name(f"{path.name}.part{rank}of{world}")
 
 
+#: Fingerprint keys of older checkpoints that describe the memory layout, not the answer.
+LAYOUT_KEYS = ("channels_last",)
+
+
 def load_checkpoints(path: Path, fingerprint: dict) -> dict[int, dict[str, Any]]:
     """Finished blocks from ``path`` and from the per-process parts beside it (each with the
     digest of its images and labels; the caller reuses a block only if that still matches)."""
@@ -334,8 +338,10 @@ def load_checkpoints(path: Path, fingerprint: dict) -> dict[int, dict[str, Any]]
                           f"version {old.get('version')}, now {fingerprint['version']}); "
                           "recomputing it", RuntimeWarning, stacklevel=3)
             continue
+        # Files written before the input layout stopped keying them still say which it was.
+        old = {k: v for k, v in old.items() if k not in LAYOUT_KEYS}
         if old != fingerprint:
-            diff = sorted(k for k in fingerprint if old.get(k) != fingerprint[k])
+            diff = sorted(k for k in set(fingerprint) | set(old) if old.get(k) != fingerprint.get(k))
             raise ValueError(f"checkpoint {str(f)!r} was written by a different run (differs in "
                              f"{diff}); delete it or pass another checkpoint path")
         blocks.update({int(b): v for b, v in state["blocks"].items()})

@@ -97,18 +97,11 @@ def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
     paper plot these curves. The model runs in eval mode; the caller's train/eval modes
     (and so its BatchNorm statistics) are left as they were.
 
-    The cost is the model's forward passes plus the SVDs and the rank-k images. On 2 CPU
-    cores (``bench/spectrum_bench.py``, medians of back-to-back pairs) it was 1.00-1.02x
-    the bare model for every rank of CIFAR-10 images, and 1.06-1.09x for 7 ranks of
-    ImageNet images (single pairs 1.04-1.15), where the SVD factors and rank-k images
-    alone take 7.6-8.7% of the model's time. On one H100 (bfloat16, channels-last, images
-    handed over on the CPU, 16 CPU cores), ResNet-50 on 1,000 images x all 225 ranks took
-    20.2 s against 18.1 s for the bare model (1.12x, two runs; the GPU busy 90-92% of the
-    time against 99%). A model too small to keep the GPU busy waits for the SVDs instead:
-    EfficientNet-Lite0 with 7 ranks took 2.8x its bare passes. On the CPU under glibc, a
-    script should call :func:`rankcore.torch_utils.tune_allocator` once at its start, as
-    ``rankcore spectrum`` does: with glibc's defaults every forward pass of an ImageNet
-    model maps and unmaps its activations, which made the same work 1.9x slower on 2 cores.
+    The cost is the model's forward passes plus the SVDs and the rank-k images: 1.00-1.12x
+    the bare model where the model keeps the device busy, more for a small model on a GPU
+    (measured on 2 CPU cores and one H100: ``bench/measured/spectrum-cost.md``). On the CPU under glibc, a script should call
+    :func:`rankcore.torch_utils.tune_allocator` once at its start, as ``rankcore spectrum``
+    does (glibc's defaults made the same work 1.9x slower on 2 cores).
 
     Args:
         model (nn.Module): a classifier taking ``[0, 1]`` images ``(B, C, H, W)`` and
@@ -150,9 +143,8 @@ def rank_spectrum(model: nn.Module, images: Any, labels: Any = None,
             Default: ``"auto"``.
         channels_last (bool, optional): feed channels-last inputs (the same arithmetic in
             another memory order: a layout, not a setting of the answer, so it does not key
-            the checkpoint). Default: True. On 2 CPU cores it was 1.2-1.5x faster than
-            contiguous inputs for the book's CIFAR-10 and ImageNet models, with the same
-            tables (``bench/spectrum_bench.py --layouts``; ``bench/measured/``).
+            the checkpoint). Default: True (faster on the CPU too; see
+            ``bench/measured/spectrum-cost.md``).
         overlap (bool, optional): compute the next block's SVD on a CPU thread while the
             model runs (same answer). Default: True on CUDA, False on the CPU, where the
             model already uses every core.

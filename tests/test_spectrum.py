@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -545,6 +546,16 @@ def test_channels_last_is_a_layout_not_a_setting(tmp_path):
     resumed = rank_spectrum(model, x, y, ranks="0:12:3", channels_last=True, progress=False,
                             checkpoint=ckpt)
     pd.testing.assert_frame_equal(resumed, plain)
+    # a file from before the layout stopped keying the checkpoint still resumes
+    from rankcore import _io
+    from rankcore._spectrum_blocks import CHECKPOINT_TAG
+    state = torch.load(ckpt, weights_only=False)
+    state["fingerprint"]["channels_last"] = False
+    _io.save_own({k: state[k] for k in ("fingerprint", "blocks")}, ckpt, CHECKPOINT_TAG)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")           # no "recomputing" warning either
+        older = rank_spectrum(model, x, y, ranks="0:12:3", progress=False, checkpoint=ckpt)
+    pd.testing.assert_frame_equal(older, plain)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

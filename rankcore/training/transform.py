@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .. import _io
+from ..data import to_float  # the one uint8 -> float conversion (re-exported here)
 from ..paths import cache_dir
 from .checkpoint import CODE_VERSION
 
@@ -140,8 +141,3 @@ def _compact(x: Tensor, in_unit_range: bool) -> Tensor:
     if x.dtype == torch.uint8 or not in_unit_range:
         return x if x.dtype == torch.uint8 else x.to(torch.float16)
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
-def to_float(x: Tensor) -> Tensor:
-    """uint8 images -> float32 in [0, 1]; float tensors -> float32."""
-    return x.float() / 255 if x.dtype == torch.uint8 else x.float()
