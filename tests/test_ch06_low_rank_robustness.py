@@ -310,3 +310,17 @@ def test_table2_carries_the_wilson_intervals_the_rule_judges():
     md = ch06.summary_markdown(t2.reset_index(), {}, {"top1": 0.8, "recovery": 0.0}, None, 200,
                                4 / 255, 20, trained, "smoke")
     assert "success 96.0% [92.3, 98.0]" in md and "95% Wilson intervals" in md
+
+
+def test_random_order_makes_every_prefix_of_a_class_ordered_subset_a_random_draw():
+    """The JPEG CIFAR-10 copy's subsets come ordered by class: the first 100 of 500 were
+    50 airplanes and 50 cars, and chapter 08 attacked only those."""
+    y = torch.arange(10).repeat_interleave(50)                 # 500 labels, by class
+    order = ch06.random_order(len(y), seed=0)
+    assert sorted(order.tolist()) == list(range(500))          # a permutation
+    assert torch.equal(order, ch06.random_order(500, seed=0))  # seeded
+    assert not torch.equal(order, ch06.random_order(500, seed=1))
+    assert len(set(y[:100].tolist())) == 2 and len(set(y[order[:100]].tolist())) == 10
+    assert torch.equal(ch06.attack_subset(500, 0, 3), torch.arange(500))    # all, in order
+    assert torch.equal(ch06.attack_subset(500, 800, 3), torch.arange(500))
+    assert torch.equal(ch06.attack_subset(500, 50, 3), ch06.random_order(500, 3)[:50])

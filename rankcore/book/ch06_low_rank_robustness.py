@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from .. import attacks, stats
 from ..spectrum import wilson_interval
@@ -35,7 +36,8 @@ from .verdicts import not_meaningful, rule
 __all__ = ["CHAPTER", "RATE_CLOSE", "RATE_FACTOR", "ADV_MARGIN", "rate_band",
            "RATES", "PAPER_FAMILY", "run_names", "run_label", "attack", "table2", "rate_verdict",
            "table2_verdicts", "adv_verdict", "robust_accuracy", "robust_markdown",
-           "extra_markdown", "AA_GAP", "AA_MIN_ROBUST", "robust_per_image", "pgd_vs_autoattack",
+           "extra_markdown", "AA_GAP", "AA_MIN_ROBUST", "random_order", "attack_subset",
+           "robust_per_image", "pgd_vs_autoattack",
            "autoattack_table", "autoattack_verdict", "autoattack_markdown", "table2_figure",
            "IMAGENET_DROP", "imagenet_verdicts",
            "architecture_markdown", "other_family_markdown", "summary_markdown"]
@@ -130,6 +132,24 @@ def robust_markdown(rob, eps: float, steps: int) -> str:
     n = int(rob["n"].iloc[0]) if len(rob) else 0
     return (f"- **At the adversarial training radius** (untargeted {steps}-step L-inf PGD, "
             f"eps {eps * 255:.0f}/255, {n} test images, 95% interval): {rows}.")
+
+
+def random_order(n: int, seed: int) -> torch.Tensor:
+    """A seeded permutation of ``range(n)`` (int64).
+
+    ``rankcore.data.load(n=..., seed=...)`` returns its subset in the data set's order, and
+    the CIFAR-10 JPEG copy is ordered by class: the first 100 of a 500-image subset are 50
+    airplanes and 50 cars. Taken in this order, every prefix of the subset is a seeded
+    random draw of it, so "attack the first k" attacks every class."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+
+def attack_subset(n: int, k: int, seed: int) -> torch.Tensor:
+    """Indices of the ``k`` of ``n`` images to attack: all of them, in order, when
+    ``k >= n`` (or ``k`` is 0); else the first ``k`` of :func:`random_order`."""
+    if not k or k >= n:
+        return torch.arange(n)
+    return random_order(n, seed)[:k]
 
 
 def robust_per_image(model, x, y, attack_specs: dict, seed: int,

@@ -27,12 +27,12 @@ from .. import spectrum, stats
 from ..rank import rank_sweep
 from ..torch_utils import predict
 from . import fourier, runs
-from .ch06_low_rank_robustness import robust_per_image
+from .ch06_low_rank_robustness import random_order, robust_per_image
 from .verdicts import not_meaningful, rule
 
 __all__ = ["CHAPTER", "RANK_SCORES", "PROXIES", "SCORE_LABELS", "MIN_MODELS", "run_names",
            "load_models", "matched_window", "gaussian_blur", "gaussian_noise",
-           "per_image_scores", "robust_per_image", "score_row", "score_table", "correlation",
+           "per_image_scores", "random_order", "robust_per_image", "score_row", "score_table", "correlation",
            "blocks", "bootstrap_correlations", "best_score", "best_markdown",
            "metric_verdict", "learned", "LEARNED_OVER_CHANCE", "MIN_CORRELATED", "scatter_figure",
            "with_every_model", "summary_markdown"]
