@@ -22,8 +22,10 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
+from .. import data
 from .._recipe import augment
-from .transform import Transform, to_float, transformed
+from ..data import to_float
+from .transform import Transform, transformed
 
 __all__ = ["InMemory", "Streamed", "make", "streamed", "evaluate", "balanced_subset", "steps_per_epoch"]
 
@@ -125,7 +127,6 @@ class Streamed:
 
     def __init__(self, train, test, config, device: torch.device, workers: int | None,
                  world: tuple[int, int] = (0, 1)):
-        from .. import data
         self.config, self.device, self.dataset = config, device, train
         n_world = world[1]
         if config.batch_size % n_world:
@@ -150,12 +151,11 @@ class Streamed:
                           torch.tensor([int(label) for _, label in items], device=device))
 
     def batches(self, epoch: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
-        from .. import data
         self.loader.sampler.set_epoch(epoch)
         if hasattr(self.dataset, "item_seed"):
             self.dataset.item_seed = self.config.seed * 100_003 + epoch
         for x, y in self.loader:
-            xb = data.to_float(x, self.device)
+            xb = to_float(x, self.device)
             if self.transform is not None:
                 xb = self.transform(xb, self.config.high_rank_clamp)
             yield xb, y.to(self.device, non_blocking=True)
@@ -179,7 +179,6 @@ def evaluate(model: nn.Module, test, config, batch_size: int, workers: int | Non
     """The per-epoch scores on ``test`` (a pair on the device, a Dataset, or None):
     ``test_top1`` (a fraction, or None); a Dataset adds ``test_top5`` and ``test_images``
     (under ``torchrun`` each process scores its share and the counts are summed)."""
-    from .. import data
     from ..torch_utils import accuracy
     if test is None:
         return {"test_top1": None}
